@@ -1,0 +1,533 @@
+"""Configuration: frozen dataclasses per concern, the presets, overrides and JSON round-trip.
+
+Everything that shapes a network or a run lives here as typed values (no mode strings parsed
+later). ``PRESETS`` maps a preset name to a full :class:`Config`; ``apply_overrides`` applies
+``section.field=value`` strings with type checking; ``config_to_dict``/``config_from_dict`` give an
+exact JSON round-trip. Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VIDEO_BACKBONES = ("s3d", "tsm_resnet", "r2plus1d")
+S3D_STEMS = ("space_to_depth", "standard")
+GRAPHS = ("shared", "disjoint", "fac")
+FAC_ACTIVATIONS = ("none", "relu", "bnrelu")
+SPACES = ("va", "vt", "at")
+MODALITIES = ("video", "audio", "text")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class BatchNormConfig:
+    """BatchNorm settings shared by every tower and head (the official models use one config)."""
+
+    eps: float = 1e-5
+    """Epsilon added to the variance (official: 1e-5)."""
+    momentum: float = 0.1
+    """PyTorch-style running-statistics momentum (official EMA decay 0.9 == momentum 0.1)."""
+
+    def __post_init__(self) -> None:
+        _check_positive("bn.eps", self.eps)
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"bn.momentum must be in [0, 1], got {self.momentum!r}")
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """The video tower."""
+
+    backbone: str = "s3d"
+    """One of 's3d' (S3D-G), 'tsm_resnet' (TSM-ResNetV2), 'r2plus1d' (R(2+1)D)."""
+    depth: int = 50
+    """ResNet depth: 50 for TSM (also 18/34/101), 18 (or 34) for R(2+1)D; ignored by S3D."""
+    width_mult: float = 1.0
+    """Channel multiplier (TSM-ResNet50x2 is 2; tiny models use a fraction)."""
+    s3d_stem: str = "space_to_depth"
+    """S3D first layer: 'space_to_depth' (released checkpoint, 24 ch, done in the model) or 'standard'."""
+    s3d_gating: bool = True
+    """S3D-G self-gating (False gives plain S3D)."""
+    shift_fraction: float = 0.125
+    """TSM: fraction of channels shifted forward and (the same number) backward in time."""
+
+    def __post_init__(self) -> None:
+        _check_choice("video.backbone", self.backbone, VIDEO_BACKBONES)
+        _check_choice("video.s3d_stem", self.s3d_stem, S3D_STEMS)
+        _check_positive("video.width_mult", self.width_mult)
+        if not 0.0 <= self.shift_fraction <= 0.5:
+            raise ValueError(f"video.shift_fraction must be in [0, 0.5], got {self.shift_fraction!r}")
+        if self.backbone == "tsm_resnet" and self.depth not in (18, 34, 50, 101, 152):
+            raise ValueError(f"video.depth={self.depth} is not a TSM-ResNet depth (18, 34, 50, 101, 152)")
+        if self.backbone == "r2plus1d" and self.depth not in (10, 18, 34):
+            raise ValueError(f"video.depth={self.depth} is not an R(2+1)D depth (10, 18, 34)")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """The audio tower: ResNetV2 on a log-mel spectrogram ``(B, 1, T, F)``."""
+
+    depth: int = 50
+    """ResNetV2 depth: 18, 34, 50 or 101."""
+    width_mult: float = 1.0
+    """Channel multiplier (1.0 is the official network)."""
+
+    def __post_init__(self) -> None:
+        if self.depth not in (18, 34, 50, 101):
+            raise ValueError(f"audio.depth={self.depth} is not one of [18, 34, 50, 101]")
+        _check_positive("audio.width_mult", self.width_mult)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The text tower: frozen word vectors -> linear to ``hidden_dim`` -> ReLU -> max over words."""
+
+    vocab_size: int = 65536
+    """Rows of the word-vector table."""
+    word_dim: int = 300
+    """Word-vector size (300 for word2vec GoogleNews, 50 for the bundled GloVe 6B 50d)."""
+    hidden_dim: int = 2048
+    """Sentence representation size (official ``sentence_dim``)."""
+    max_words: int = 16
+    """Words kept per sentence after stop-word removal."""
+    mask_padding: bool = False
+    """Exclude padding positions from the max (the official model does not mask)."""
+    padding_id: int = 0
+    """Word id used for padding."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "word_dim", "hidden_dim", "max_words"):
+            _check_positive(f"text.{name}", getattr(self, name))
+        if not 0 <= self.padding_id < self.vocab_size:
+            raise ValueError(f"text.padding_id={self.padding_id} outside [0, {self.vocab_size})")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """One projection head into an embedding space (official ``EmbeddingModule``)."""
+
+    hidden: tuple[int, ...] = ()
+    """Hidden sizes of an MLP head; empty means a linear head."""
+    inner_bn: bool = True
+    """BN after each hidden linear (official 'mlp'); False is 'mlp_nobn'."""
+    bn_after_proj: bool = False
+    """BN after the final projection. In an MLP head this also drops the final bias."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        for h in self.hidden:
+            _check_positive("head.hidden", h)
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """One joint embedding space between two modalities and the two heads projecting into it.
+
+    For space ``va`` the heads are (video, audio), for ``vt`` (video, text), for ``at`` (audio, text).
+    """
+
+    dim: int
+    """Embedding size of the space."""
+    first: HeadConfig = field(default_factory=HeadConfig)
+    """Head of the first modality of the pair."""
+    second: HeadConfig = field(default_factory=HeadConfig)
+    """Head of the second modality of the pair."""
+
+    def __post_init__(self) -> None:
+        _check_positive("space.dim", self.dim)
+
+
+def _official_spaces() -> dict[str, SpaceConfig]:
+    return {
+        "va": SpaceConfig(512, HeadConfig(hidden=(512,), bn_after_proj=True), HeadConfig()),
+        "vt": SpaceConfig(256, HeadConfig(bn_after_proj=True), HeadConfig()),
+        "at": SpaceConfig(512, HeadConfig(), HeadConfig()),
+    }
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole MMV network: three towers, the heads and the embedding graph."""
+
+    video: VideoConfig = field(default_factory=VideoConfig)
+    """Video tower."""
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    """Audio tower."""
+    text: TextConfig = field(default_factory=TextConfig)
+    """Text tower."""
+    graph: str = "fac"
+    """Embedding graph: 'shared' (one space S_vat), 'disjoint' (S_va, S_vt) or 'fac' (fine and coarse)."""
+    fac_activation: str = "relu"
+    """Between S_va and S_vat under FAC: 'none', 'relu' (released models) or 'bnrelu'."""
+    spaces: dict[str, SpaceConfig] = field(default_factory=_official_spaces)
+    """Embedding spaces keyed 'va', 'vt', 'at'."""
+    bn: BatchNormConfig = field(default_factory=BatchNormConfig)
+    """BatchNorm settings for every tower and head."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.graph", self.graph, GRAPHS)
+        _check_choice("model.fac_activation", self.fac_activation, FAC_ACTIVATIONS)
+        missing = [s for s in SPACES if s not in self.spaces]
+        unknown = [s for s in self.spaces if s not in SPACES]
+        if missing or unknown:
+            raise ValueError(f"model.spaces needs exactly {list(SPACES)}; missing {missing}, unknown {unknown}")
+        if self.graph == "shared":
+            dims = {self.spaces[s].dim for s in SPACES}
+            if len(dims) != 1:
+                raise ValueError(f"graph 'shared' needs one dim for every space, got {sorted(dims)}")
+        if self.graph == "shared":
+            va, vt = self.spaces["va"], self.spaces["vt"]
+            if va.first != vt.first:
+                raise ValueError("graph 'shared' needs the same video head config for 'va' and 'vt'")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The self-supervised loss: NCE(video, audio) + MIL-NCE(video, narrations)."""
+
+    temperature: float = 0.07
+    """Softmax temperature tau."""
+    weight_va: float = 1.0
+    """lambda_va, weight of NCE between video and audio."""
+    weight_vt: float = 1.0
+    """lambda_vt, weight of MIL-NCE between video and text."""
+    weight_at: float = 0.0
+    """lambda_at, weight of NCE between audio and text (0: unused, as in the paper)."""
+    normalize: bool = True
+    """L2-normalise embeddings before the dot product."""
+    symmetric: bool = True
+    """Average both directions (video->other and other->video)."""
+
+    def __post_init__(self) -> None:
+        _check_positive("loss.temperature", self.temperature)
+        for name in ("weight_va", "weight_vt", "weight_at"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss.{name} must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Inputs of pretraining: clip sampling, augmentation, audio features and text."""
+
+    num_frames: int = 32
+    """Frames per clip."""
+    fps: float = 10.0
+    """Frame rate the clip is sampled at (paper: 32 frames at 10 fps)."""
+    crop_size: int = 200
+    """Training crop (224 at evaluation)."""
+    eval_crop_size: int = 224
+    """Evaluation centre crop."""
+    resize_short: int = 224
+    """Short side after resize, before cropping."""
+    scale_jitter: tuple[float, float] = (0.8, 1.2)
+    """Random scale of the resize before cropping."""
+    flip: bool = True
+    """Random horizontal flip."""
+    color_jitter: float = 0.4
+    """Strength of brightness/contrast/saturation jitter (hue gets a tenth); 0 disables."""
+    audio_seconds: float = 2.0
+    """Audio window length in seconds."""
+    sample_rate: int = 16000
+    """Audio sample rate."""
+    num_mel_bins: int = 80
+    """Log-mel bins."""
+    num_candidates: int = 5
+    """K: narrations nearest to the clip used as MIL-NCE candidates."""
+    max_words: int = 16
+    """Words per narration after tokenisation."""
+    word_vectors: str = "glove-6b-50d"
+    """Word vectors: 'glove-6b-50d' (bundled) or a path to word2vec/GloVe files."""
+    max_skip_rate: float = 0.1
+    """Stop with an error when more than this fraction of files fails to decode."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale_jitter", tuple(float(s) for s in self.scale_jitter))
+        for name in ("num_frames", "fps", "crop_size", "eval_crop_size", "resize_short", "audio_seconds",
+                     "sample_rate", "num_mel_bins", "num_candidates", "max_words"):
+            _check_positive(f"data.{name}", getattr(self, name))
+        if len(self.scale_jitter) != 2 or not 0 < self.scale_jitter[0] <= self.scale_jitter[1]:
+            raise ValueError(f"data.scale_jitter must be (low, high) with 0 < low <= high, got {self.scale_jitter}")
+        if not 0.0 <= self.max_skip_rate <= 1.0:
+            raise ValueError(f"data.max_skip_rate must be in [0, 1], got {self.max_skip_rate}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop."""
+
+    batch_size: int = 8
+    """Clips per process per step."""
+    steps: int = 1000
+    """Optimizer steps."""
+    lr: float = 2e-3
+    """Peak Adam learning rate (paper: 0.002)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps before cosine decay."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (0: plain Adam as in the paper)."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value (0: off)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    precision: str = "fp32"
+    """'fp32', 'bf16' or 'fp16' (autocast; the last two on GPU)."""
+    channels_last: bool = True
+    """Use channels_last_3d memory format for the video tower."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    num_workers: int = 2
+    """Data-loader worker processes."""
+    seed: int = 0
+    """Base random seed."""
+    log_every: int = 10
+    """Steps between log lines."""
+    ckpt_every: int = 500
+    """Steps between checkpoints."""
+    keep_ckpts: int = 3
+    """Checkpoints kept on disk."""
+    max_bad_steps: int = 10
+    """Stop after this many skipped steps with a non-finite loss."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "lr", "grad_accum", "log_every", "ckpt_every", "keep_ckpts"):
+            _check_positive(f"train.{name}", getattr(self, name))
+        _check_choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
+        for name in ("warmup_steps", "weight_decay", "grad_clip", "num_workers", "max_bad_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A full run: model, loss, data and training loop."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The network."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The loss."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The inputs."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The training loop."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+
+def _tiny() -> Config:
+    spaces = {
+        "va": SpaceConfig(64, HeadConfig(hidden=(64,), bn_after_proj=True), HeadConfig()),
+        "vt": SpaceConfig(32, HeadConfig(bn_after_proj=True), HeadConfig()),
+        "at": SpaceConfig(64, HeadConfig(), HeadConfig()),
+    }
+    model = ModelConfig(
+        video=VideoConfig(backbone="s3d", width_mult=0.125, s3d_stem="standard"),
+        audio=AudioConfig(depth=18, width_mult=0.25),
+        text=TextConfig(vocab_size=1000, word_dim=50, hidden_dim=128),
+        spaces=spaces,
+    )
+    data = DataConfig(num_frames=8, fps=8.0, crop_size=64, eval_crop_size=64, resize_short=72,
+                      audio_seconds=1.0, num_mel_bins=40, num_candidates=3)
+    train = TrainConfig(batch_size=16, steps=300, lr=2e-3, warmup_steps=20, ckpt_every=100)
+    return Config(model=model, data=data, train=train)
+
+
+def _s3d() -> Config:
+    return Config(model=ModelConfig(video=VideoConfig(backbone="s3d")))
+
+
+def _tsm(width: float) -> Config:
+    return Config(model=ModelConfig(video=VideoConfig(backbone="tsm_resnet", depth=50, width_mult=width)))
+
+
+def _r2plus1d() -> Config:
+    # Video-audio only model of the paper's R(2+1)D-18 row: the text weight is off.
+    model = ModelConfig(video=VideoConfig(backbone="r2plus1d", depth=18), graph="disjoint")
+    return Config(model=model, loss=LossConfig(weight_vt=0.0))
+
+
+PRESETS: dict[str, Config] = {
+    "mmv_s3d": _s3d(),
+    "mmv_tsm_r50": _tsm(1.0),
+    "mmv_tsm_r50x2": _tsm(2.0),
+    "va_r2plus1d_18": _r2plus1d(),
+    "tiny": _tiny(),
+}
+
+
+def get_preset(name: str) -> Config:
+    """The preset ``name``; a ``ValueError`` lists the valid names."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides and JSON
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Convert a JSON/CLI value to the annotated type ``tp`` or raise ``ValueError``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return _from_dict(tp, value, where)
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return {_convert(k, key_tp, where): _convert(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        elem = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if elem is None and len(args) != len(value):
+            raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, elem if elem is not None else a, where)
+                     for v, a in zip(value, [elem] * len(value) if elem is not None else args))
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None or value == "None":
+                    return None
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(f"{where}: {value!r} matches none of {tp}: {errors}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported config type {tp}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{where or 'config'}: unknown keys {unknown}; valid keys: {names}")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready nested dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_from_dict(data: dict[str, Any], cls: type = Config) -> Any:
+    """Rebuild a config from :func:`config_to_dict` output; unknown keys raise ``ValueError``.
+
+    Missing keys take their defaults, so configs saved by older versions still load.
+    """
+    return _from_dict(cls, data, "")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as JSON to ``path``."""
+    Path(path).write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a config written by :func:`save_config`."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read config {p}: {e}") from e
+    return config_from_dict(data)
+
+
+def _parse_cli_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(cfg: Any, overrides: list[str] | dict[str, Any]) -> Any:
+    """Return ``cfg`` with ``key=value`` overrides applied (``"train.lr=1e-3"``, ``"model.graph=shared"``).
+
+    Keys are dotted paths through the dataclasses and the ``spaces`` mapping
+    (``model.spaces.va.dim=128``). Values are parsed as JSON when they can be, else taken as
+    strings, then converted to the field's type. Unknown keys raise ``ValueError`` listing the valid ones.
+    """
+    items: list[tuple[str, Any]]
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for ov in overrides:
+            if "=" not in ov:
+                raise ValueError(f"override {ov!r} is not of the form key=value")
+            k, v = ov.split("=", 1)
+            items.append((k.strip(), _parse_cli_value(v.strip())))
+    data = dataclasses.asdict(cfg)
+    for key, value in items:
+        parts = key.split(".")
+        node: Any = data
+        for i, p in enumerate(parts):
+            if not isinstance(node, dict) or p not in node:
+                valid = sorted(node) if isinstance(node, dict) else []
+                raise ValueError(f"unknown config key {'.'.join(parts[: i + 1])!r}; valid keys here: {valid}")
+            if i == len(parts) - 1:
+                node[p] = value
+            else:
+                node = node[p]
+    return _from_dict(type(cfg), data, "")
