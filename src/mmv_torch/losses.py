@@ -1,0 +1,208 @@
+"""Self-supervised losses: NCE (video-audio), MIL-NCE (video-text with K candidates) and their sum.
+
+Notation: B clips on this rank, W ranks, N = W*B clips in the global batch, D embedding size, K text
+candidates per clip, tau the temperature, ``s(a, b) = <a, b> / tau`` after optional L2 normalisation.
+Masks mark what exists: a clip without audio (``mask``/``sample_mask``) or a padded narration
+candidate (``text_mask``). An excluded clip is removed completely (from the rows AND the columns), so
+masking is the same as dropping the samples; a loss is the mean over the clips that remain in the
+whole global batch.
+
+Distributed (see ``dist.py``): each rank scores its own B rows against the columns of all N clips,
+gathered with :func:`dist.all_gather_with_grad` (whose backward sums the gradient over ranks). The
+value returned on every rank is the loss of the whole global batch, identical on all ranks, and its
+gradient is scaled so that DDP's average over ranks is exactly the gradient of that global loss:
+the result equals one process on the concatenated batch, masks included (``_global_mean``).
+Scores are computed in float32 (float64 inputs stay float64) with autocast disabled.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from mmv_torch import dist
+from mmv_torch.config import LossConfig
+
+_NEG_INF = float("-inf")
+
+
+def _prep(x: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Upcast half precision to float32 and optionally L2-normalise the last dim."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return F.normalize(x, dim=-1) if normalize else x
+
+
+def _global_mean(row_loss: torch.Tensor, active: torch.Tensor, n_active: torch.Tensor) -> torch.Tensor:
+    """Mean of ``row_loss`` (B,) over the active rows of the GLOBAL batch, as a DDP-exact scalar.
+
+    ``n_active`` is the global number of active rows (from gathered masks, no gradient). Let S_r be the
+    sum of rank r's active row losses and n the global count (n = 0 gives 0 with a zero gradient).
+    The global loss is L = sum_r S_r / n. Under DDP each rank's backward (with the summing gathers)
+    yields d(sum_r' loss_r')/dtheta restricted to its samples, and DDP divides by W, so the
+    differentiable part on rank r must be W * S_r / n. Its value differs across ranks; the detached
+    correction ``(L - W*S_r/n).detach()`` makes every rank return the global value L (one scalar
+    all_reduce), without changing the gradient. Only linear combinations of such losses (the weighted
+    sum in :func:`mmv_loss`) keep this property.
+    """
+    s_local = torch.where(active, row_loss, torch.zeros_like(row_loss)).sum()
+    n = n_active.to(s_local.dtype).clamp_min(1.0)
+    w = dist.world_size()
+    if w == 1:
+        return s_local / n
+    scaled = s_local * (w / n)
+    value = dist.all_reduce_sum(s_local.detach()).to(s_local.dtype) / n
+    return scaled + (value - scaled).detach()
+
+
+def _check_mask(mask: torch.Tensor | None, shape: tuple[int, ...], name: str, device: torch.device) -> torch.Tensor:
+    if mask is None:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{name} must be a bool tensor, got dtype {mask.dtype}")
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(mask.shape)}")
+    return mask.to(device)
+
+
+def nce_loss(x: torch.Tensor, y: torch.Tensor, temperature: float = 0.07, normalize: bool = True,
+             symmetric: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE between paired embeddings: row i of ``x`` (B, D) matches row i of ``y`` (B, D).
+
+    With A the set of global clips whose ``mask`` (B,) bool is True (all when None) and |A| its size:
+
+        l_i^{x->y} = -log( exp(s(x_i, y_i)) / sum_{j in A} exp(s(x_i, y_j)) )
+        L = 1/|A| sum_{i in A} l_i^{x->y}                                  (symmetric=False)
+        L = 1/|A| sum_{i in A} (l_i^{x->y} + l_i^{y->x}) / 2               (symmetric=True)
+
+    where l^{y->x} swaps the roles of x and y. j runs over all ranks' clips. Returns a scalar; 0 with
+    a zero gradient when A is empty on every rank.
+    """
+    if x.dim() != 2 or y.dim() != 2 or x.shape != y.shape:
+        raise ValueError(f"nce_loss needs x and y of the same shape (B, D), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"nce_loss temperature must be > 0, got {temperature}")
+    b = x.shape[0]
+    mask = _check_mask(mask, (b,), "nce_loss mask", x.device)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, y = _prep(x, normalize), _prep(y, normalize)
+        y_all = dist.all_gather_with_grad(y)  # (N, D)
+        mask_all = dist.all_gather(mask)  # (N,)
+        pos = dist.rank() * b + torch.arange(b, device=x.device)  # global column of each local row
+
+        def one_way(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            logits = rows @ cols.t() / temperature  # (B, N)
+            logits = logits.masked_fill(~mask_all[None, :], _NEG_INF)
+            # Inactive rows are replaced by zeros so that no row is all -inf (no NaN in value or grad).
+            logits = torch.where(mask[:, None], logits, torch.zeros_like(logits))
+            return torch.logsumexp(logits, dim=1) - logits[torch.arange(b, device=x.device), pos]
+
+        row = one_way(x, y_all)
+        if symmetric:
+            row = 0.5 * (row + one_way(y, dist.all_gather_with_grad(x)))
+        return _global_mean(row, mask, mask_all.sum())
+
+
+def milnce_loss(video: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
+                sample_mask: torch.Tensor | None = None, temperature: float = 0.07, normalize: bool = True,
+                symmetric: bool = True) -> torch.Tensor:
+    """MIL-NCE (Miech et al. 2020) between clips ``video`` (B, D) and their K candidates ``text`` (B, K, D).
+
+    ``text_mask`` (B, K) bool marks real candidates (padding False); ``sample_mask`` (B,) bool drops
+    whole clips. A = global clips with sample_mask True and at least one valid candidate (others,
+    e.g. AudioSet clips without narration, are removed from rows and columns); P_i = valid candidates
+    of clip i in A. With s_{i,jk} = s(video_i, text_jk):
+
+    Video side (the bag P_i holds the positives; the negatives are every valid candidate of the other
+    clips of A):
+
+        l_i^{v->t} = -log( sum_{k in P_i} exp(s_{i,ik}) / sum_{j in A} sum_{k in P_j} exp(s_{i,jk}) )
+
+    Text side (the bag P_i scored against every video; the negatives pair the candidates of clip i
+    with the videos of the other clips of A):
+
+        l_i^{t->v} = -log( sum_{k in P_i} exp(s_{i,ik}) / sum_{j in A} sum_{k in P_i} exp(s_{j,ik}) )
+
+    L = 1/|A| sum_{i in A} l_i^{v->t} (symmetric=False) or 1/|A| sum_{i in A} (l^{v->t}_i + l^{t->v}_i)/2.
+    Both denominators contain the positives once. With K = 1 this is exactly :func:`nce_loss`
+    (x = video, y = text[:, 0]). Miech et al.'s released code instead puts both kinds of negatives into
+    one softmax (counting the positives twice); the average of the two directions used here keeps the
+    K = 1 case equal to symmetric NCE. Returns a scalar; 0 with a zero gradient when A is empty.
+    """
+    if video.dim() != 2 or text.dim() != 3 or text.shape[0] != video.shape[0] or text.shape[2] != video.shape[1]:
+        raise ValueError(f"milnce_loss needs video (B, D) and text (B, K, D), got {tuple(video.shape)} "
+                         f"and {tuple(text.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"milnce_loss temperature must be > 0, got {temperature}")
+    b, k, d = text.shape
+    text_mask = _check_mask(text_mask, (b, k), "milnce_loss text_mask", video.device)
+    sample_mask = _check_mask(sample_mask, (b,), "milnce_loss sample_mask", video.device)
+    cand = text_mask & sample_mask[:, None]  # (B, K) candidates that take part
+    active = cand.any(dim=1)  # (B,)
+    with torch.autocast(device_type=video.device.type, enabled=False):
+        v, t = _prep(video, normalize), _prep(text, normalize)
+        t_all = dist.all_gather_with_grad(t)  # (N, K, D)
+        cand_all = dist.all_gather(cand)  # (N, K)
+        active_all = cand_all.any(dim=1)  # (N,)
+        n = cand_all.shape[0]
+        ar = torch.arange(b, device=v.device)
+        pos = dist.rank() * b + ar
+
+        # Video side: (B, N*K) scores against every candidate of the global batch.
+        logits = (v @ t_all.reshape(n * k, d).t() / temperature)
+        logits = logits.masked_fill(~cand_all.reshape(1, n * k), _NEG_INF)
+        logits = torch.where(active[:, None], logits, torch.zeros_like(logits))
+        num = torch.logsumexp(logits.reshape(b, n, k)[ar, pos], dim=1)  # (B,) over k in P_i
+        row = torch.logsumexp(logits, dim=1) - num
+
+        if symmetric:
+            v_all = dist.all_gather_with_grad(v)  # (N, D)
+            logits2 = torch.einsum("bkd,nd->bkn", t, v_all) / temperature  # (B, K, N)
+            valid2 = cand[:, :, None] & active_all[None, None, :]
+            logits2 = logits2.masked_fill(~valid2, _NEG_INF)
+            logits2 = torch.where(active[:, None, None], logits2, torch.zeros_like(logits2))
+            num2 = torch.logsumexp(logits2[ar, :, pos], dim=1)  # (B,) over k in P_i, video i
+            row2 = torch.logsumexp(logits2.reshape(b, k * n), dim=1) - num2
+            row = 0.5 * (row + row2)
+        return _global_mean(row, active, active_all.sum())
+
+
+def _get(emb: dict[str, dict[str, torch.Tensor]], modality: str, space: str) -> torch.Tensor | None:
+    return emb.get(modality, {}).get(space)
+
+
+def mmv_loss(emb: dict[str, dict[str, torch.Tensor]], cfg: LossConfig, audio_mask: torch.Tensor | None = None,
+             text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The MMV objective: ``total = w_va NCE(V_va, A_va) + w_vt MIL-NCE(V_vt, T_vt) + w_at MIL-NCE(A_at, T_at)``.
+
+    ``emb`` is the model output: ``emb["video"]["va"]``, ``emb["audio"]["va"]``, ``emb["video"]["vt"]``
+    (B, D) and ``emb["text"]["vt"]`` (B, K, D); for the ``at`` term ``emb["audio"]["at"]`` (B, D) and
+    ``emb["text"]["at"]`` (B, K, D). A term is computed when its weight is > 0 and both embeddings are
+    present (a missing modality skips its term and its weight). ``audio_mask`` (B,) bool marks clips
+    with audio (it masks the va and at terms); ``text_mask`` (B, K) bool marks real candidates (a clip
+    with none, e.g. from AudioSet, contributes to the va term only). Temperature, normalisation and
+    the symmetric form come from ``cfg``. Returns ``(total, parts)`` with ``parts`` the detached
+    unweighted terms keyed "va", "vt", "at". A term with no valid pair on any rank is 0 with a zero
+    gradient. Raises ``ValueError`` when no term can be computed.
+    """
+    common = {"temperature": cfg.temperature, "normalize": cfg.normalize, "symmetric": cfg.symmetric}
+    terms: dict[str, tuple[float, torch.Tensor]] = {}
+    v_va, a_va = _get(emb, "video", "va"), _get(emb, "audio", "va")
+    if cfg.weight_va > 0 and v_va is not None and a_va is not None:
+        terms["va"] = (cfg.weight_va, nce_loss(v_va, a_va, mask=audio_mask, **common))
+    v_vt, t_vt = _get(emb, "video", "vt"), _get(emb, "text", "vt")
+    if cfg.weight_vt > 0 and v_vt is not None and t_vt is not None:
+        terms["vt"] = (cfg.weight_vt, milnce_loss(v_vt, t_vt, text_mask=text_mask, **common))
+    a_at, t_at = _get(emb, "audio", "at"), _get(emb, "text", "at")
+    if cfg.weight_at > 0 and a_at is not None and t_at is not None:
+        terms["at"] = (cfg.weight_at, milnce_loss(a_at, t_at, text_mask=text_mask, sample_mask=audio_mask, **common))
+    if not terms:
+        present = {m: sorted(v) for m, v in emb.items()}
+        raise ValueError(f"mmv_loss: no term can be computed from embeddings {present} with weights "
+                         f"va={cfg.weight_va}, vt={cfg.weight_vt}, at={cfg.weight_at}")
+    weighted = [w * loss for w, loss in terms.values()]
+    total = weighted[0]
+    for t in weighted[1:]:
+        total = total + t
+    parts = {name: loss.detach().float() for name, (_, loss) in terms.items()}
+    return total, parts
