@@ -1,0 +1,189 @@
+"""Pre-activation (ResNet V2) blocks shared by the TSM-ResNet video tower and the audio ResNet.
+
+Both official towers (``mmv/models/tsm_resnet.py`` and ``mmv/models/resnet.py``) use the same
+block maths; only the haiku module names differ, and the TSM block additionally shifts the
+pre-activation in time before the residual branch. All tensors are ``(N, C, H, W)``; for video
+``N = B*T`` with row ``b*T + t``.
+
+Bottleneck block (depth >= 50), submodules in creation order::
+
+    bn_0 -> relu -> preact ─┬─ shortcut_conv (1x1, stride s; block 0 only) ──────────────┐
+                            └─ [temporal shift] -> conv_0 1x1 (C/4) -> bn_1 -> relu       │
+                               -> conv_1 3x3 stride s (C/4) -> bn_2 -> relu -> conv_2 1x1 (C) ─+─> out
+
+Without ``shortcut_conv`` the shortcut is the raw block input ``x`` (not ``preact``).
+
+Basic block (depth 18/34), the official "1x1 then 3x3" layout::
+
+    bn_0 -> relu -> preact ─┬─ shortcut_conv (1x1, stride s) ───────────────────────────────┐
+                            └─ [temporal shift] -> conv_0 1x1 (C) -> bn_1 -> relu
+                               -> conv_1 3x3 stride s (C) ─────────────────────────────────────+─> out
+
+Every conv is bias-free with TF-'SAME' padding (:class:`~mmv_torch.models.layers.Conv2dSame`).
+Official haiku BN names map as ``__cross_replica_batch_norm`` → ``bn_0``, ``…_1`` → ``bn_1``,
+``…_2`` → ``bn_2``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmv_torch.config import BatchNormConfig
+from mmv_torch.models.layers import Conv2dSame, temporal_shift
+
+# Blocks per group and whether the bottleneck block is used, per depth (official ResNetV2 table).
+NUM_BLOCKS: dict[int, tuple[int, int, int, int]] = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+STRIDES = (1, 2, 2, 2)
+BOTTLENECK_CHANNELS = (256, 512, 1024, 2048)
+BASIC_CHANNELS = (64, 128, 256, 512)
+
+
+def group_channels(depth: int, width_mult: float) -> tuple[tuple[int, int, int, int], bool]:
+    """Output channels of the four groups for ``depth`` scaled by ``width_mult``, and whether the
+    bottleneck block is used (depth >= 50)."""
+    if depth not in NUM_BLOCKS:
+        raise ValueError(f"ResNet depth={depth} is not one of {sorted(NUM_BLOCKS)}")
+    bottleneck = depth >= 50
+    base = BOTTLENECK_CHANNELS if bottleneck else BASIC_CHANNELS
+    chans = tuple(scale_channels(c, width_mult) for c in base)
+    if bottleneck and any(c < 4 for c in chans):
+        raise ValueError(f"width_mult={width_mult} leaves fewer than 4 channels in a bottleneck group: {chans}")
+    return chans, bottleneck  # type: ignore[return-value]
+
+
+def scale_channels(channels: int, width_mult: float) -> int:
+    """``round(channels * width_mult)``; raises ``ValueError`` when that is below 1."""
+    c = int(round(channels * width_mult))
+    if c < 1:
+        raise ValueError(f"width_mult={width_mult} scales {channels} channels to {c} (< 1)")
+    return c
+
+
+def batch_norm_2d(channels: int, bn: BatchNormConfig) -> nn.BatchNorm2d:
+    """``nn.BatchNorm2d`` with the project's BN settings."""
+    return nn.BatchNorm2d(channels, eps=bn.eps, momentum=bn.momentum)
+
+
+def init_like_haiku(module: nn.Module) -> None:
+    """Initialise like the official haiku modules: conv/linear weights truncated normal (±2σ) with
+    ``σ = 1/sqrt(fan_in)``, biases 0, BN scale 1 and offset 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            std = 1.0 / math.sqrt(fan_in)
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _shift(x: torch.Tensor, num_frames: int | None, fraction: float) -> torch.Tensor:
+    """The official temporal shift of ``(B*T, C, H, W)``, keeping the memory format of ``x``.
+
+    ``num_frames=None`` or ``fraction=0`` means no shift.
+    """
+    if num_frames is None or fraction == 0.0:
+        return x
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # Shift on the NHWC view so the result stays channels_last without an extra layout copy.
+        bt, c, h, w = x.shape
+        n = int(c * fraction)
+        if n == 0:
+            return x
+        v = x.permute(0, 2, 3, 1).reshape(bt // num_frames, num_frames, h, w, c)
+        from_next = F.pad(v[:, 1:, ..., c - n:], (0, 0, 0, 0, 0, 0, 0, 1))
+        from_prev = F.pad(v[:, :-1, ..., :n], (0, 0, 0, 0, 0, 0, 1, 0))
+        out = torch.cat([from_next, v[..., n:c - n], from_prev], dim=-1)
+        return out.reshape(bt, h, w, c).permute(0, 3, 1, 2)
+    return temporal_shift(x, num_frames, fraction)
+
+
+class PreActBottleneck(nn.Module):
+    """ResNet V2 bottleneck block, optionally with the official temporal shift (see module doc).
+
+    ``(N, C_in, H, W)`` → ``(N, C, ceil(H/s), ceil(W/s))``.
+    """
+
+    def __init__(self, in_channels: int, channels: int, stride: int, use_projection: bool,
+                 bn: BatchNormConfig, shift_fraction: float = 0.0) -> None:
+        super().__init__()
+        mid = channels // 4
+        self.shift_fraction = shift_fraction
+        self.bn_0 = batch_norm_2d(in_channels, bn)
+        self.shortcut_conv = Conv2dSame(in_channels, channels, 1, stride) if use_projection else None
+        self.conv_0 = Conv2dSame(in_channels, mid, 1)
+        self.bn_1 = batch_norm_2d(mid, bn)
+        self.conv_1 = Conv2dSame(mid, mid, 3, stride)
+        self.bn_2 = batch_norm_2d(mid, bn)
+        self.conv_2 = Conv2dSame(mid, channels, 1)
+
+    def forward(self, x: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """``x`` ``(N, C_in, H, W)``; ``num_frames`` = T for the temporal shift (None: no shift)."""
+        preact = F.relu(self.bn_0(x))
+        shortcut = x if self.shortcut_conv is None else self.shortcut_conv(preact)
+        r = self.conv_0(_shift(preact, num_frames, self.shift_fraction))
+        r = self.conv_1(F.relu(self.bn_1(r)))
+        r = self.conv_2(F.relu(self.bn_2(r)))
+        return shortcut + r
+
+
+class PreActBasicBlock(nn.Module):
+    """ResNet V2 basic block in the official 1x1-then-3x3 layout (see module doc).
+
+    ``(N, C_in, H, W)`` → ``(N, C, ceil(H/s), ceil(W/s))``.
+    """
+
+    def __init__(self, in_channels: int, channels: int, stride: int, use_projection: bool,
+                 bn: BatchNormConfig, shift_fraction: float = 0.0) -> None:
+        super().__init__()
+        self.shift_fraction = shift_fraction
+        self.bn_0 = batch_norm_2d(in_channels, bn)
+        self.shortcut_conv = Conv2dSame(in_channels, channels, 1, stride) if use_projection else None
+        self.conv_0 = Conv2dSame(in_channels, channels, 1)
+        self.bn_1 = batch_norm_2d(channels, bn)
+        self.conv_1 = Conv2dSame(channels, channels, 3, stride)
+
+    def forward(self, x: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """``x`` ``(N, C_in, H, W)``; ``num_frames`` = T for the temporal shift (None: no shift)."""
+        preact = F.relu(self.bn_0(x))
+        shortcut = x if self.shortcut_conv is None else self.shortcut_conv(preact)
+        r = self.conv_0(_shift(preact, num_frames, self.shift_fraction))
+        r = self.conv_1(F.relu(self.bn_1(r)))
+        return shortcut + r
+
+
+class BlockGroup(nn.Module):
+    """A group (official "unit" / "block_group") of blocks ``block_0 … block_{n-1}``.
+
+    Block 0 has the stride; it has a projection shortcut when ``always_project`` (official TSM) or
+    when its input and output channel counts differ (official audio ResNetV2).
+    ``(N, C_in, H, W)`` → ``(N, C, ceil(H/s), ceil(W/s))``.
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_blocks: int, stride: int, bottleneck: bool,
+                 bn: BatchNormConfig, always_project: bool, shift_fraction: float = 0.0) -> None:
+        super().__init__()
+        block_cls = PreActBottleneck if bottleneck else PreActBasicBlock
+        self.num_blocks = num_blocks
+        for j in range(num_blocks):
+            project = j == 0 and (always_project or in_channels != channels)
+            self.add_module(f"block_{j}", block_cls(in_channels if j == 0 else channels, channels,
+                                                    stride if j == 0 else 1, project, bn, shift_fraction))
+
+    def forward(self, x: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Run the blocks in order; ``num_frames`` is passed to each block's temporal shift."""
+        for j in range(self.num_blocks):
+            x = getattr(self, f"block_{j}")(x, num_frames)
+        return x
