@@ -1,0 +1,60 @@
+"""Command-line interface: ``mmv-torch <command>`` (also ``python -m mmv_torch``).
+
+Every command is a small function that parses its arguments and calls the library; heavy imports
+happen inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from mmv_torch.config import PRESETS
+    from mmv_torch.models.mmv import MMV
+
+    rows = []
+    for name, cfg in PRESETS.items():
+        with torch.device("meta"):
+            counts = MMV(cfg.model).parameter_counts()
+        v = cfg.model.video
+        desc = f"{v.backbone}" + (f"{v.depth}" if v.backbone != "s3d" else "") + (
+            f" x{v.width_mult:g}" if v.width_mult != 1 else "")
+        rows.append((name, desc, counts["video"], counts["audio"], counts["text"], counts["heads"], counts["total"]))
+    header = ("preset", "video backbone", "video", "audio", "text", "heads", "total")
+    table = [header] + [tuple(c if i < 2 else f"{c:,}" for i, c in enumerate(r)) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    print("Parameter counts include the frozen word-vector table of the text tower.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the model presets with parameter counts per tower")
+    p.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ValueError as e:
+        print(f"mmv-torch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
