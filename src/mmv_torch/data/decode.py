@@ -1,0 +1,421 @@
+"""Decoding video clips and their audio with PyAV.
+
+:func:`load_clip` reads ``num_frames`` frames sampled by timestamp at a target frame rate, starting at
+``start_s`` seconds, plus mono float32 audio of a window centred on the clip, at a target sample rate:
+
+- frames: uint8 ``[T, H, W, 3]`` (RGB). Frame ``i`` is the source frame *shown* at time
+  ``start_s + i / fps`` (the last frame whose timestamp is ``<=`` that time), so variable frame rate
+  sources are sampled correctly and any source rate maps to the target rate.
+- audio: float32 ``[S]`` with ``S = round(audio_seconds * sample_rate)``; channels are averaged
+  (1-8 channels, any layout), any source rate is resampled (band-limited, by FFT). Without an audio
+  stream the audio is zeros and ``has_audio`` is False.
+- Clips running past the end of the video loop back to its start, as the official sampler tiles a
+  frame sequence that is too short; audio loops the same way.
+- Decoding seeks to the key frame before ``start_s``; it never decodes the whole file.
+
+Errors (missing, empty, corrupt, truncated files, files without a video stream or without a
+decodable frame) raise :class:`DecodeError`, which names the file and the reason.
+``src`` may be a path or the encoded file's bytes (as read from a tar shard).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+Source = str | os.PathLike | bytes
+_EPS = 1e-4  # seconds: a frame stamped this little after a target time still counts as shown at it
+
+
+class DecodeError(Exception):
+    """A media file cannot be decoded. ``path`` names the file, ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot decode {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
+        return (DecodeError, (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`probe` finds in a file's headers (no frame decoded)."""
+
+    duration: float
+    """Seconds (container duration, else the longest stream's); 0.0 when unknown."""
+    fps: float
+    """Average video frame rate; 0.0 when there is no video stream."""
+    has_video: bool
+    """The file has a video stream."""
+    has_audio: bool
+    """The file has an audio stream."""
+    width: int = 0
+    """Video width in pixels."""
+    height: int = 0
+    """Video height in pixels."""
+    video_codec: str = ""
+    """Video codec name."""
+    audio_codec: str = ""
+    """Audio codec name."""
+    sample_rate: int = 0
+    """Audio sample rate in Hz."""
+    channels: int = 0
+    """Audio channels."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded clip. ``frames`` uint8 ``[T,H,W,3]``; ``audio`` float32 ``[S]`` (mono)."""
+
+    frames: torch.Tensor
+    audio: torch.Tensor
+    has_audio: bool
+    start_s: float
+    """Clip start in seconds (from the first video timestamp)."""
+    fps: float
+    """Frame rate the frames were sampled at."""
+    sample_rate: int
+    """Audio sample rate."""
+    audio_start_s: float
+    """Start of the audio window in seconds."""
+
+
+def _name(src: Source) -> str:
+    if isinstance(src, bytes | bytearray):
+        return f"<{len(src)} bytes>"
+    return str(src)
+
+
+def _open(src: Source, name: str | None = None) -> Any:
+    """Open ``src`` with PyAV, raising :class:`DecodeError` for unreadable input."""
+    import av
+
+    label = name or _name(src)
+    if isinstance(src, bytes | bytearray):
+        if len(src) == 0:
+            raise DecodeError(label, "empty file (0 bytes)")
+        file: Any = io.BytesIO(bytes(src))
+    else:
+        p = Path(src)
+        if not p.exists():
+            raise DecodeError(label, "file does not exist")
+        if p.is_dir():
+            raise DecodeError(label, "is a directory")
+        if p.stat().st_size == 0:
+            raise DecodeError(label, "empty file (0 bytes)")
+        file = str(p)
+    try:
+        return av.open(file, "r", metadata_errors="ignore")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise DecodeError(label, f"cannot open container: {e}") from e
+
+
+def probe(src: Source, name: str | None = None) -> MediaInfo:
+    """Read a media file's headers: duration, frame rate, audio presence, sizes and codecs."""
+    container = _open(src, name)
+    try:
+        return _info(container)
+    finally:
+        container.close()
+
+
+def _stream_seconds(stream: Any) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return 0.0
+
+
+def _info(container: Any) -> MediaInfo:
+    vs = container.streams.video[0] if container.streams.video else None
+    aus = container.streams.audio[0] if container.streams.audio else None
+    duration = container.duration / 1e6 if container.duration else 0.0
+    if duration <= 0:
+        duration = max([_stream_seconds(s) for s in container.streams] + [0.0])
+    fps = 0.0
+    if vs is not None:
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        fps = float(rate) if rate else 0.0
+    return MediaInfo(
+        duration=float(duration),
+        fps=fps,
+        has_video=vs is not None,
+        has_audio=aus is not None,
+        width=int(vs.codec_context.width) if vs is not None else 0,
+        height=int(vs.codec_context.height) if vs is not None else 0,
+        video_codec=vs.codec_context.name if vs is not None else "",
+        audio_codec=aus.codec_context.name if aus is not None else "",
+        sample_rate=int(aus.codec_context.sample_rate or 0) if aus is not None else 0,
+        channels=int(aus.codec_context.channels or 0) if aus is not None else 0,
+    )
+
+
+def _start_time(stream: Any) -> float:
+    if stream.start_time is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def _seek(container: Any, stream: Any, t_abs: float) -> None:
+    """Seek ``stream`` to the key frame at or before absolute time ``t_abs`` seconds."""
+    offset = int(math.floor(t_abs / stream.time_base)) if stream.time_base else 0
+    container.seek(max(offset, 0), stream=stream, backward=True, any_frame=False)
+
+
+def _sample_video(container: Any, stream: Any, times: list[float], origin: float
+                  ) -> tuple[list[Any], float | None]:
+    """Frames shown at each of the increasing relative ``times`` (seconds after ``origin``).
+
+    Returns one entry per time (a decoded frame, or None when the time is past the end of the
+    video) and the video's end time when the end was reached (else None).
+    """
+    out: list[Any] = [None] * len(times)
+    _seek(container, stream, origin + times[0])
+    j = 0
+    prev = None
+    prev_t = 0.0
+    last_gap = 0.0
+    for frame in container.decode(stream):
+        if frame.time is None:
+            continue
+        t = float(frame.time) - origin
+        while j < len(times) and times[j] < t - _EPS:
+            out[j] = prev if prev is not None else frame  # seek landed late: use the first frame
+            j += 1
+        if prev is not None and t > prev_t:
+            last_gap = t - prev_t
+        prev, prev_t = frame, t
+        if j == len(times):
+            return out, None
+    if prev is None:
+        return out, None
+    dur = float(prev.duration * prev.time_base) if prev.duration and prev.time_base else 0.0
+    end = prev_t + (dur or last_gap or (1.0 / float(stream.average_rate) if stream.average_rate else 0.04))
+    while j < len(times) and times[j] < end:
+        out[j] = prev
+        j += 1
+    return out, end
+
+
+def _load_frames(container: Any, stream: Any, name: str, start_s: float, num_frames: int, fps: float
+                 ) -> np.ndarray:
+    origin = _start_time(stream)
+    times = [start_s + i / fps for i in range(num_frames)]
+    frames, end = _sample_video(container, stream, times, origin)
+    missing = [i for i, f in enumerate(frames) if f is None]
+    if missing:
+        if end is None or end <= 0:
+            raise DecodeError(name, "no decodable video frame")
+        # Past the end: loop back to the start, like the official sampler tiles short sequences.
+        wrapped = sorted({times[i] % end for i in missing})
+        again, _ = _sample_video(container, stream, wrapped, origin)
+        lookup = dict(zip(wrapped, again))
+        for i in missing:
+            frames[i] = lookup[times[i] % end]
+        if any(f is None for f in frames):
+            raise DecodeError(name, "no decodable video frame after seeking back to the start")
+    arrays: dict[int, np.ndarray] = {}
+    out = []
+    for f in frames:
+        key = id(f)
+        if key not in arrays:
+            arrays[key] = f.to_ndarray(format="rgb24")
+        out.append(arrays[key])
+    return np.stack(out)
+
+
+def _to_float_planar(frame: Any) -> np.ndarray:
+    """An audio frame as float32 ``[channels, samples]`` in [-1, 1]."""
+    a = frame.to_ndarray()
+    ch = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        a = a.reshape(-1, ch).T
+    if a.dtype == np.uint8:
+        return (a.astype(np.float32) - 128.0) / 128.0
+    if a.dtype == np.int16:
+        return a.astype(np.float32) / 32768.0
+    if a.dtype == np.int32:
+        return (a.astype(np.float64) / 2147483648.0).astype(np.float32)
+    if a.dtype == np.int64:
+        return (a.astype(np.float64) / 9223372036854775808.0).astype(np.float32)
+    return a.astype(np.float32)
+
+
+def _read_audio(container: Any, stream: Any, t0: float, t1: float | None) -> tuple[np.ndarray, float, int]:
+    """Mono samples from about relative time ``t0`` to ``t1`` (None: to the end).
+
+    Returns (samples float32 [S], time of the first sample, native sample rate).
+    """
+    origin = _start_time(stream)
+    _seek(container, stream, origin + max(t0, 0.0))
+    chunks: list[np.ndarray] = []
+    first_t: float | None = None
+    rate = int(stream.codec_context.sample_rate or 0)
+    expected_t: float | None = None
+    for frame in container.decode(stream):
+        rate = frame.sample_rate or rate
+        t = float(frame.time) - origin if frame.time is not None else expected_t
+        if t is None:
+            t = 0.0
+        mono = _to_float_planar(frame).mean(axis=0)
+        if first_t is None:
+            first_t = t
+        chunks.append(mono)
+        expected_t = t + len(mono) / rate
+        if t1 is not None and expected_t >= t1:
+            break
+    if not chunks or first_t is None:
+        return np.zeros(0, np.float32), 0.0, rate
+    return np.concatenate(chunks), first_t, rate
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int, num_out: int | None = None) -> np.ndarray:
+    """Band-limited resampling of a 1-D signal by FFT (truncating or zero-padding the spectrum).
+
+    ``x`` float ``[S]`` at ``rate_in`` → float32 ``[num_out]`` (default ``round(S*rate_out/rate_in)``).
+    The signal is treated as periodic, so the first and last few samples may ring slightly.
+    """
+    n_in = len(x)
+    n_out = int(round(n_in * rate_out / rate_in)) if num_out is None else int(num_out)
+    if n_in == 0 or n_out == 0:
+        return np.zeros(n_out, np.float32)
+    if n_out == n_in:
+        return x.astype(np.float32)
+    spec = np.fft.rfft(x.astype(np.float64))
+    k_out = n_out // 2 + 1
+    new = np.zeros(k_out, np.complex128)
+    k = min(k_out, len(spec))
+    new[:k] = spec[:k]
+    # The Nyquist bin of an even-length signal is shared: halve it when it is cut or created.
+    if n_out < n_in and n_out % 2 == 0:
+        new[k_out - 1] = new[k_out - 1].real
+    if n_in < n_out and n_in % 2 == 0:
+        new[len(spec) - 1] *= 0.5
+    y = np.fft.irfft(new, n_out) * (n_out / n_in)
+    return y.astype(np.float32)
+
+
+def _load_audio(container: Any, stream: Any, a_start: float, seconds: float, sample_rate: int) -> np.ndarray:
+    n_out = int(round(seconds * sample_rate))
+    samples, first_t, rate = _read_audio(container, stream, a_start, a_start + seconds)
+    if rate <= 0:
+        return np.zeros(n_out, np.float32)
+    n_native = int(round(seconds * rate))
+    off = int(round((a_start - first_t) * rate))
+    window = samples[max(off, 0):max(off, 0) + n_native]
+    if off < 0:  # stream starts after the window start: leading silence
+        window = np.concatenate([np.zeros(-off, np.float32), samples[: n_native + off]])
+    if len(window) < n_native:
+        # Past the end of the audio: loop from the start of the track, like the video frames.
+        track, t_first, _ = _read_audio(container, stream, 0.0, None)
+        lead = int(round(t_first * rate))
+        track = np.concatenate([np.zeros(max(lead, 0), np.float32), track])
+        if len(track) == 0:
+            return np.zeros(n_out, np.float32)
+        start = int(round(a_start * rate))
+        idx = (start + np.arange(n_native)) % len(track)
+        window = track[idx]
+    return resample(window, rate, sample_rate, n_out)
+
+
+def load_clip(
+    src: Source,
+    start_s: float,
+    num_frames: int,
+    fps: float,
+    sample_rate: int = 16000,
+    audio_seconds: float | None = None,
+    load_audio: bool = True,
+    name: str | None = None,
+    threads: int = 1,
+) -> Clip:
+    """Decode ``num_frames`` frames at ``fps`` from ``start_s`` seconds, and the audio around them.
+
+    Args:
+        src: file path or the file's bytes.
+        start_s: clip start, seconds after the first video timestamp (>= 0).
+        num_frames: T, frames to return.
+        fps: sampling rate of the frames (source frames are picked by timestamp).
+        sample_rate: audio rate of the returned samples.
+        audio_seconds: audio window length; None means the clip length ``num_frames / fps``. The
+            window is centred on the clip, moved right so that it starts at 0 or later.
+        load_audio: False skips audio decoding (audio zeros; ``has_audio`` still tells whether
+            the file has an audio stream).
+        name: how to call the file in errors (default: the path).
+        threads: decoder threads for the video stream.
+
+    Returns:
+        :class:`Clip` with frames uint8 ``[T,H,W,3]`` and audio float32 ``[S]``,
+        ``S = round(audio_seconds * sample_rate)``.
+
+    Raises:
+        DecodeError: the file is missing, empty, corrupt, truncated, has no video stream or no
+            decodable frame.
+        ValueError: invalid arguments.
+    """
+    import av
+
+    if num_frames <= 0 or fps <= 0 or sample_rate <= 0:
+        raise ValueError(f"num_frames, fps and sample_rate must be > 0, got {num_frames}, {fps}, {sample_rate}")
+    if start_s < 0 or not math.isfinite(start_s):
+        raise ValueError(f"start_s must be a finite number >= 0, got {start_s}")
+    label = name or _name(src)
+    span = num_frames / fps
+    a_secs = span if audio_seconds is None else float(audio_seconds)
+    if a_secs <= 0:
+        raise ValueError(f"audio_seconds must be > 0, got {audio_seconds}")
+    container = _open(src, label)
+    try:
+        if not container.streams.video:
+            raise DecodeError(label, "no video stream")
+        vs = container.streams.video[0]
+        vs.thread_type = "AUTO" if threads > 1 else "SLICE"
+        vs.codec_context.thread_count = threads
+        frames = _load_frames(container, vs, label, start_s, num_frames, fps)
+        has_audio = bool(container.streams.audio)
+        a_start = max(0.0, start_s + span / 2 - a_secs / 2)
+        n_audio = int(round(a_secs * sample_rate))
+        audio = np.zeros(n_audio, np.float32)
+        if has_audio and load_audio:
+            audio = _load_audio(container, container.streams.audio[0], a_start, a_secs, sample_rate)
+    except av.FFmpegError as e:
+        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
+    except (EOFError, OSError) as e:
+        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
+    finally:
+        container.close()
+    return Clip(
+        frames=torch.from_numpy(frames),
+        audio=torch.from_numpy(np.ascontiguousarray(audio)),
+        has_audio=has_audio,
+        start_s=float(start_s),
+        fps=float(fps),
+        sample_rate=int(sample_rate),
+        audio_start_s=float(a_start),
+    )
+
+
+def load_image(src: Source, name: str | None = None) -> torch.Tensor:
+    """Decode a still image (any format FFmpeg reads) to uint8 ``[H,W,3]``."""
+    import av
+
+    label = name or _name(src)
+    container = _open(src, label)
+    try:
+        if not container.streams.video:
+            raise DecodeError(label, "no image stream")
+        for frame in container.decode(video=0):
+            return torch.from_numpy(frame.to_ndarray(format="rgb24"))
+        raise DecodeError(label, "no decodable image")
+    except av.FFmpegError as e:
+        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
+    finally:
+        container.close()

@@ -1,0 +1,265 @@
+"""Video augmentation and evaluation sampling, as in the paper and the official evaluation.
+
+Inputs are clips as decoded, ``[T, H, W, 3]`` uint8 (0..255) or float (0..1). Outputs are float32
+``(3, T, H, W)`` (channels first) in [0, 1]; evaluation windows stack to ``(N, 3, T, H, W)``.
+
+Training (:func:`train_transform`): resize the short side to ``resize_short * s`` with a scale
+jitter ``s ~ U(0.8, 1.2)`` (never below the crop), random ``crop_size`` crop, horizontal flip with
+probability 0.5, colour jitter (brightness, contrast, saturation, hue in random order, the same
+factors for every frame of a clip), clamp to [0, 1].
+
+Evaluation (:func:`eval_transform`, :func:`eval_windows`): resize the short side, then a centre crop
+(zero padding when the image is smaller, like ``tf.image.resize_with_crop_or_pad``); windows start at
+``int(linspace(0, max(0, L - span), N))`` as the official UCF101 evaluation.
+
+Resizing is bilinear with half-pixel centres and no antialiasing (``tf.image.resize``); the output
+size of the short-side resize is ``max(size, h * size // w)`` x ``max(size, w * size // h)``.
+Randomness comes from an explicit ``torch.Generator`` so a seeded run is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_GRAY = (0.299, 0.587, 0.114)
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                           dtype=torch.float64)
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _randint(generator: torch.Generator | None, high: int) -> int:
+    """Uniform integer in ``[0, high)``."""
+    return int(torch.randint(high, (), generator=generator))
+
+
+# ------------------------------------------------------------------------------------------------
+# Temporal sampling
+
+
+def temporal_indices(length: int, num_frames: int, stride: int = 1, offset: int = 0) -> torch.Tensor:
+    """Frame indices ``(offset + i * stride) mod length`` for ``i < num_frames``: int64 ``(T,)``.
+
+    The modulo tiles (loops) a sequence that is too short, as the official sampler does.
+    """
+    if length <= 0 or num_frames <= 0 or stride <= 0:
+        raise ValueError(f"length, num_frames and stride must be > 0, got {length}, {num_frames}, {stride}")
+    return (offset + torch.arange(num_frames) * stride) % length
+
+
+def random_offset(length: int, num_frames: int, stride: int = 1,
+                  generator: torch.Generator | None = None) -> int:
+    """Official training offset: uniform in ``[0, L - (T-1)*stride)`` when that is non-empty, else ``[0, L)``."""
+    reach = (num_frames - 1) * stride
+    high = length - reach if length > reach else length
+    return _randint(generator, max(high, 1))
+
+
+def linspace_offsets(length: int, span: int, num_windows: int) -> list[int]:
+    """Official evaluation offsets ``int(linspace(0, max(0, length - span), num_windows))``."""
+    return [int(v) for v in np.linspace(0, max(0, length - span), num_windows)]
+
+
+def random_start_time(duration: float, span_s: float, generator: torch.Generator | None = None) -> float:
+    """Clip start in seconds, uniform in ``[0, max(0, duration - span_s)]``."""
+    return _uniform(generator, 0.0, max(0.0, duration - span_s))
+
+
+def linspace_start_times(duration: float, span_s: float, num_windows: int) -> list[float]:
+    """Evaluation starts in seconds, ``linspace(0, max(0, duration - span_s), num_windows)``."""
+    return [float(v) for v in np.linspace(0.0, max(0.0, duration - span_s), num_windows)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Spatial operations on (3, T, H, W) float
+
+
+def to_float_video(frames: torch.Tensor) -> torch.Tensor:
+    """``[T, H, W, 3]`` uint8 (0..255) or float (0..1) → float32 ``(3, T, H, W)`` in [0, 1]."""
+    if frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")
+    x = frames.permute(3, 0, 1, 2)
+    if frames.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0)
+    if not frames.is_floating_point():
+        raise ValueError(f"frames must be uint8 or float, got {frames.dtype}")
+    return x.to(torch.float32).contiguous()
+
+
+def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(out_h, out_w) with the short side ``size``: ``max(size, h*size//w)``, ``max(size, w*size//h)``."""
+    return max(size, height * size // width), max(size, width * size // height)
+
+
+def resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize (half-pixel centres, no antialias) of ``(C, T, H, W)`` to ``(C, T, height, width)``."""
+    c, t, h, w = video.shape
+    if (h, w) == (height, width):
+        return video
+    out = F.interpolate(video.reshape(1, c * t, h, w), size=(height, width), mode="bilinear",
+                        align_corners=False, antialias=False)
+    return out.reshape(c, t, height, width)
+
+
+def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
+    """``(C, T, H, W)`` → ``(C, T, H', W')`` with ``min(H', W') == size`` (see :func:`short_side_size`)."""
+    return resize(video, *short_side_size(video.shape[-2], video.shape[-1], size))
+
+
+def center_crop(video: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre ``size`` x ``size`` crop of ``(C, T, H, W)``; zero padding (centred) where H or W is smaller."""
+    h, w = video.shape[-2:]
+    pad_h, pad_w = max(size - h, 0), max(size - w, 0)
+    if pad_h or pad_w:
+        video = F.pad(video, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        h, w = video.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return video[..., top:top + size, left:left + size]
+
+
+def random_crop(video: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random ``size`` x ``size`` crop of ``(C, T, H, W)`` (H, W >= size)."""
+    h, w = video.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"cannot crop {size}x{size} from a {h}x{w} clip")
+    top, left = _randint(generator, h - size + 1), _randint(generator, w - size + 1)
+    return video[..., top:top + size, left:left + size]
+
+
+def _mix3(video: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Apply a 3x3 colour matrix to ``(3, T, H, W)``."""
+    c, t, h, w = video.shape
+    out = torch.matmul(matrix.to(video.dtype), video.reshape(3, -1))
+    return out.reshape(c, t, h, w)
+
+
+def _hue_matrix(shift: float) -> torch.Tensor:
+    a = 2.0 * math.pi * shift
+    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, math.cos(a), -math.sin(a)], [0.0, math.sin(a), math.cos(a)]],
+                       dtype=torch.float64)
+    return _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+
+
+COLOR_OPS = ("brightness", "contrast", "saturation", "hue")
+
+
+def adjust_colors(video: torch.Tensor, brightness: float = 1.0, contrast: float = 1.0, saturation: float = 1.0,
+                  hue: float = 0.0, order: tuple[int, ...] = (0, 1, 2, 3)) -> torch.Tensor:
+    """Colour adjustment of ``(3, T, H, W)`` in [0, 1], ops applied in ``order`` (indices of :data:`COLOR_OPS`).
+
+    - brightness ``f``: ``x * f``;
+    - contrast ``f``: ``m + f * (x - m)``, ``m`` the mean grey level of each frame;
+    - saturation ``f``: ``g + f * (x - g)``, ``g`` the pixel's grey level (0.299 R + 0.587 G + 0.114 B);
+    - hue ``h`` (turns): rotation of the chroma plane in YIQ space by ``2 pi h``.
+
+    Every op is affine per frame, so the chain is composed into one ``x -> A x + b_t`` and applied in
+    one pass; the result is clamped to [0, 1] once at the end.
+    """
+    gray = torch.tensor(_GRAY, dtype=torch.float64)
+    means = video.mean(dim=(-2, -1)).to(torch.float64)  # (3, T)
+    a = torch.eye(3, dtype=torch.float64)
+    b = torch.zeros_like(means)
+    for i in order:
+        op = COLOR_OPS[i]
+        if op == "brightness":
+            a, b = a * brightness, b * brightness
+        elif op == "contrast":
+            m = gray @ (a @ means + b)  # (T,) mean grey of each frame after the ops so far
+            a, b = a * contrast, b * contrast + (1.0 - contrast) * m[None]
+        elif op == "saturation":
+            mat = saturation * torch.eye(3, dtype=torch.float64) + (1.0 - saturation) * gray[None].expand(3, 3)
+            a, b = mat @ a, mat @ b
+        else:
+            mat = _hue_matrix(hue)
+            a, b = mat @ a, mat @ b
+    out = _mix3(video, a) + b.to(video.dtype)[:, :, None, None]
+    return out.clamp_(0.0, 1.0)
+
+
+def color_jitter(video: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
+                 hue: float = 0.04, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random colour jitter of ``(3, T, H, W)`` in [0, 1], the same for every frame, ops in random order.
+
+    Factors: brightness, contrast, saturation ``~ U(1 - s, 1 + s)``; hue shift ``~ U(-hue, hue)`` turns
+    (see :func:`adjust_colors`). A strength of 0 leaves that op out.
+    """
+    f_b = _uniform(generator, max(0.0, 1 - brightness), 1 + brightness) if brightness > 0 else 1.0
+    f_c = _uniform(generator, max(0.0, 1 - contrast), 1 + contrast) if contrast > 0 else 1.0
+    f_s = _uniform(generator, max(0.0, 1 - saturation), 1 + saturation) if saturation > 0 else 1.0
+    f_h = _uniform(generator, -hue, hue) if hue > 0 else 0.0
+    order = tuple(torch.randperm(4, generator=generator).tolist())
+    return adjust_colors(video, f_b, f_c, f_s, f_h, order)
+
+
+def _resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize of ``[T, H, W, 3]`` (uint8 stays uint8, rounded) → ``[T, height, width, 3]``."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    x = frames.permute(0, 3, 1, 2)  # (T, 3, H, W), channels-last in memory: the fast uint8 kernel
+    out = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
+    return out.permute(0, 2, 3, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pipelines
+
+
+def train_transform(
+    frames: torch.Tensor,
+    crop_size: int = 200,
+    resize_short: int = 224,
+    scale_jitter: tuple[float, float] = (0.8, 1.2),
+    flip: bool = True,
+    color_strength: float = 0.4,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Training augmentation: ``[T, H, W, 3]`` → float32 ``(3, T, crop_size, crop_size)`` in [0, 1].
+
+    ``color_strength`` s gives brightness/contrast/saturation s and hue s/10; 0 disables colour jitter.
+    """
+    if frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")
+    s = _uniform(generator, *scale_jitter)
+    short = max(crop_size, int(round(resize_short * s)))
+    h, w = short_side_size(frames.shape[1], frames.shape[2], short)
+    # Resize the uint8 frames (as the official pipeline does), crop, and only then go to float.
+    resized = _resize_frames(frames, h, w)
+    top, left = _randint(generator, h - crop_size + 1), _randint(generator, w - crop_size + 1)
+    video = to_float_video(resized[:, top:top + crop_size, left:left + crop_size])
+    if flip and float(torch.rand((), generator=generator)) < 0.5:
+        video = video.flip(-1)
+    if color_strength > 0:
+        video = color_jitter(video, color_strength, color_strength, color_strength, color_strength / 10.0,
+                             generator)
+    return video.clamp(0.0, 1.0).contiguous()
+
+
+def eval_transform(frames: torch.Tensor, crop_size: int = 224, resize_short: int = 224) -> torch.Tensor:
+    """Evaluation: ``[T, H, W, 3]`` → resize short side, centre crop → ``(3, T, crop_size, crop_size)``."""
+    if frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")
+    resized = _resize_frames(frames, *short_side_size(frames.shape[1], frames.shape[2], resize_short))
+    return center_crop(to_float_video(resized), crop_size).clamp(0.0, 1.0).contiguous()
+
+
+def eval_windows(frames: torch.Tensor, num_frames: int, stride: int = 1, num_windows: int = 10,
+                 crop_size: int = 224, resize_short: int = 224) -> torch.Tensor:
+    """Official multi-window evaluation of a whole decoded video ``[L, H, W, 3]``.
+
+    Window ``n`` starts at ``int(linspace(0, max(0, L - num_frames*stride), N))[n]`` and takes
+    ``num_frames`` frames at ``stride``, looping when the video is too short.
+    Returns float32 ``(N, 3, T, crop_size, crop_size)``.
+    """
+    length = frames.shape[0]
+    out = []
+    for off in linspace_offsets(length, num_frames * stride, num_windows):
+        idx = temporal_indices(length, num_frames, stride, off)
+        out.append(eval_transform(frames[idx], crop_size, resize_short))
+    return torch.stack(out)

@@ -1,0 +1,174 @@
+"""Tests for mmv_torch.data.decode on small files written by tests/media_utils.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from media_utils import frame_index_of, has_encoder, make_video, make_wav, truncate
+
+from mmv_torch.data.decode import DecodeError, load_clip, load_image, probe, resample
+
+CASES = [
+    # (file name, video codec, pix_fmt, audio codec, sample rate, channels)
+    ("h264_aac_mono_16k.mp4", "libx264", "yuv420p", "aac", 16000, 1),
+    ("h264_aac_stereo_48k.mov", "libx264", "yuv420p", "aac", 48000, 2),
+    ("mpeg4_pcm_51_44k.mkv", "mpeg4", "yuv420p", "pcm_s16le", 44100, 6),
+    ("mpeg4_mp3_stereo_22k.mkv", "mpeg4", "yuv420p", "libmp3lame", 22050, 2),
+    ("mjpeg_pcm_71_8k.avi", "mjpeg", "yuvj420p", "pcm_s16le", 8000, 8),
+    ("vp9_opus_stereo_48k.webm", "libvpx-vp9", "yuv420p", "libopus", 48000, 2),
+    ("h264_noaudio.mp4", "libx264", "yuv420p", None, 0, 0),
+]
+
+
+@pytest.mark.parametrize("name,vcodec,pix_fmt,acodec,rate,channels", CASES)
+def test_codecs_and_containers(tmp_path, name, vcodec, pix_fmt, acodec, rate, channels):
+    for codec in (vcodec, acodec):
+        if codec is not None and not has_encoder(codec):
+            pytest.skip(f"PyAV build lacks the {codec} encoder")
+    kw = {"sample_rate": rate, "channels": channels} if acodec else {}
+    path = make_video(tmp_path / name, num_frames=25, fps=25, vcodec=vcodec, pix_fmt=pix_fmt, acodec=acodec, **kw)
+    info = probe(path)
+    assert info.has_video and info.has_audio == (acodec is not None)
+    assert info.fps == pytest.approx(25.0)
+    assert info.duration == pytest.approx(1.0, abs=0.1)
+    assert (info.width, info.height) == (64, 48)
+    if acodec:
+        assert info.channels == channels and info.sample_rate == rate
+
+    clip = load_clip(path, 0.2, 6, 10.0, sample_rate=16000, audio_seconds=0.5)
+    assert clip.frames.dtype == torch.uint8 and clip.frames.shape == (6, 48, 64, 3)
+    # 10 fps from 25 fps: times 0.2, 0.3, ... are shown by source frames floor(25 t).
+    assert [frame_index_of(f.numpy()) for f in clip.frames] == [5, 7, 10, 12, 15, 17]
+    assert clip.audio.dtype == torch.float32 and clip.audio.shape == (8000,)
+    assert clip.has_audio == (acodec is not None)
+    if acodec:
+        # A 440 Hz sine of amplitude 0.5 on every channel: mono mix keeps amplitude and pitch.
+        a = clip.audio.numpy()[1000:7000]
+        assert 0.35 < np.abs(a).max() < 0.65
+        spec = np.abs(np.fft.rfft(a))
+        assert abs(np.argmax(spec) * 16000 / len(a) - 440) < 10
+    else:
+        assert not clip.audio.any()
+
+
+def test_audio_window_timing_exact(tmp_path):
+    # PCM at the target rate: the audio window must be the analytic sine at the right times.
+    path = make_video(tmp_path / "pcm.mkv", num_frames=50, fps=25, vcodec="mpeg4", acodec="pcm_s16le",
+                      sample_rate=16000, channels=2, audio_freq=123.0)
+    clip = load_clip(path, 0.5, 8, 10.0, sample_rate=16000, audio_seconds=0.4)
+    # Clip 0.5..1.3 s, centre 0.9 s, 0.4 s window starts at 0.7 s.
+    assert clip.audio_start_s == pytest.approx(0.7)
+    t = 0.7 + np.arange(6400) / 16000
+    want = 0.5 * np.sin(2 * np.pi * 123.0 * t)
+    np.testing.assert_allclose(clip.audio.numpy(), want, atol=2e-4)
+
+
+def test_audio_window_moves_right_at_start(tmp_path):
+    path = make_video(tmp_path / "a.mkv", num_frames=50, fps=25, vcodec="mpeg4", acodec="pcm_s16le",
+                      sample_rate=8000, audio_freq=50.0)
+    clip = load_clip(path, 0.0, 4, 10.0, sample_rate=8000, audio_seconds=1.0)
+    assert clip.audio_start_s == 0.0
+    want = 0.5 * np.sin(2 * np.pi * 50.0 * np.arange(8000) / 8000)
+    np.testing.assert_allclose(clip.audio.numpy(), want, atol=2e-4)
+
+
+def test_vfr_sampled_by_timestamp(tmp_path):
+    times = [0.0, 0.1, 0.15, 0.5, 0.52, 0.9, 1.4, 1.5]
+    path = make_video(tmp_path / "vfr.mp4", frame_times=times, acodec=None)
+    clip = load_clip(path, 0.0, 16, 10.0)
+    got = [frame_index_of(f.numpy()) for f in clip.frames]
+    want = [max(i for i, s in enumerate(times) if s <= k / 10 + 1e-9) for k in range(16)]
+    assert got == want
+
+
+def test_short_clip_loops_like_official_tiling(tmp_path):
+    path = make_video(tmp_path / "short.mp4", num_frames=5, fps=10, acodec="aac")  # 0.5 s
+    clip = load_clip(path, 0.0, 12, 10.0, sample_rate=16000)
+    assert [frame_index_of(f.numpy()) for f in clip.frames] == [i % 5 for i in range(12)]
+    assert clip.audio.shape == (19200,)
+    # Audio loops too: no silent tail after the track ends at 0.5 s.
+    tail = clip.audio.numpy()[12000:]
+    assert np.abs(tail).max() > 0.3
+
+
+def test_start_past_middle_wraps(tmp_path):
+    path = make_video(tmp_path / "v.mp4", num_frames=25, fps=25, acodec=None)
+    clip = load_clip(path, 0.8, 4, 10.0)
+    assert [frame_index_of(f.numpy()) for f in clip.frames] == [20, 22, 0, 2]  # 0.8, 0.9, then 1.0 -> 0.0, 1.1 -> 0.1
+
+
+def test_seek_does_not_decode_from_start(tmp_path):
+    # Key frame every 10 frames; a clip near the end must be right (seek + decode forward).
+    path = make_video(tmp_path / "long.mp4", num_frames=100, fps=25, acodec=None, gop=10)
+    clip = load_clip(path, 3.0, 4, 25.0)
+    assert [frame_index_of(f.numpy()) for f in clip.frames] == [75 % 28, 76 % 28, 77 % 28, 78 % 28]
+
+
+def test_bytes_source(tmp_path):
+    path = make_video(tmp_path / "v.mp4", num_frames=10, fps=10)
+    clip = load_clip(path.read_bytes(), 0.0, 3, 10.0, name="mem.mp4")
+    assert [frame_index_of(f.numpy()) for f in clip.frames] == [0, 1, 2]
+    assert clip.has_audio
+
+
+def test_broken_files_raise_decode_error(tmp_path):
+    good = make_video(tmp_path / "good.mp4", num_frames=10, fps=10)
+    truncate(good, tmp_path / "trunc.mp4", 0.5)
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "junk.mkv").write_bytes(b"\x1aE\xdf\xa3" + b"garbage" * 50)
+    make_wav(tmp_path / "audio_only.wav")
+    expect = {"trunc.mp4": "", "zero.mp4": "empty", "junk.mkv": "", "audio_only.wav": "no video stream",
+              "missing.mp4": "does not exist"}
+    for name, reason in expect.items():
+        with pytest.raises(DecodeError) as info:
+            load_clip(tmp_path / name, 0.0, 4, 10.0)
+        assert info.value.path.endswith(name)
+        assert reason in info.value.reason
+    with pytest.raises(DecodeError, match="empty"):
+        load_clip(b"", 0.0, 4, 10.0)
+
+
+def test_truncated_stream_container_still_decodes_what_is_there(tmp_path):
+    # Matroska has its index up front: a cut file opens and the frames before the cut decode.
+    good = make_video(tmp_path / "good.mkv", num_frames=50, fps=25, vcodec="mpeg4", acodec=None)
+    cut = truncate(good, tmp_path / "cut.mkv", 0.5)
+    clip = load_clip(cut, 0.0, 5, 25.0)
+    assert [frame_index_of(f.numpy()) for f in clip.frames] == [0, 1, 2, 3, 4]
+
+
+def test_bad_arguments(tmp_path):
+    path = make_video(tmp_path / "v.mp4", num_frames=5, fps=10)
+    with pytest.raises(ValueError):
+        load_clip(path, -1.0, 4, 10.0)
+    with pytest.raises(ValueError):
+        load_clip(path, 0.0, 0, 10.0)
+
+
+def test_resample_sine():
+    rate_in, rate_out = 44100, 16000
+    t = np.arange(44100) / rate_in
+    y = resample(np.sin(2 * np.pi * 1000 * t), rate_in, rate_out)
+    assert y.shape == (16000,)
+    want = np.sin(2 * np.pi * 1000 * np.arange(16000) / rate_out)
+    np.testing.assert_allclose(y[100:-100], want[100:-100], atol=1e-3)
+    # Content above the new Nyquist frequency is removed, not aliased.
+    z = resample(np.sin(2 * np.pi * 12000 * t), rate_in, rate_out)
+    assert np.abs(z[100:-100]).max() < 1e-2
+
+
+def test_load_image(tmp_path):
+    import av
+
+    path = tmp_path / "img.png"
+    with av.open(str(path), "w", format="image2") as out:
+        s = out.add_stream("png", rate=1)
+        s.width, s.height, s.pix_fmt = 8, 6, "rgb24"
+        img = np.zeros((6, 8, 3), np.uint8)
+        img[:, :, 0] = 200
+        for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    got = load_image(path)
+    assert got.shape == (6, 8, 3) and int(got[..., 0].min()) == 200
