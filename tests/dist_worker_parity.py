@@ -51,11 +51,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _entry(rank: int, fn: Callable[..., dict], world_size: int, port: int, out_dir: str, args: tuple) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank)})
-    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+def _entry(rank: int, fn: Callable[..., dict], world_size: int, port: int, out_dir: str, args: tuple,
+           slurm: bool) -> None:
+    for key in [k for k in os.environ if k.startswith("SLURM_") or k in ("RANK", "WORLD_SIZE", "LOCAL_RANK",
+                                                                          "MASTER_ADDR", "MASTER_PORT")]:
         del os.environ[key]
+    if slurm:  # as `srun` would set them; MASTER_ADDR comes from the node list
+        os.environ.update({"SLURM_PROCID": str(rank), "SLURM_NTASKS": str(world_size), "SLURM_LOCALID": str(rank),
+                           "SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "localhost,node[2-3]",
+                           "MASTER_PORT": str(port)})
+    else:  # as torchrun would set them
+        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                           "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)
     assert dist.init_distributed(backend="gloo", timeout_s=60.0)
     try:
@@ -65,14 +72,17 @@ def _entry(rank: int, fn: Callable[..., dict], world_size: int, port: int, out_d
         dist.destroy_distributed()
 
 
-def spawn(fn: Callable[..., dict], world_size: int, args: tuple = (), timeout_s: float = 120.0) -> list[dict]:
+def spawn(fn: Callable[..., dict], world_size: int, args: tuple = (), timeout_s: float = 120.0,
+          slurm: bool = False) -> list[dict]:
     """Run ``fn(rank, world_size, *args) -> dict`` in ``world_size`` gloo processes; the dicts in rank order.
 
+    The processes find each other through torchrun-style variables, or SLURM ones when ``slurm``
+    (then :func:`dist.init_distributed` reads ranks and the master host from ``SLURM_*``).
     A failing worker re-raises here with its traceback; a hang past ``timeout_s`` kills the workers and
     raises ``TimeoutError``.
     """
     with tempfile.TemporaryDirectory() as out_dir:
-        ctx = mp.start_processes(_entry, args=(fn, world_size, free_port(), out_dir, args), nprocs=world_size,
+        ctx = mp.start_processes(_entry, args=(fn, world_size, free_port(), out_dir, args, slurm), nprocs=world_size,
                                  join=False, start_method="spawn")
         deadline = time.monotonic() + timeout_s
         while not ctx.join(timeout=max(0.1, min(1.0, deadline - time.monotonic()))):
@@ -333,6 +343,11 @@ def selftest_worker(rank: int, world_size: int) -> dict[str, Any]:
     out["bn_w_grad_sum"] = dist.all_reduce_sum(bn.weight.grad)
     out["bn_b_grad_sum"] = dist.all_reduce_sum(bn.bias.grad)
     out["bn_running"] = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    bn_group = dist.to_sync_batchnorm(nn.BatchNorm2d(4, momentum=0.3).double(),
+                                      process_group=torch.distributed.new_group(list(range(world_size))))
+    bn_group.load_state_dict({k: v for k, v in bn.state_dict().items() if "running" not in k}, strict=False)
+    out["bn_group_out"] = bn_group(xr.detach()).detach()
+    out["master_addr"] = os.environ["MASTER_ADDR"]
     bn.eval()
     out["bn_eval_out"] = bn(xr.detach())
 

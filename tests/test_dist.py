@@ -142,7 +142,8 @@ WORLD = 2
 
 @pytest.fixture(scope="module")
 def results() -> list[dict]:
-    return W.spawn(W.selftest_worker, WORLD, timeout_s=120)
+    # SLURM variables here (torchrun ones are what run_ddp_parity uses), so both launch paths are exercised.
+    return W.spawn(W.selftest_worker, WORLD, timeout_s=120, slurm=True)
 
 
 def test_two_process_basics(results: list[dict]) -> None:
@@ -151,6 +152,7 @@ def test_two_process_basics(results: list[dict]) -> None:
         torch.testing.assert_close(res["sum"], torch.tensor([3.0, 4.0]))
         assert res["mean"].item() == pytest.approx(0.5)
         assert res["gather_bool"].tolist() == [True, True, False, True]
+        assert res["master_addr"] == "localhost"  # first host of SLURM_STEP_NODELIST
 
 
 def test_all_gather_with_grad_sums_gradients_over_ranks(results: list[dict]) -> None:
@@ -195,6 +197,7 @@ def test_sync_batchnorm_two_processes_uneven_batches(results: list[dict]) -> Non
     for r, res in enumerate(results):
         sl = slice(starts[r], starts[r] + sizes[r])
         torch.testing.assert_close(res["bn_out"], y.detach()[sl], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(res["bn_group_out"], y.detach()[sl], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(res["bn_x_grad"], x.grad[sl], rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(res["bn_w_grad_sum"], bn.weight.grad, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(res["bn_b_grad_sum"], bn.bias.grad, rtol=1e-10, atol=1e-12)
