@@ -1,0 +1,282 @@
+"""The training loop: schedule, deterministic data order, exact kill-and-resume, atomic checkpoints,
+the NaN/Inf guard, logs and export, and a 2-process gloo run equal to one process."""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import mmv_torch.train as T
+from mmv_torch.config import apply_overrides, get_preset, load_config
+from mmv_torch.models.mmv import create_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The CI machine has 2 shared cores: OpenMP threads fighting other processes are slower than one.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class RandomClips(Dataset):
+    """In-memory sample dicts; 'augmentation' draws from the global RNGs like real transforms do."""
+
+    def __init__(self, n: int, k: int = 3, words: int = 8, vocab: int = 1000) -> None:
+        self.n, self.k, self.words, self.vocab = n, k, words, vocab
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(1234 + i)
+        video = torch.rand(3, 8, 32, 32, generator=g)
+        video = (video * (0.5 + 0.5 * torch.rand(()))).clamp(0, 1)  # global torch RNG
+        if random.random() < 0.5:  # python RNG: flip
+            video = video.flip(-1)
+        audio = torch.randn(1, 20, 40, generator=g) + float(np.random.normal(scale=0.1))  # numpy RNG
+        text = torch.randint(1, self.vocab, (self.k, self.words), generator=g)
+        return {"video": video, "audio": audio, "has_audio": i % 5 != 4, "text": text,
+                "text_mask": torch.tensor([True] * (self.k - 1) + [i % 2 == 0]),
+                "word_mask": torch.ones(self.k, self.words, dtype=torch.bool), "index": i}
+
+
+def tiny_cfg(**train):
+    over = {"train.batch_size": 4, "train.steps": 5, "train.warmup_steps": 1, "train.log_every": 1,
+            "train.ckpt_every": 2, "train.num_workers": 0, "data.num_frames": 8, "data.crop_size": 32}
+    over.update({f"train.{k}": v for k, v in train.items()})
+    return apply_overrides(get_preset("tiny"), over)
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_log(run) if "event" not in r}
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at_loss_call(monkeypatch, n: int) -> None:
+    """Make the n-th call of the loss (1-based) raise, as if the process died there."""
+    orig = T.mmv_loss
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Killed()
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(T, "mmv_loss", wrapped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure pieces
+
+
+def test_lr_schedule_warmup_then_half_cosine_to_zero():
+    peak, warm, total = 2e-3, 4, 20
+    lrs = [T.lr_at(s, peak, warm, total) for s in range(total + 1)]
+    assert lrs[:4] == pytest.approx([peak * (s + 1) / 4 for s in range(4)])
+    assert lrs[4] == pytest.approx(peak)
+    assert lrs[12] == pytest.approx(peak / 2)  # half way through the cosine
+    assert lrs[total] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert T.lr_at(0, peak, 0, total) == pytest.approx(peak)
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    src = [T.Source("a", 0, 50)]
+    a, b = T.epoch_order(src, 3, 1), T.epoch_order(src, 3, 1)
+    assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(50))
+    assert not np.array_equal(a, T.epoch_order(src, 3, 2))
+    assert not np.array_equal(a, T.epoch_order(src, 4, 1))
+
+
+def test_epoch_order_mixes_sources_by_weight():
+    src = [T.Source("a", 0, 100), T.Source("b", 100, 20, weight=3.0)]
+    order = T.epoch_order(src, 0, 0)
+    assert len(order) == 120
+    from_b = order >= 100
+    assert from_b.sum() == 90  # 3/4 of the epoch, the 20 rows of b repeated
+    assert set(order[from_b].tolist()) == set(range(100, 120))
+    assert len(set(order[~from_b].tolist())) == 30
+
+
+def test_sampler_shards_ranks_and_resumes_mid_epoch():
+    src = [T.Source("a", 0, 22)]
+    ranks = [T.EpochBatchSampler(src, 2, seed=5, rank=r, world=2) for r in range(2)]
+    assert ranks[0].batches_per_epoch == 5
+    it = [iter(s) for s in ranks]
+    epoch0 = [[next(i) for _ in range(5)] for i in it]
+    keys = [k for r in epoch0 for b in r for k in b]
+    assert all(e == 0 for e, _ in keys) and len({i for _, i in keys}) == 20  # disjoint across ranks
+    nxt = next(it[0])
+    assert {e for e, _ in nxt} == {1}
+    # Starting at (epoch, batch) continues the same stream.
+    late = T.EpochBatchSampler(src, 2, seed=5, rank=0, world=2, start_epoch=0, start_batch=3)
+    li = iter(late)
+    assert [next(li), next(li), next(li)] == epoch0[0][3:] + [nxt]
+    assert ranks[0].position(13) == (2, 3)
+    with pytest.raises(ValueError, match="fewer than train.batch_size"):
+        T.EpochBatchSampler(src, 8, seed=0, rank=0, world=4)
+
+
+def test_seeded_samples_are_pure_and_leave_the_global_rng_alone():
+    ds = T.SeededSamples(RandomClips(6), seed=11)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    a = ds[(2, 3)]
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(5)
+    random.random()
+    b = ds[(2, 3)]
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
+    c = ds[(3, 3)]  # another epoch: another augmentation of the same clip
+    assert not torch.equal(a["video"], c["video"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = tiny_cfg(steps=5, ckpt_every=2)
+    data = RandomClips(12)  # 3 batches per epoch: the run crosses an epoch boundary
+    full = T.train(cfg, data, tmp_path / "full", tensorboard=False, progress=False)
+    assert full["steps"] == 5 and full["skipped_steps"] == 0
+
+    kill_at_loss_call(monkeypatch, 4)  # dies during step 4, after the checkpoint of step 2
+    with pytest.raises(Killed):
+        T.train(cfg, data, tmp_path / "cut", tensorboard=False, progress=False)
+    monkeypatch.undo()
+    assert [s for s, _ in T.list_checkpoints(tmp_path / "cut")] == [2]
+    assert max(losses(tmp_path / "cut")) == 3  # step 3 was logged, then lost
+    # A new call resumes; DataLoader workers here must not change the samples.
+    resumed_cfg = apply_overrides(cfg, {"train.num_workers": 1})
+    out = T.train(resumed_cfg, data, tmp_path / "cut", resume="latest", tensorboard=False, progress=False)
+    assert out["start_step"] == 2 and out["steps"] == 5
+
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")  # exact floats, steps 1..5
+    full_ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "full", 5))
+    cut_ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "cut", 5))
+    for k, v in full_ck["model"].items():
+        assert torch.equal(v, cut_ck["model"][k]), k
+    assert full_ck["data"] == cut_ck["data"]
+    assert (full_ck["data"]["epoch"], full_ck["data"]["batch"]) == (1, 2)
+    # Optimizer moments equal too.
+    for sa, sb in zip(full_ck["optimizer"]["state"].values(), cut_ck["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+
+
+def test_logs_config_checkpoints_and_export(tmp_path):
+    cfg = tiny_cfg(steps=3, ckpt_every=1, keep_ckpts=2)
+    run = tmp_path / "run"
+    out = T.train(cfg, RandomClips(8), run, tensorboard=True, progress=False)
+    log = read_log(run)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    for key in ("loss", "loss_va", "loss_vt", "lr", "clips_per_s", "data_time", "step_time", "skipped_steps",
+                "grad_norm"):
+        assert all(np.isfinite(r[key]) for r in log), key
+    assert log[0]["lr"] == pytest.approx(2e-3) and log[-1]["lr"] < log[0]["lr"]
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert load_config(run / "config.json") == cfg
+    assert [s for s, _ in T.list_checkpoints(run)] == [2, 3]  # keep_ckpts=2
+    ck = T.load_checkpoint(T.checkpoint_path(run, 3))
+    assert ck["config"] == json.loads((run / "config.json").read_text())
+    assert set(ck) >= {"model", "optimizer", "scaler", "rng", "data", "step", "config", "bad_steps"}
+    # The export loads through the public entry point and matches the final checkpoint.
+    model = create_model(checkpoint=out["export"])
+    sd = model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in ck["model"].items())
+
+
+def test_checkpoint_write_killed_midway_keeps_previous_one(tmp_path, monkeypatch):
+    cfg = tiny_cfg(steps=4, ckpt_every=2)
+    run = tmp_path / "run"
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        if obj["step"] == 4:  # write half a checkpoint, then die
+            import io
+
+            buf = io.BytesIO()
+            real_save(obj, buf)
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            f.flush()
+            raise Killed()
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(T.torch, "save", dying_save)
+    with pytest.raises(Killed):
+        T.train(cfg, RandomClips(8), run, tensorboard=False, progress=False)
+    monkeypatch.undo()
+    assert [s for s, _ in T.list_checkpoints(run)] == [2]
+    assert not list((run / T.CKPT_DIR).glob(".*tmp*"))  # the partial temporary file was removed
+    # A kill that leaves a truncated temporary file, and even a corrupt newest checkpoint, are ignored.
+    good = (run / T.CKPT_DIR / "ckpt_00000002.pt").read_bytes()
+    (run / T.CKPT_DIR / ".ckpt_00000004.pt.tmp.999").write_bytes(good[:1000])
+    (run / T.CKPT_DIR / "ckpt_00000003.pt").write_bytes(good[: len(good) // 3])
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        path, ck = T.resolve_resume("latest", run)
+    assert path.name == "ckpt_00000002.pt" and ck["step"] == 2
+    (run / T.CKPT_DIR / "ckpt_00000003.pt").unlink()
+    out = T.train(cfg, RandomClips(8), run, resume="latest", tensorboard=False, progress=False)
+    assert out["start_step"] == 2 and out["steps"] == 4
+    assert not list((run / T.CKPT_DIR).glob(".*tmp*"))  # stale temporaries cleaned at start
+    with pytest.raises(ValueError, match="cannot be read"):
+        T.load_checkpoint(run / T.CKPT_DIR / "missing.pt")
+
+
+def test_nan_guard_skips_counts_and_stops(tmp_path, monkeypatch):
+    orig = T.mmv_loss
+    calls = {"n": 0}
+
+    def nan_on_some_steps(*args, **kwargs):
+        calls["n"] += 1
+        total, parts = orig(*args, **kwargs)
+        if calls["n"] in (2, 3):
+            total = total * float("nan")
+        return total, parts
+
+    monkeypatch.setattr(T, "mmv_loss", nan_on_some_steps)
+    cfg = tiny_cfg(steps=4, ckpt_every=4, max_bad_steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = T.train(cfg, RandomClips(8), tmp_path / "ok", tensorboard=False, progress=False)
+    assert out["skipped_steps"] == 2 and out["steps"] == 4
+    assert sum("non-finite loss" in str(w.message) for w in caught) == 2
+    events = [r for r in read_log(tmp_path / "ok") if r.get("event") == "skipped_step"]
+    assert [r["step"] for r in events] == [2, 3]
+    ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "ok", 4))
+    assert ck["bad_steps"] == 2
+    adam_steps = {float(s["step"]) for s in ck["optimizer"]["state"].values()}
+    assert adam_steps == {2.0}  # 4 steps, 2 skipped: only 2 updates
+
+    calls["n"] = 0
+    cfg = tiny_cfg(steps=4, ckpt_every=4, max_bad_steps=1)
+    with pytest.raises(T.TrainingDivergedError, match="max_bad_steps=1"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        T.train(cfg, RandomClips(8), tmp_path / "bad", tensorboard=False, progress=False)
+
+
+def test_resume_rejects_a_changed_config(tmp_path):
+    cfg = tiny_cfg(steps=1, ckpt_every=1)
+    T.train(cfg, RandomClips(4), tmp_path / "run", tensorboard=False, progress=False)
+    with pytest.raises(ValueError, match=r"train.lr"):
+        T.train(apply_overrides(cfg, {"train.lr": 1e-3}), RandomClips(4), tmp_path / "run", resume="latest",
+                tensorboard=False, progress=False)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        T.train(cfg, RandomClips(4), tmp_path / "empty", resume="latest", tensorboard=False, progress=False)
