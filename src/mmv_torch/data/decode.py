@@ -403,6 +403,41 @@ def load_clip(
     )
 
 
+def load_audio(
+    src: Source,
+    start_s: float,
+    seconds: float,
+    sample_rate: int = 16000,
+    name: str | None = None,
+) -> torch.Tensor:
+    """Mono float32 audio ``[S]``, ``S = round(seconds * sample_rate)``, from ``start_s`` of a file's
+    first audio stream (audio-only files such as WAV included); loops past the end of the track.
+
+    Raises :class:`DecodeError` when the file cannot be read or has no audio stream.
+    """
+    import av
+
+    if seconds <= 0 or sample_rate <= 0 or start_s < 0:
+        raise ValueError(f"need seconds > 0, sample_rate > 0, start_s >= 0; got {seconds}, {sample_rate}, "
+                         f"{start_s}")
+    label = name or _name(src)
+    container = _open(src, label)
+    try:
+        if not container.streams.audio:
+            raise DecodeError(label, "no audio stream")
+        stream = container.streams.audio[0]
+        audio = _load_audio(container, stream, float(start_s), float(seconds), int(sample_rate))
+        if not np.any(audio) and _read_audio(container, stream, 0.0, None)[0].size == 0:
+            raise DecodeError(label, "no decodable audio")
+    except av.FFmpegError as e:
+        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
+    except (EOFError, OSError) as e:
+        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
+    finally:
+        container.close()
+    return torch.from_numpy(np.ascontiguousarray(audio))
+
+
 def load_image(src: Source, name: str | None = None) -> torch.Tensor:
     """Decode a still image (any format FFmpeg reads) to uint8 ``[H,W,3]``."""
     import av

@@ -1,0 +1,591 @@
+"""Data sets: JSONL manifests for pretraining and labelled data, official split readers, robust loading.
+
+Pretraining manifest (JSONL, one video per line; paths relative to the manifest's folder)::
+
+    {"video": "clips/a.mp4", "narration": [{"start": 1.2, "end": 3.4, "text": "cut the onion"}]}
+
+``narration`` absent or empty means no text (AudioSet-style); the text is then masked. An optional
+``"duration"`` (seconds) saves a probe of the file.
+
+Sample format of :class:`PretrainDataset` (and of the shard reader in ``shards.py``), a dict of tensors
+that the default collate stacks into a batch:
+
+==============  ========================  ====================================================
+key             dtype, shape              meaning
+==============  ========================  ====================================================
+``video``       float32 ``(3, T, H, W)``  frames in [0, 1] (T = ``num_frames``, H = W = crop)
+``audio``       float32 ``(1, T', F)``    log-mel of the audio window (F = ``num_mel_bins``)
+``has_audio``   bool ``()``               False: the file has no audio stream (audio is silence)
+``text``        int64 ``(K, N)``          word ids of the K narrations nearest the clip (pad 0)
+``text_mask``   bool ``(K,)``             which of the K candidates are real narrations
+``word_mask``   bool ``(K, N)``           which positions hold words
+``index``       int64 ``()``              the item's index (after skips: the item really loaded)
+==============  ========================  ====================================================
+
+Labelled manifest (JSONL): ``{"video"|"audio"|"image": path, "label": "...", "split": "train"|"test",
+"caption" | "captions": ...}``; :func:`read_ucf101_split`, :func:`read_hmdb51_split` and
+:func:`read_esc50` read the official split files into the same entries.
+
+Robustness: a file that cannot be decoded is skipped (another item is loaded instead), counted and
+logged (logger ``mmv_torch.data``) with its path and reason. :class:`SkipRateExceeded` is raised only
+when, after ``min_attempts`` loads, the fraction of skipped loads passes ``max_skip_rate``
+(``DataConfig.max_skip_rate``). Counts are per process (each DataLoader worker counts its own loads).
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from ..config import DataConfig
+from .audio import log_mel_spectrogram
+from .decode import DecodeError, Source, load_audio, load_clip, load_image, probe
+from .transforms import eval_transform, random_start_time, train_transform
+
+logger = logging.getLogger("mmv_torch.data")
+
+Tokenize = Callable[[str], Sequence[Any]]
+"""``text -> (ids (N,), word_mask (N,), ...)``: ids padded with 0 to N words; extra items are ignored
+(``mmv_torch.data.text.Tokenizer.encode`` fits)."""
+
+MODALITIES = ("video", "audio", "image")
+
+
+class SkipRateExceeded(RuntimeError):
+    """Too many files failed to decode (the skip rate passed ``max_skip_rate``)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Manifests
+
+
+@dataclass(frozen=True)
+class Narration:
+    """One timed narration (ASR) segment."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One line of a pretraining manifest."""
+
+    path: str
+    """Absolute path of the video."""
+    narrations: tuple[Narration, ...]
+    """Narrations sorted by start time (empty: no text)."""
+    duration: float | None
+    """Seconds, when the manifest gives it."""
+    where: str
+    """``manifest:line`` for messages."""
+    raw: dict
+    """The JSON object of the line."""
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line; bad JSON raises ``ValueError`` naming file:line."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ValueError(f"cannot read manifest {p}: {e}") from e
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}:{n}: invalid JSON: {e}") from e
+        if not isinstance(obj, dict):
+            raise ValueError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+        out.append((n, obj))
+    return out
+
+
+def _resolve(base: Path, rel: str) -> str:
+    return str(Path(rel) if os.path.isabs(rel) else (base / rel))
+
+
+def _parse_narrations(obj: Any, where: str) -> tuple[Narration, ...]:
+    if obj is None:
+        return ()
+    if not isinstance(obj, list):
+        raise ValueError(f"{where}: 'narration' must be a list of {{start, end, text}}")
+    out = []
+    for i, seg in enumerate(obj):
+        if not isinstance(seg, dict) or not {"start", "end", "text"} <= set(seg):
+            raise ValueError(f"{where}: narration[{i}] needs keys 'start', 'end', 'text'")
+        start, end = float(seg["start"]), float(seg["end"])
+        if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+            raise ValueError(f"{where}: narration[{i}] has start={start}, end={end}")
+        out.append(Narration(start, end, str(seg["text"])))
+    return tuple(sorted(out, key=lambda s: (s.start, s.end)))
+
+
+def read_pretrain_manifest(path: str | Path) -> list[VideoEntry]:
+    """Read a pretraining manifest (see the module doc). Missing ``video`` keys raise ``ValueError``."""
+    p = Path(path)
+    base = p.parent
+    out = []
+    for n, obj in read_jsonl(p):
+        where = f"{p}:{n}"
+        if not isinstance(obj.get("video"), str):
+            raise ValueError(f"{where}: missing string key 'video'")
+        dur = obj.get("duration")
+        out.append(VideoEntry(_resolve(base, obj["video"]), _parse_narrations(obj.get("narration"), where),
+                              float(dur) if dur is not None else None, where, obj))
+    return out
+
+
+def nearest_narrations(narrations: Sequence[Narration], start: float, end: float, k: int) -> list[Narration]:
+    """The ``k`` narrations nearest in time to the clip ``[start, end]``, nearest first.
+
+    Distance is 0 for a narration overlapping the clip, else the gap between the intervals; ties go
+    to the narration whose centre is nearer the clip's centre.
+    """
+    centre = (start + end) / 2
+
+    def key(s: Narration) -> tuple[float, float]:
+        gap = max(0.0, s.start - end, start - s.end)
+        return gap, abs((s.start + s.end) / 2 - centre)
+
+    return sorted(narrations, key=key)[:k]
+
+
+def encode_narrations(narrations: Sequence[Narration], tokenize: Tokenize | None, k: int, max_words: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokenise up to ``k`` narrations → ``text`` int64 (K,N), ``text_mask`` bool (K,), ``word_mask`` bool (K,N)."""
+    text = torch.zeros(k, max_words, dtype=torch.int64)
+    word_mask = torch.zeros(k, max_words, dtype=torch.bool)
+    text_mask = torch.zeros(k, dtype=torch.bool)
+    if tokenize is None:
+        return text, text_mask, word_mask
+    for i, seg in enumerate(narrations[:k]):
+        enc = tokenize(seg.text)
+        ids = torch.as_tensor(np.asarray(enc[0]), dtype=torch.int64)
+        mask = torch.as_tensor(np.asarray(enc[1]), dtype=torch.bool)
+        if ids.shape != (max_words,) or mask.shape != (max_words,):
+            raise ValueError(f"tokenize must return ids and mask of shape ({max_words},), got "
+                             f"{tuple(ids.shape)} and {tuple(mask.shape)}")
+        text[i], word_mask[i], text_mask[i] = ids, mask, True
+    return text, text_mask, word_mask
+
+
+# ------------------------------------------------------------------------------------------------
+# Skips
+
+
+class SkipTracker:
+    """Counts loads and skips of one process; logs each skip; raises when the skip rate is too high."""
+
+    def __init__(self, max_skip_rate: float, min_attempts: int = 20, keep: int = 1000) -> None:
+        self.max_skip_rate = float(max_skip_rate)
+        self.min_attempts = int(min_attempts)
+        self.keep = keep
+        self.attempts = 0
+        self.skips = 0
+        self.skipped: list[tuple[str, str]] = []
+        """``(path, reason)`` of the most recent skips (at most ``keep``)."""
+
+    @property
+    def rate(self) -> float:
+        """Skipped loads / all loads so far."""
+        return self.skips / self.attempts if self.attempts else 0.0
+
+    def ok(self) -> None:
+        """Count a successful load."""
+        self.attempts += 1
+
+    def skip(self, path: str, reason: str) -> None:
+        """Count, log and remember a failed load; raise :class:`SkipRateExceeded` past the limit."""
+        self.attempts += 1
+        self.skips += 1
+        self.skipped.append((path, reason))
+        del self.skipped[: -self.keep]
+        logger.warning("skipping %s: %s (%d of %d loads skipped in pid %d)", path, reason, self.skips,
+                       self.attempts, os.getpid())
+        if self.attempts >= self.min_attempts and self.rate > self.max_skip_rate:
+            recent = "; ".join(f"{p}: {r}" for p, r in self.skipped[-5:])
+            raise SkipRateExceeded(
+                f"{self.skips} of {self.attempts} loads failed ({self.rate:.1%} > max_skip_rate "
+                f"{self.max_skip_rate:.1%}); run `mmv-torch data check` on the data. Last failures: {recent}")
+
+
+def _decode_reason(e: Exception) -> str:
+    return e.reason if isinstance(e, DecodeError) else f"unexpected {type(e).__name__}: {e}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Pretraining samples
+
+
+def clip_span(cfg: DataConfig) -> float:
+    """Seconds covered by a clip's frames: ``num_frames / fps``."""
+    return cfg.num_frames / cfg.fps
+
+
+def make_sample(src: Source, name: str, narrations: Sequence[Narration], duration: float, cfg: DataConfig,
+                tokenize: Tokenize | None, train: bool, generator: torch.Generator, index: int,
+                threads: int = 1) -> dict[str, torch.Tensor]:
+    """Decode and transform one clip into the sample format of the module doc.
+
+    Training: random start in ``[0, duration - span]`` and random augmentation; evaluation: the
+    middle of the video, centre crop of ``eval_crop_size``. Raises :class:`DecodeError`.
+    """
+    span = clip_span(cfg)
+    start = random_start_time(duration, span, generator) if train else max(0.0, (duration - span) / 2)
+    clip = load_clip(src, start, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds, name=name,
+                     threads=threads)
+    if train:
+        video = train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter, cfg.flip,
+                                cfg.color_jitter, generator)
+    else:
+        video = eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short)
+    audio = log_mel_spectrogram(clip.audio, cfg.sample_rate, cfg.num_mel_bins)[0]
+    near = nearest_narrations(narrations, start, start + span, cfg.num_candidates)
+    text, text_mask, word_mask = encode_narrations(near, tokenize, cfg.num_candidates, cfg.max_words)
+    return {
+        "video": video,
+        "audio": audio,
+        "has_audio": torch.tensor(clip.has_audio),
+        "text": text,
+        "text_mask": text_mask,
+        "word_mask": word_mask,
+        "index": torch.tensor(index, dtype=torch.int64),
+    }
+
+
+def _as_list(x: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    return [x] if isinstance(x, str | Path) else list(x)
+
+
+class PretrainDataset(Dataset):
+    """Clips from one or several pretraining manifests (sample format: module doc).
+
+    Args:
+        manifests: one manifest path or several (their entries are concatenated).
+        cfg: clip, augmentation, audio and text settings; ``cfg.max_skip_rate`` bounds the skips.
+        tokenize: narration → (ids (N,), word mask (N,)); None gives no text (all masked).
+        weights: per-manifest sampling weights for :meth:`sampler` (default: by size, i.e. uniform
+            over videos).
+        train: random clips and augmentation (True) or the middle clip, centre crop (False).
+        seed: base seed; item ``i`` in epoch ``e`` uses a generator seeded from (seed, e, i).
+        min_attempts: loads before the skip rate is checked.
+        max_retries: consecutive failed loads of one item before giving up with an error.
+    """
+
+    def __init__(self, manifests: str | Path | Sequence[str | Path], cfg: DataConfig,
+                 tokenize: Tokenize | None = None, weights: Sequence[float] | None = None, train: bool = True,
+                 seed: int = 0, min_attempts: int = 20, max_retries: int = 50) -> None:
+        paths = _as_list(manifests)
+        if not paths:
+            raise ValueError("PretrainDataset needs at least one manifest")
+        self.entries: list[VideoEntry] = []
+        self.bounds = [0]
+        for p in paths:
+            self.entries += read_pretrain_manifest(p)
+            self.bounds.append(len(self.entries))
+        if not self.entries:
+            raise ValueError(f"the manifests {[str(p) for p in paths]} list no videos")
+        if weights is None:
+            weights = [float(b - a) for a, b in zip(self.bounds, self.bounds[1:])]
+        if len(weights) != len(paths) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"weights must be {len(paths)} non-negative numbers with a positive sum, got "
+                             f"{list(weights)}")
+        self.weights = [float(w) for w in weights]
+        self.cfg = cfg
+        self.tokenize = tokenize
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.max_retries = max_retries
+        self.tracker = SkipTracker(cfg.max_skip_rate, min_attempts)
+        self._durations: dict[str, float] = {}
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use fresh random clips and augmentations for ``epoch``."""
+        self.epoch = int(epoch)
+
+    def manifest_of(self, index: int) -> int:
+        """Which manifest (position in ``manifests``) item ``index`` comes from."""
+        return bisect.bisect_right(self.bounds, index) - 1
+
+    def sample_weights(self) -> torch.Tensor:
+        """Per-item float64 ``(len,)`` weights giving each manifest its share of ``weights``."""
+        w = torch.zeros(len(self.entries), dtype=torch.float64)
+        for m, (a, b) in enumerate(zip(self.bounds, self.bounds[1:])):
+            if b > a:
+                w[a:b] = self.weights[m] / (b - a)
+        return w
+
+    def sampler(self, num_samples: int, generator: torch.Generator | None = None) -> WeightedRandomSampler:
+        """A sampler drawing ``num_samples`` items with replacement, manifests mixed by ``weights``."""
+        return WeightedRandomSampler(self.sample_weights(), num_samples, replacement=True, generator=generator)
+
+    def _duration(self, entry: VideoEntry) -> float:
+        if entry.duration is not None:
+            return entry.duration
+        if entry.path not in self._durations:
+            self._durations[entry.path] = probe(entry.path).duration
+        return self._durations[entry.path]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFFFFFFFFFFFFFF)
+        i = int(index)
+        for _ in range(self.max_retries):
+            if i not in self._bad:
+                e = self.entries[i]
+                try:
+                    sample = make_sample(e.path, e.path, e.narrations, self._duration(e), self.cfg, self.tokenize,
+                                         self.train, g, i)
+                except (DecodeError, av_errors()) as err:
+                    self._bad.add(i)
+                    self.tracker.skip(e.path, _decode_reason(err))
+                else:
+                    self.tracker.ok()
+                    return sample
+            if len(self._bad) >= len(self.entries):
+                raise SkipRateExceeded(f"every file of the data set failed to decode ({len(self._bad)} files)")
+            i = int(torch.randint(len(self.entries), (), generator=g))
+        raise SkipRateExceeded(f"{self.max_retries} files in a row failed to decode while loading item {index}")
+
+
+def av_errors() -> type[Exception]:
+    """PyAV's base error type (imported lazily so that ``import mmv_torch`` does not need PyAV)."""
+    import av
+
+    return av.FFmpegError
+
+
+# ------------------------------------------------------------------------------------------------
+# Labelled data
+
+
+@dataclass(frozen=True)
+class LabelledEntry:
+    """One labelled file."""
+
+    path: str
+    """Absolute path."""
+    modality: str
+    """'video', 'audio' or 'image'."""
+    label: str
+    """Class name ('' when unlabelled, e.g. retrieval-only captions)."""
+    split: str | None
+    """'train', 'test' or None."""
+    captions: tuple[str, ...] = ()
+    """Captions for retrieval."""
+
+
+def read_labelled_manifest(path: str | Path) -> list[LabelledEntry]:
+    """Read a labelled JSONL manifest (see the module doc); paths are relative to its folder."""
+    p = Path(path)
+    out = []
+    for n, obj in read_jsonl(p):
+        where = f"{p}:{n}"
+        mods = [m for m in MODALITIES if m in obj]
+        if len(mods) != 1 or not isinstance(obj[mods[0]], str):
+            raise ValueError(f"{where}: needs exactly one string key of {list(MODALITIES)}, found {mods}")
+        split = obj.get("split")
+        if split not in (None, "train", "test"):
+            raise ValueError(f"{where}: 'split' must be 'train' or 'test', got {split!r}")
+        caps = obj.get("captions", obj.get("caption", ()))
+        caps = (caps,) if isinstance(caps, str) else tuple(str(c) for c in caps)
+        label = obj.get("label", "")
+        out.append(LabelledEntry(_resolve(p.parent, obj[mods[0]]), mods[0], str(label), split, caps))
+    return out
+
+
+def class_names(entries: Sequence[LabelledEntry]) -> list[str]:
+    """Sorted distinct non-empty labels."""
+    return sorted({e.label for e in entries if e.label})
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError as e:
+        raise ValueError(f"cannot read split file {path}: {e}") from e
+
+
+def read_ucf101_split(split_dir: str | Path, video_root: str | Path, split: int = 1
+                      ) -> tuple[list[LabelledEntry], list[str]]:
+    """UCF101 official split ``split`` (1-3): ``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``.
+
+    Returns entries (train then test, paths under ``video_root``) and the class names in
+    ``classInd.txt`` order (label index = position, 0-based as the official evaluation).
+    """
+    d, root = Path(split_dir), Path(video_root)
+    classes: list[str] = []
+    for ln in _read_lines(d / "classInd.txt"):
+        idx, name = ln.split()
+        if int(idx) != len(classes) + 1:
+            raise ValueError(f"{d / 'classInd.txt'}: class indices must run 1, 2, ...; got {idx} for {name}")
+        classes.append(name)
+    out = []
+    for kind in ("train", "test"):
+        f = d / f"{kind}list0{split}.txt"
+        for ln in _read_lines(f):
+            rel = ln.split()[0]
+            cls = rel.split("/")[0]
+            if cls not in classes:
+                raise ValueError(f"{f}: class {cls!r} of {rel} is not in classInd.txt")
+            out.append(LabelledEntry(str(root / rel), "video", cls, kind))
+    return out, classes
+
+
+def read_hmdb51_split(split_dir: str | Path, video_root: str | Path, split: int = 1
+                      ) -> tuple[list[LabelledEntry], list[str]]:
+    """HMDB51 official split: ``<class>_test_split<N>.txt`` lines ``video.avi F`` (1 train, 2 test, 0 unused).
+
+    Videos are at ``video_root/<class>/<video>``. Classes are sorted by name.
+    """
+    d, root = Path(split_dir), Path(video_root)
+    suffix = f"_test_split{split}.txt"
+    files = sorted(d.glob(f"*{suffix}"))
+    if not files:
+        raise ValueError(f"no *{suffix} files in {d}")
+    classes = sorted(f.name[: -len(suffix)] for f in files)
+    out = []
+    for f in files:
+        cls = f.name[: -len(suffix)]
+        for ln in _read_lines(f):
+            parts = ln.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise ValueError(f"{f}: expected 'video.avi 0|1|2', got {ln!r}")
+            if parts[1] != "0":
+                out.append(LabelledEntry(str(root / cls / parts[0]), "video", cls,
+                                         "train" if parts[1] == "1" else "test"))
+    return out, classes
+
+
+def read_esc50(meta_csv: str | Path, audio_root: str | Path, test_fold: int = 1
+               ) -> tuple[list[LabelledEntry], list[str]]:
+    """ESC-50 ``meta/esc50.csv`` (filename, fold, target, category, ...); ``test_fold`` is the test split.
+
+    Class names are ordered by the CSV's ``target`` index.
+    """
+    p, root = Path(meta_csv), Path(audio_root)
+    try:
+        rows = list(csv.DictReader(p.read_text(encoding="utf-8").splitlines()))
+    except OSError as e:
+        raise ValueError(f"cannot read {p}: {e}") from e
+    need = {"filename", "fold", "target", "category"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(f"{p}: needs columns {sorted(need)}")
+    by_target = {int(r["target"]): r["category"] for r in rows}
+    classes = [by_target[t] for t in sorted(by_target)]
+    out = [LabelledEntry(str(root / r["filename"]), "audio", r["category"],
+                         "test" if int(r["fold"]) == test_fold else "train") for r in rows]
+    return out, classes
+
+
+class LabelledDataset(Dataset):
+    """Labelled clips for linear probes and retrieval, one modality per data set.
+
+    Items are dicts: ``"label"`` int64 ``()`` (-1 when the entry has no label), ``"index"`` int64 ``()``,
+    and per modality:
+
+    - video: ``"video"`` float32 ``(3,T,H,W)`` (train: augmented random clip; eval: middle clip, or
+      ``(N,3,T,H,W)`` with ``num_windows = N > 1`` linearly spaced clips), ``"audio"`` ``(1,T',F)``
+      (``(N,1,T',F)``) and ``"has_audio"``;
+    - audio: ``"audio"`` float32 ``(1,T',F)`` of ``cfg.audio_seconds`` (random start in training,
+      centred otherwise);
+    - image: ``"image"`` float32 ``(3,H,W)`` (resize short side + centre crop of ``eval_crop_size``).
+
+    Broken files are skipped as in :class:`PretrainDataset`.
+    """
+
+    def __init__(self, entries: Sequence[LabelledEntry], cfg: DataConfig, modality: str = "video",
+                 split: str | None = None, classes: Sequence[str] | None = None, train: bool = False,
+                 num_windows: int = 1, seed: int = 0, min_attempts: int = 20) -> None:
+        if modality not in MODALITIES:
+            raise ValueError(f"modality={modality!r} is not one of {list(MODALITIES)}")
+        self.entries = [e for e in entries if e.modality == modality and (split is None or e.split == split)]
+        if not self.entries:
+            raise ValueError(f"no {modality} entries" + (f" in split {split!r}" if split else ""))
+        self.classes = list(classes) if classes is not None else class_names(entries)
+        self._class_index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({e.label for e in self.entries if e.label and e.label not in self._class_index})
+        if unknown:
+            raise ValueError(f"labels {unknown[:5]} are not in classes")
+        self.cfg, self.modality, self.train, self.seed = cfg, modality, train, seed
+        self.num_windows = int(num_windows)
+        self.epoch = 0
+        self.tracker = SkipTracker(cfg.max_skip_rate, min_attempts)
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fresh augmentation for ``epoch``."""
+        self.epoch = int(epoch)
+
+    def _load(self, e: LabelledEntry, g: torch.Generator) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        if self.modality == "image":
+            img = eval_transform(load_image(e.path)[None], cfg.eval_crop_size, cfg.resize_short)
+            return {"image": img[:, 0]}
+        if self.modality == "audio":
+            dur = probe(e.path).duration
+            start = (random_start_time(dur, cfg.audio_seconds, g) if self.train
+                     else max(0.0, (dur - cfg.audio_seconds) / 2))
+            wave = load_audio(e.path, start, cfg.audio_seconds, cfg.sample_rate)
+            return {"audio": log_mel_spectrogram(wave, cfg.sample_rate, cfg.num_mel_bins)[0]}
+        dur = probe(e.path).duration
+        span = clip_span(cfg)
+        if self.train:
+            s = make_sample(e.path, e.path, (), dur, cfg, None, True, g, 0)
+            return {k: s[k] for k in ("video", "audio", "has_audio")}
+        starts = ([max(0.0, (dur - span) / 2)] if self.num_windows == 1
+                  else [float(v) for v in np.linspace(0.0, max(0.0, dur - span), self.num_windows)])
+        vids, auds, has = [], [], False
+        for st in starts:
+            clip = load_clip(e.path, st, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds)
+            vids.append(eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short))
+            auds.append(log_mel_spectrogram(clip.audio, cfg.sample_rate, cfg.num_mel_bins)[0])
+            has = clip.has_audio
+        if self.num_windows == 1:
+            return {"video": vids[0], "audio": auds[0], "has_audio": torch.tensor(has)}
+        return {"video": torch.stack(vids), "audio": torch.stack(auds), "has_audio": torch.tensor(has)}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFFFFFFFFFFFFFF)
+        i = int(index)
+        for _ in range(50):
+            if i not in self._bad:
+                e = self.entries[i]
+                try:
+                    out = self._load(e, g)
+                except (DecodeError, av_errors()) as err:
+                    self._bad.add(i)
+                    self.tracker.skip(e.path, _decode_reason(err))
+                else:
+                    self.tracker.ok()
+                    out["label"] = torch.tensor(self._class_index.get(e.label, -1), dtype=torch.int64)
+                    out["index"] = torch.tensor(i, dtype=torch.int64)
+                    return out
+            if len(self._bad) >= len(self.entries):
+                raise SkipRateExceeded(f"every file of the data set failed to decode ({len(self._bad)} files)")
+            i = int(torch.randint(len(self.entries), (), generator=g))
+        raise SkipRateExceeded(f"50 files in a row failed to decode while loading item {index}")
