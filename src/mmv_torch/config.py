@@ -207,7 +207,7 @@ class LossConfig:
     weight_vt: float = 1.0
     """lambda_vt, weight of MIL-NCE between video and text."""
     weight_at: float = 0.0
-    """lambda_at, weight of NCE between audio and text (0: unused, as in the paper)."""
+    """lambda_at, weight of MIL-NCE between audio and the K narrations (0: unused, as in the paper)."""
     normalize: bool = True
     """L2-normalise embeddings before the dot product."""
     symmetric: bool = True
