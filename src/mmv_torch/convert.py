@@ -1,0 +1,763 @@
+"""DeepMind's released MMV checkpoints (JAX/Haiku pickles) → :class:`~mmv_torch.models.mmv.MMV`.
+
+Three parts:
+
+1. **Safe loading.** The released files (``mmv_s3d.pkl``, ``mmv_tsm_resnet_x1.pkl``,
+   ``mmv_tsm_resnet_x2.pkl``) are ``dill`` pickles of ``{'params': ..., 'state': ...}`` whose
+   mappings are Haiku ``FlatMapping``/``frozendict`` objects or dicts keyed by module path, then
+   leaf name, with numpy (or JAX) arrays as leaves. :func:`load_official_pickle` reads them with
+   neither haiku, jax nor dill installed: a restricted unpickler resolves only the globals needed to
+   rebuild numpy arrays and mappings (``_ALLOWED_GLOBALS``) and refuses every other global with
+   :class:`UnsafePickleError` naming it, so nothing from the file is executed.
+2. **Conversion.** :func:`load_official` infers the architecture from the keys and shapes (not the
+   file name), builds the model and maps every official key exactly once through the key table
+   (:func:`official_to_torch_key`): Conv3D ``[kt,kh,kw,Cin,Cout]`` → ``[Cout,Cin,kt,kh,kw]``,
+   Conv2D ``[kh,kw,Cin,Cout]`` → ``[Cout,Cin,kh,kw]``, Linear ``[in,out]`` → ``[out,in]``, the
+   kernel-1 Conv1D ``text_conv1`` ``[1,300,2048]`` → Linear ``[2048,300]``, BN
+   ``scale/offset/mean_ema/var_ema`` ``[1,..,1,C]`` → ``[C]`` (eps 1e-5). The EMA ``counter`` goes
+   to ``num_batches_tracked``; the EMA ``hidden`` (= average·(1-0.9^counter), training-only) is
+   shape-checked and dropped. Missing, unknown, duplicate or mis-shaped keys raise ONE
+   ``ValueError`` listing them all.
+3. **Official-layout harness.** :func:`official_outputs` runs the model on numpy inputs exactly as
+   the official forward takes them (channels-last) and returns the official output keys;
+   :func:`record_intermediates` captures the official intermediate modules in the official layout.
+
+:func:`convert_checkpoint` writes ``model.safetensors`` + ``config.json`` for
+``create_model(checkpoint=OUT_DIR)``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import contextlib
+import dataclasses
+import io
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmv_torch.config import (
+    AudioConfig,
+    BatchNormConfig,
+    Config,
+    HeadConfig,
+    ModelConfig,
+    SpaceConfig,
+    TextConfig,
+    VideoConfig,
+    get_preset,
+    save_config,
+)
+from mmv_torch.models.mmv import MMV
+
+ROOT = "text_audio_video/"
+"""Top-level haiku module name of every official key."""
+
+OUTPUT_KEYS = ("vid_repr", "aud_repr", "vid_embd.toaud", "vid_embd.totxt", "aud_embd.tovid", "aud_embd.totxt",
+               "txt_embd.tovid", "txt_embd.toaud")
+"""Keys of the official output dict (flattened with '.') returned by :func:`official_outputs`."""
+
+# (modality, space) of this package for each official output key.
+_OUTPUT_MAP = {
+    "vid_repr": ("video", "repr"), "aud_repr": ("audio", "repr"),
+    "vid_embd.toaud": ("video", "va"), "vid_embd.totxt": ("video", "vt"),
+    "aud_embd.tovid": ("audio", "va"), "aud_embd.totxt": ("audio", "vt"),
+    "txt_embd.tovid": ("text", "vt"), "txt_embd.toaud": ("text", "at"),
+}
+
+# Official head name -> this package's head name (``MMV.heads`` key).
+HEAD_NAMES = {
+    "vid2audio_embd": "video_va", "vis_embd": "video_vt", "audio_embd": "audio_va",
+    "audio2txt_embd": "audio_at", "txt_embd": "text_vt", "txt2audio_embd": "text_at",
+}
+
+
+# =============================================================================================
+# 1. Safe unpickling
+
+
+class UnsafePickleError(ValueError):
+    """A checkpoint pickle references a global that is not needed to rebuild arrays and mappings."""
+
+
+def _numpy_module(name: str) -> Any:
+    """``numpy._core.<name>`` on numpy 2, ``numpy.core.<name>`` on numpy 1 (without the numpy 2 warning)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"numpy._core.{name}")
+    except ImportError:
+        return importlib.import_module(f"numpy.core.{name}")
+
+
+_multiarray = _numpy_module("multiarray")
+_numeric = _numpy_module("numeric")
+
+# The functions that can create an ndarray from pickled state; anything handed to the dill/jax
+# array helpers as their constructor must be one of these.
+_ARRAY_CONSTRUCTORS = (_multiarray._reconstruct, _numeric._frombuffer)
+
+
+def _haiku_mapping(*args: Any, **kwargs: Any) -> dict:
+    """Stand-in for ``haiku._src.data_structures.FlatMapping`` / ``frozendict``: a plain dict.
+
+    Both pickle as ``(cls, (mapping,))``; nested values are rebuilt by the same stand-in.
+    """
+    return dict(*args, **kwargs)
+
+
+def _safe_codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as used by protocol-2 pickles for ``bytes``: only str → latin-1 bytes."""
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise UnsafePickleError(f"_codecs.encode is only allowed as (str, 'latin1'), got ({type(text).__name__}, "
+                                f"{encoding!r})")
+    return text.encode("latin-1")
+
+
+def _check_constructor(fun: Any, where: str) -> None:
+    if not any(fun is c for c in _ARRAY_CONSTRUCTORS):
+        raise UnsafePickleError(f"{where}: array constructor {fun!r} is not a numpy array constructor")
+
+
+def _dill_create_array(fun: Any, args: tuple, state: Any, npdict: Any = None) -> np.ndarray:
+    """``dill._dill._create_array``: an ndarray from ``fun(*args)`` and its ``__setstate__`` state."""
+    _check_constructor(fun, "dill._dill._create_array")
+    array = fun(*args)
+    array.__setstate__(state)
+    if npdict:
+        raise UnsafePickleError("dill._dill._create_array: arrays with instance attributes are not allowed")
+    return array
+
+
+def _dill_create_dtypemeta(scalar_type: Any) -> type:
+    """``dill._dill._create_dtypemeta``: the dtype class of a numpy scalar type."""
+    if not (isinstance(scalar_type, type) and issubclass(scalar_type, np.generic)):
+        raise UnsafePickleError(f"dill._dill._create_dtypemeta: {scalar_type!r} is not a numpy scalar type")
+    return type(np.dtype(scalar_type))
+
+
+_DILL_TYPES = {"DictType": dict, "dict": dict, "ListType": list, "list": list, "TupleType": tuple,
+               "tuple": tuple}
+
+
+def _dill_load_type(name: str) -> type:
+    """``dill._dill._load_type`` restricted to plain container types."""
+    if name not in _DILL_TYPES:
+        raise UnsafePickleError(f"dill._dill._load_type({name!r}) is not allowed; only {sorted(_DILL_TYPES)}")
+    return _DILL_TYPES[name]
+
+
+def _jax_reconstruct_array(fun: Any, args: tuple, arr_state: Any, aval_state: Any) -> np.ndarray:
+    """``jax._src.array._reconstruct_array`` (how ``jax.Array`` pickles), returning the numpy value."""
+    _check_constructor(fun, "jax._src.array._reconstruct_array")
+    array = fun(*args)
+    array.__setstate__(arr_state)
+    return array
+
+
+_NUMPY_SCALAR_TYPES = ("bool_", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+                       "uint16", "uint32", "uint64", "complex64", "complex128")
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    table: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("_codecs", "encode"): _safe_codecs_encode,
+        ("haiku._src.data_structures", "FlatMapping"): _haiku_mapping,
+        ("haiku._src.data_structures", "FlatMap"): _haiku_mapping,
+        ("haiku._src.data_structures", "frozendict"): _haiku_mapping,
+        ("haiku.data_structures", "FlatMapping"): _haiku_mapping,
+        ("dill._dill", "_create_array"): _dill_create_array,
+        ("dill._dill", "_create_dtypemeta"): _dill_create_dtypemeta,
+        ("dill._dill", "_load_type"): _dill_load_type,
+        ("jax._src.array", "_reconstruct_array"): _jax_reconstruct_array,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        table[(f"{core}.multiarray", "_reconstruct")] = _multiarray._reconstruct
+        table[(f"{core}.multiarray", "scalar")] = _multiarray.scalar
+        table[(f"{core}.numeric", "_frombuffer")] = _numeric._frombuffer
+    for name in _NUMPY_SCALAR_TYPES:
+        table[("numpy", name)] = getattr(np, name)
+    return table
+
+
+_ALLOWED_GLOBALS = _allowed_globals()
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only the globals in ``_ALLOWED_GLOBALS``."""
+
+    def __init__(self, file: Any, source: str) -> None:
+        super().__init__(file)
+        self._source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self._source}: refusing to load the global '{module}.{name}'. An official MMV checkpoint "
+                "only needs numpy arrays and haiku/dict mappings; nothing from this file was executed."
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(f"{self._source}: persistent ids are not allowed in a checkpoint pickle")
+
+
+def safe_load_pickle(data: bytes | io.BufferedIOBase, source: str = "<bytes>") -> Any:
+    """Unpickle ``data`` with the restricted unpickler (see module doc). ``source`` names it in errors.
+
+    Raises :class:`UnsafePickleError` for a forbidden global and ``ValueError`` for a truncated or
+    corrupt pickle.
+    """
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    try:
+        return _RestrictedUnpickler(stream, source).load()
+    except UnsafePickleError:
+        raise
+    except (EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{source}: truncated or corrupt pickle ({type(e).__name__}: {e})") from e
+    except (TypeError, AttributeError, IndexError, KeyError, ValueError, OverflowError, MemoryError) as e:
+        raise ValueError(f"{source}: corrupt pickle, cannot rebuild its objects ({type(e).__name__}: {e})") from e
+
+
+def load_official_pickle(path: str | Path) -> dict[str, Any]:
+    """Read an official checkpoint file with the restricted unpickler.
+
+    Returns the top-level mapping as nested plain dicts with numpy leaves (haiku ``FlatMapping`` /
+    ``frozendict`` and ``OrderedDict`` become ``dict``; JAX arrays become ``np.ndarray``).
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ValueError(f"official checkpoint {p} does not exist")
+    with open(p, "rb") as f:
+        obj = safe_load_pickle(f, str(p))
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{p}: expected a mapping with 'params' and 'state', got {type(obj).__name__}")
+    return _plain(obj)
+
+
+def _plain(node: Any) -> Any:
+    """Nested mappings (OrderedDict, haiku stand-ins) → plain dicts; leaves unchanged."""
+    if isinstance(node, Mapping):
+        return {k: _plain(v) for k, v in node.items()}
+    return node
+
+
+def _as_array(value: Any, key: str, source: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if not (isinstance(value, (np.ndarray, np.generic, int, float)) or hasattr(value, "__array__")):
+        raise ValueError(f"{source}: leaf {key!r} is a {type(value).__name__}, not an array")
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{source}: leaf {key!r} has dtype {arr.dtype}, not a numeric array")
+    return arr
+
+
+def flatten_tree(tree: Mapping[str, Any], source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """``{module: {leaf: array}}`` (haiku layout, any nesting) or ``{"module/leaf": array}`` →
+    ``{"module/leaf": ndarray}``."""
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for k, v in node.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{source}: key {k!r} under {prefix or '/'} is not a string")
+            key = f"{prefix}/{k}" if prefix else k
+            if isinstance(v, Mapping):
+                walk(v, key)
+            else:
+                if key in flat:
+                    raise ValueError(f"{source}: key {key!r} appears twice")
+                flat[key] = _as_array(v, key, source)
+
+    walk(tree, "")
+    return flat
+
+
+def official_leaves(path_or_mapping: str | Path | Mapping[str, Any]) -> tuple[dict[str, np.ndarray],
+                                                                             dict[str, np.ndarray], str]:
+    """The flat ``params`` and ``state`` of an official checkpoint (file or loaded mapping) and a
+    source name for messages. Other top-level keys (e.g. optimizer state) are ignored."""
+    if isinstance(path_or_mapping, Mapping):
+        tree, source = dict(path_or_mapping), "official mapping"
+    else:
+        tree, source = load_official_pickle(path_or_mapping), str(path_or_mapping)
+    missing = [k for k in ("params", "state") if k not in tree]
+    if missing:
+        raise ValueError(f"{source}: missing top-level {missing}; found {sorted(map(str, tree))}")
+    for k in ("params", "state"):
+        if not isinstance(tree[k], Mapping):
+            raise ValueError(f"{source}: '{k}' is a {type(tree[k]).__name__}, not a mapping")
+    return flatten_tree(tree["params"], f"{source}['params']"), flatten_tree(tree["state"], f"{source}['state']"), \
+        source
+
+
+# =============================================================================================
+# 2. Architecture inference and the key table
+
+_S3D = ROOT + "visual_module/~/S3D/"
+_TSM = ROOT + "visual_module/~/TSMResNetV2/"
+_AUDIO = ROOT + "audio_module/~/res_net_v2/"
+_TEXT = ROOT + "text_module/~/"
+_HEADS = ROOT + "~_get_pair_embedding_heads/"
+
+_DEPTH_BY_BLOCKS = {(2, 2, 2, 2): (18,), (3, 4, 6, 3): (34, 50), (3, 4, 23, 3): (101,), (3, 8, 36, 3): (152,)}
+
+
+def _get(params: Mapping[str, np.ndarray], key: str, source: str) -> np.ndarray:
+    if key not in params:
+        raise ValueError(f"{source}: cannot infer the architecture, key {key!r} is missing")
+    return params[key]
+
+
+def _resnet_depth(params: Mapping[str, np.ndarray], group_re: str, source: str) -> int:
+    """Depth from the number of blocks per group (``group_re`` captures group and block index)."""
+    blocks: dict[int, set[int]] = collections.defaultdict(set)
+    bottleneck = False
+    for k in params:
+        m = re.match(group_re, k)
+        if m:
+            blocks[int(m.group(1))].add(int(m.group(2)))
+            bottleneck |= "conv_2/" in k
+    counts = tuple(len(blocks[i]) for i in range(4))
+    if sorted(blocks) != [0, 1, 2, 3] or counts not in _DEPTH_BY_BLOCKS:
+        raise ValueError(f"{source}: ResNet block groups {dict(sorted((i, len(b)) for i, b in blocks.items()))} "
+                         f"match no depth in {sorted(d for ds in _DEPTH_BY_BLOCKS.values() for d in ds)}")
+    depths = _DEPTH_BY_BLOCKS[counts]
+    return depths[-1] if bottleneck else depths[0]
+
+
+def _head_config(params: Mapping[str, np.ndarray], name: str, source: str) -> tuple[int, int, HeadConfig]:
+    """``(in_dim, out_dim, HeadConfig)`` of the official head ``name`` from its keys and shapes."""
+    prefix = f"{_HEADS}{name}/"
+    inner = {}
+    for k, v in params.items():
+        m = re.fullmatch(re.escape(prefix) + r"final_projection_inner(?:_(\d+))?/w", k)
+        if m:
+            inner[int(m.group(1) or 0)] = v
+    hidden = tuple(int(inner[i].shape[-1]) for i in range(len(inner)))
+    if sorted(inner) != list(range(len(inner))):
+        raise ValueError(f"{source}: head {name} has inner projections {sorted(inner)}, not 0..{len(inner) - 1}")
+    final = _get(params, f"{prefix}final_projection/w", source)
+    bn_re = re.escape(prefix) + r"(__cross_replica_batch_norm(?:_\d+)?)/"
+    bns = {m.group(1) for k in params if (m := re.match(bn_re, k))}
+    if hidden:
+        bn_after = f"{prefix}final_projection/b" not in params
+    else:
+        bn_after = len(bns) == 1
+    n_inner_bn = len(bns) - int(bn_after)
+    if n_inner_bn not in (0, len(hidden)):
+        raise ValueError(f"{source}: head {name} has {len(bns)} BatchNorms, which fits neither an 'mlp' nor an "
+                         f"'mlp_nobn' head with hidden sizes {hidden}")
+    cfg = HeadConfig(hidden=hidden, inner_bn=bool(hidden) and n_inner_bn == len(hidden), bn_after_proj=bn_after)
+    in_dim = int(inner[0].shape[0]) if hidden else int(final.shape[0])
+    return in_dim, int(final.shape[-1]), cfg
+
+
+def infer_model_config(params: Mapping[str, np.ndarray], source: str = "checkpoint") -> ModelConfig:
+    """The :class:`ModelConfig` of an official checkpoint from its param keys and shapes.
+
+    The video backbone is S3D (stem from the ``Conv2d_1a_7x7`` kernel: ``[2,4,4,24,C]`` is the
+    space-to-depth stem, ``[7,7,7,3,C]`` the standard one) or TSM-ResNet (depth from the blocks per
+    unit, ``width_mult = C/64`` from the stem). The graph is FAC with a ReLU (all released models).
+    """
+    keys = list(params)
+    if any(k.startswith(_S3D) for k in keys):
+        w = _get(params, _S3D + "Conv2d_1a_7x7/~/conv3_d/w", source)
+        if w.shape[:4] == (2, 4, 4, 24):
+            stem = "space_to_depth"
+        elif w.shape[:4] == (7, 7, 7, 3):
+            stem = "standard"
+        else:
+            raise ValueError(f"{source}: S3D stem kernel of shape {w.shape} is neither [2,4,4,24,C] nor [7,7,7,3,C]")
+        video = VideoConfig(backbone="s3d", width_mult=w.shape[-1] / 64, s3d_stem=stem,
+                            s3d_gating=any(k.startswith(_S3D) and "/self_gating/" in k for k in keys))
+    elif any(k.startswith(_TSM) for k in keys):
+        w = _get(params, _TSM + "tsm_resnet_stem/w", source)
+        depth = _resnet_depth(params, re.escape(_TSM) + r"tsm_resnet_unit_(\d+)/block_(\d+)/", source)
+        video = VideoConfig(backbone="tsm_resnet", depth=depth, width_mult=w.shape[-1] / 64)
+    else:
+        tops = sorted({"/".join(k.split("/")[:3]) for k in keys})
+        raise ValueError(f"{source}: no S3D or TSMResNetV2 visual module found; top-level modules: {tops}")
+    w = _get(params, _AUDIO + "~/initial_conv/w", source)
+    audio = AudioConfig(depth=_resnet_depth(params, re.escape(_AUDIO) + r"~/block_group_(\d+)/block_(\d+)/", source),
+                        width_mult=w.shape[-1] / 64)
+    emb = _get(params, _TEXT + "embed/embeddings", source)
+    conv = _get(params, _TEXT + "text_conv1/w", source)
+    text = TextConfig(vocab_size=int(emb.shape[0]), word_dim=int(emb.shape[1]), hidden_dim=int(conv.shape[-1]))
+    heads = {name: _head_config(params, name, source) for name in HEAD_NAMES}
+    va, vt, at = heads["audio_embd"][1], heads["txt_embd"][1], heads["txt2audio_embd"][1]
+    if heads["vis_embd"][0] != heads["vid2audio_embd"][1]:
+        raise ValueError(f"{source}: vis_embd takes {heads['vis_embd'][0]} inputs, not the "
+                         f"{heads['vid2audio_embd'][1]} of vid2audio_embd: not a FAC checkpoint")
+    spaces = {
+        "va": SpaceConfig(va, heads["vid2audio_embd"][2], heads["audio_embd"][2]),
+        "vt": SpaceConfig(vt, heads["vis_embd"][2], heads["txt_embd"][2]),
+        "at": SpaceConfig(at, heads["audio2txt_embd"][2], heads["txt2audio_embd"][2]),
+    }
+    return ModelConfig(video=video, audio=audio, text=text, graph="fac", fac_activation="relu", spaces=spaces,
+                       bn=BatchNormConfig(eps=1e-5))
+
+
+def infer_config(params: Mapping[str, np.ndarray], source: str = "checkpoint") -> Config:
+    """The full :class:`Config`: the matching preset with the inferred model config."""
+    model = infer_model_config(params, source)
+    if model.video.backbone == "s3d":
+        preset = "mmv_s3d"
+    else:
+        preset = "mmv_tsm_r50x2" if model.video.width_mult == 2 else "mmv_tsm_r50"
+    return dataclasses.replace(get_preset(preset), model=model)
+
+
+_BN_LEAVES = {"scale": "weight", "offset": "bias", "~/mean_ema/average": "running_mean",
+              "~/var_ema/average": "running_var", "~/mean_ema/counter": "num_batches_tracked",
+              "~/mean_ema/hidden": None, "~/var_ema/hidden": None, "~/var_ema/counter": None}
+_BN_RE = r"(__cross_replica_batch_norm(?:_(\d+))?)/(.+)"
+_LAYER_LEAVES = {"w": "weight", "b": "bias", "embeddings": "weight"}
+
+
+def _split_bn(rest: str) -> tuple[int, str] | None:
+    """``__cross_replica_batch_norm_K/<leaf>`` → ``(K, leaf)``."""
+    m = re.fullmatch(_BN_RE, rest)
+    if m and m.group(3) in _BN_LEAVES:
+        return int(m.group(2) or 0), m.group(3)
+    return None
+
+
+def _bn_key(module: str, leaf: str) -> str | None:
+    target = _BN_LEAVES[leaf]
+    return None if target is None else f"{module}.{target}"
+
+
+def _layer_key(module: str, leaf: str) -> str | None:
+    return f"{module}.{_LAYER_LEAVES[leaf]}" if leaf in _LAYER_LEAVES else None
+
+
+def _s3d_unit(unit: str, rest: str) -> str | None:
+    m = re.fullmatch(r"~/conv3_d(_1)?/(\w+)", rest)
+    if m:
+        return _layer_key(f"{unit}.{'conv_t' if m.group(1) else 'conv'}", m.group(2))
+    bn = _split_bn(rest)
+    if bn and bn[0] in (0, 1):
+        return _bn_key(f"{unit}.{'bn_t' if bn[0] else 'bn'}", bn[1])
+    m = re.fullmatch(r"self_gating/(\w+)", rest)
+    if m:
+        return _layer_key(f"{unit}.gating.self_gating", m.group(1))
+    return None
+
+
+def _resnet_block(block: str, rest: str) -> str | None:
+    m = re.fullmatch(r"(?:~/)?(conv_[012]|shortcut_conv)/(\w+)", rest)
+    if m:
+        return _layer_key(f"{block}.{m.group(1)}", m.group(2))
+    bn = _split_bn(rest)
+    if bn and bn[0] in (0, 1, 2):
+        return _bn_key(f"{block}.bn_{bn[0]}", bn[1])
+    return None
+
+
+def official_to_torch_key(key: str, model: MMV) -> str | None:
+    """The ``state_dict`` key of ``model`` that the official ``key`` maps to.
+
+    Returns ``None`` when the official key is understood but carries nothing to store (the
+    training-only EMA ``hidden`` and the duplicate ``var_ema/counter``); raises ``KeyError`` when the
+    key is not part of the table.
+    """
+    out = _official_to_torch_key(key, model)
+    if out is False:
+        raise KeyError(key)
+    return out  # type: ignore[return-value]
+
+
+def _official_to_torch_key(key: str, model: MMV) -> str | None | bool:
+    if not key.startswith(ROOT):
+        return False
+    k = key[len(ROOT):]
+    m = re.fullmatch(r"visual_module/~/S3D/(Conv2d_\w+?)/(.+)", k)
+    if m and re.fullmatch(r"Conv2d_\w+", m.group(1)):
+        return _s3d_unit(f"video.{m.group(1).lower()}", m.group(2))
+    m = re.fullmatch(r"visual_module/~/S3D/(Mixed_\w+?)/(Branch_\d_\w+?)/(.+)", k)
+    if m:
+        return _s3d_unit(f"video.{m.group(1).lower()}.{m.group(2).lower()}", m.group(3))
+    m = re.fullmatch(r"visual_module/~/TSMResNetV2/tsm_resnet_stem/(\w+)", k)
+    if m:
+        return _layer_key("video.stem", m.group(1))
+    m = re.fullmatch(r"visual_module/~/TSMResNetV2/tsm_resnet_unit_(\d+)/block_(\d+)/(.+)", k)
+    if m:
+        return _resnet_block(f"video.unit_{m.group(1)}.block_{m.group(2)}", m.group(3))
+    m = re.fullmatch(r"(visual_module/~/TSMResNetV2|audio_module/~/res_net_v2)/(.+)", k)
+    if m and (bn := _split_bn(m.group(2))) and bn[0] == 0:
+        return _bn_key(f"{'video' if m.group(1).startswith('visual') else 'audio'}.final_bn", bn[1])
+    m = re.fullmatch(r"audio_module/~/res_net_v2/~/initial_conv/(\w+)", k)
+    if m:
+        return _layer_key("audio.initial_conv", m.group(1))
+    m = re.fullmatch(r"audio_module/~/res_net_v2/~/block_group_(\d+)/block_(\d+)/(.+)", k)
+    if m:
+        return _resnet_block(f"audio.block_group_{m.group(1)}.block_{m.group(2)}", m.group(3))
+    m = re.fullmatch(r"text_module/~/(embed|text_conv1)/(\w+)", k)
+    if m:
+        return _layer_key(f"text.{m.group(1)}", m.group(2))
+    m = re.fullmatch(r"~_get_pair_embedding_heads/(\w+?)/(.+)", k)
+    if m and m.group(1) in HEAD_NAMES and HEAD_NAMES[m.group(1)] in model.heads:
+        name = HEAD_NAMES[m.group(1)]
+        head = model.heads[name]
+        rest = m.group(2)
+        hm = re.fullmatch(r"final_projection(_inner(?:_(\d+))?)?/(\w+)", rest)
+        if hm:
+            module = f"final_projection_inner.{int(hm.group(2) or 0)}" if hm.group(1) else "final_projection"
+            return _layer_key(f"heads.{name}.{module}", hm.group(3))
+        bn = _split_bn(rest)
+        if bn:
+            n_inner = sum(isinstance(b, nn.BatchNorm1d) for b in head.inner_bn)
+            module = f"inner_bn.{bn[0]}" if bn[0] < n_inner else ("final_bn" if bn[0] == n_inner else "?")
+            return _bn_key(f"heads.{name}.{module}", bn[1])
+    return False
+
+
+def _to_torch_layout(key: str, arr: np.ndarray, target_shape: tuple[int, ...]) -> np.ndarray | None:
+    """Official array → PyTorch layout for a target of ``target_shape``; ``None`` if the shape cannot fit."""
+    leaf = key.rsplit("/", 1)[-1]
+    if leaf == "w":
+        if arr.ndim == 5:
+            arr = arr.transpose(4, 3, 0, 1, 2)
+        elif arr.ndim == 4:
+            arr = arr.transpose(3, 2, 0, 1)
+        elif arr.ndim == 3 and arr.shape[0] == 1:  # kernel-1 Conv1D used as a Linear
+            arr = arr[0].T
+        elif arr.ndim == 2:
+            arr = arr.T
+        else:
+            return None
+    elif leaf in ("scale", "offset", "average") or key.endswith("/hidden"):
+        if arr.ndim == 0 or any(d != 1 for d in arr.shape[:-1]):
+            return None
+        arr = arr.reshape(-1)
+    elif leaf == "counter":
+        if arr.size != 1:
+            return None
+        arr = arr.reshape(())
+    if tuple(arr.shape) != tuple(target_shape):
+        return None
+    return arr
+
+
+def official_state_dict(params: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray], model: MMV,
+                        source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of ``model`` filled from the official flat ``params`` and ``state``.
+
+    Every official key is used exactly once; the error lists every missing, unknown, duplicate and
+    mis-shaped key at once. Tensors take the dtype of ``model``'s own tensors.
+    """
+    own = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    unknown, misshaped, duplicate = [], [], []
+    for kind, tree in (("params", params), ("state", state)):
+        for key, arr in tree.items():
+            target = _official_to_torch_key(key, model)
+            if key.endswith("/hidden") or key.endswith("/var_ema/counter"):
+                # Training-only EMA leaves: checked against their BN module's average, not stored.
+                ema = key.rsplit("/", 1)[0]
+                sibling = f"{ema}/average"
+                if target is None and _official_to_torch_key(sibling, model) in own:
+                    ok = arr.size == 1 if key.endswith("counter") else (
+                        sibling not in tree or np.shape(arr) == np.shape(tree[sibling]))
+                    if not ok:
+                        misshaped.append(f"{kind} {key}: shape {list(np.shape(arr))}")
+                    continue
+                target = False
+            if target is False or target is None or target not in own:
+                unknown.append(f"{kind} {key}")
+                continue
+            if target in out:
+                duplicate.append(f"{kind} {key} and {origin[target]} -> {target}")
+                continue
+            conv = _to_torch_layout(key, np.asarray(arr), tuple(own[target].shape))
+            if conv is None:
+                misshaped.append(f"{kind} {key}: shape {list(arr.shape)} does not fit {target} "
+                                 f"{list(own[target].shape)}")
+                continue
+            # Same dtype and strides (memory format) as the model's own tensor.
+            ref = own[target]
+            t = torch.empty_strided(tuple(ref.shape), ref.stride(), dtype=ref.dtype)
+            out[target] = t.copy_(torch.from_numpy(np.array(conv, order="C")))
+            origin[target] = key
+    missing = [k for k in own if k not in out and not k.endswith("num_batches_tracked")]
+    for k in own:
+        if k.endswith("num_batches_tracked") and k not in out:
+            out[k] = torch.zeros((), dtype=own[k].dtype)
+    if missing or unknown or misshaped or duplicate:
+        parts = []
+        for title, items in (("missing (model keys without an official source)", missing),
+                             ("unknown official keys", unknown), ("mis-shaped", misshaped),
+                             ("duplicates", duplicate)):
+            if items:
+                parts.append(f"{len(items)} {title}:\n  " + "\n  ".join(sorted(items)))
+        raise ValueError(f"{source} does not match the inferred model "
+                         f"({model.cfg.video.backbone}, width {model.cfg.video.width_mult}):\n" + "\n".join(parts))
+    return out
+
+
+def load_official(path_or_mapping: str | Path | Mapping[str, Any], dtype: torch.dtype = torch.float32) -> MMV:
+    """An :class:`MMV` in eval mode holding the weights of an official MMV checkpoint.
+
+    ``path_or_mapping`` is a released pickle (read with the restricted unpickler) or an already
+    loaded ``{'params': ..., 'state': ...}`` mapping (two-level haiku or flat ``"module/leaf"`` keys,
+    numpy/JAX/torch leaves). The architecture is inferred from keys and shapes.
+    """
+    params, state, source = official_leaves(path_or_mapping)
+    return _build_loaded(infer_model_config(params, source), params, state, source, dtype).eval()
+
+
+def _build_loaded(cfg: ModelConfig, params: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray],
+                  source: str, dtype: torch.dtype = torch.float32) -> MMV:
+    """``MMV(cfg)`` holding the official weights. The model is built on the meta device (no random
+    initialisation of ~60-140M parameters) and the converted tensors are assigned to it."""
+    with torch.device("meta"):
+        model = MMV(cfg).to(dtype)
+    sd = official_state_dict(params, state, model, source)
+    model.load_state_dict(sd, strict=True, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors left uninitialised after loading {source}: {left}")
+    return model
+
+
+# =============================================================================================
+# 3. Official-layout harness
+
+
+def _nchw_to_official(t: torch.Tensor) -> np.ndarray:
+    x = t.detach()
+    if x.dim() == 5:
+        x = x.permute(0, 2, 3, 4, 1)
+    elif x.dim() == 4:
+        x = x.permute(0, 2, 3, 1)
+    return x.contiguous().cpu().numpy()
+
+
+def official_intermediate_modules(model: MMV) -> dict[str, nn.Module]:
+    """Official intermediate path (without ``text_audio_video/``) → the module recording it."""
+    mods: dict[str, nn.Module] = {}
+    if model.cfg.video.backbone == "s3d":
+        from mmv_torch.models.s3d import ENDPOINTS
+
+        for name in ENDPOINTS[:-1]:
+            mods[f"visual_module/~/S3D/{name}"] = getattr(model.video, name.lower())
+    elif model.cfg.video.backbone == "tsm_resnet":
+        mods["visual_module/~/TSMResNetV2/tsm_resnet_stem"] = model.video.stem
+        mods["visual_module/~/TSMResNetV2/max_pool"] = model.video.max_pool
+        for i in range(4):
+            mods[f"visual_module/~/TSMResNetV2/tsm_resnet_unit_{i}"] = getattr(model.video, f"unit_{i}")
+    mods["audio_module/~/res_net_v2/~/initial_conv"] = model.audio.initial_conv
+    for i in range(4):
+        mods[f"audio_module/~/res_net_v2/~/block_group_{i}"] = getattr(model.audio, f"block_group_{i}")
+    mods["text_module/~/embed"] = model.text.embed
+    mods["text_module/~/text_conv1"] = model.text.text_conv1
+    return mods
+
+
+@contextlib.contextmanager
+def record_intermediates(model: MMV) -> Iterator[dict[str, np.ndarray]]:
+    """Context manager: while active, the outputs of the official intermediate modules are stored in
+    the yielded dict in the official channels-last layout (NTHWC for S3D, NHWC for TSM with rows
+    ``b*T+t`` and for audio, ``[B,N,D]`` for text), keyed as in ``intermediates.npz``."""
+    store: dict[str, np.ndarray] = {}
+    handles = []
+    for name, module in official_intermediate_modules(model).items():
+        def hook(_m: nn.Module, _inp: Any, out: torch.Tensor, name: str = name) -> None:
+            store[name] = _nchw_to_official(out)
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def official_outputs(model: MMV, video: np.ndarray, audio_spectrogram: np.ndarray,
+                     word_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Run ``model`` on official-layout numpy inputs and return the official output dict.
+
+    Inputs as the official ``AudioTextVideoEmbedding`` takes them: ``video`` ``[B,T,H,W,C]`` in
+    [0,1] (C=3 for TSM; for the space-to-depth S3D the already transformed ``[B,T/2,H/2,W/2,24]``),
+    ``audio_spectrogram`` ``[B,T',F,1]``, integer ``word_ids`` ``[B,N]``. Returns ``vid_repr``,
+    ``aud_repr``, ``vid_embd.toaud``, ``vid_embd.totxt``, ``aud_embd.tovid``, ``aud_embd.totxt``,
+    ``txt_embd.tovid``, ``txt_embd.toaud`` as numpy arrays in the model's dtype. The model must be in
+    eval mode (the official eval path; FAC then maps audio into S_vat through the video head).
+    """
+    if model.training:
+        raise ValueError("official_outputs needs the model in eval mode (call model.eval())")
+    video, audio_spectrogram, word_ids = map(np.asarray, (video, audio_spectrogram, word_ids))
+    if video.ndim != 5:
+        raise ValueError(f"video must be [B,T,H,W,C], got shape {list(video.shape)}")
+    cv = model.cfg.video
+    want_c = 24 if cv.backbone == "s3d" and cv.s3d_stem == "space_to_depth" else 3
+    if video.shape[-1] != want_c:
+        hint = (" (the released S3D takes the space-to-depth transformed clip, as the official eval script "
+                "feeds it; transform [B,T,H,W,3] first, or call the model on (B,3,T,H,W) RGB)") if want_c == 24 else ""
+        raise ValueError(f"video has {video.shape[-1]} channels, this model takes {want_c}{hint}")
+    if audio_spectrogram.ndim != 4 or audio_spectrogram.shape[-1] != 1:
+        raise ValueError(f"audio_spectrogram must be [B,T',F,1], got shape {list(audio_spectrogram.shape)}")
+    if word_ids.ndim != 2 or word_ids.dtype.kind not in "iu":
+        raise ValueError(f"word_ids must be integer [B,N], got {word_ids.dtype} {list(word_ids.shape)}")
+    p = next(model.parameters())
+    v = torch.from_numpy(np.ascontiguousarray(video)).to(p.device, p.dtype).permute(0, 4, 1, 2, 3)
+    a = torch.from_numpy(np.ascontiguousarray(audio_spectrogram)).to(p.device, p.dtype).permute(0, 3, 1, 2)
+    t = torch.from_numpy(word_ids.astype(np.int64)).to(p.device)
+    with torch.no_grad():
+        emb = model(video=v, audio=a, text=t)
+    return {k: emb[m][s].detach().cpu().numpy() for k, (m, s) in _OUTPUT_MAP.items()}
+
+
+# =============================================================================================
+# 4. Conversion to a checkpoint folder
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then move it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | Path) -> Path:
+    """Convert an official checkpoint into ``out_dir/model.safetensors`` + ``out_dir/config.json``.
+
+    ``config.json`` is the resolved full :class:`Config` (preset of the inferred backbone with the
+    inferred model); the safetensors keys are :class:`MMV`'s own ``state_dict`` keys (float32).
+    Both files are written atomically. Returns ``out_dir``; load with
+    ``create_model(checkpoint=out_dir)``.
+    """
+    from safetensors.torch import save_file
+
+    params, state, source = official_leaves(in_path)
+    cfg = infer_config(params, source)
+    model = _build_loaded(cfg.model, params, state, source)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    _atomic_write(out / "model.safetensors",
+                  lambda tmp: save_file(tensors, tmp, metadata={"source": "official MMV checkpoint",
+                                                                 "format": "pt"}))
+    _atomic_write(out / "config.json", lambda tmp: save_config(cfg, tmp))
+    return out
