@@ -1,0 +1,71 @@
+"""Tests for mmv_torch.data.check: scanning folders and manifests, clean manifests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from media_utils import make_video, make_wav, truncate
+
+from mmv_torch.data.check import check_file, check_path, run_check
+from mmv_torch.data.datasets import read_pretrain_manifest
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("chk")
+    (d / "sub").mkdir()
+    make_video(d / "good.mp4", num_frames=20, fps=10)
+    make_video(d / "sub/silent.mp4", num_frames=10, fps=10, acodec=None)
+    make_video(d / "long.mkv", num_frames=75, fps=25, vcodec="mpeg4", acodec="pcm_s16le", sample_rate=8000)
+    truncate(d / "long.mkv", d / "cut.mkv", 0.4)
+    truncate(d / "good.mp4", d / "cut.mp4", 0.5)
+    (d / "zero.mp4").write_bytes(b"")
+    make_wav(d / "sound.wav", seconds=0.5)
+    (d / "notes.txt").write_text("not media")
+    return d
+
+
+def test_check_file_reports(folder):
+    r = check_file(folder / "good.mp4")
+    assert r["ok"] and r["video"] and r["audio"] and r["error"] is None
+    assert r["duration"] == pytest.approx(2.0, abs=0.1) and r["fps"] == pytest.approx(10.0)
+    assert (r["width"], r["height"], r["video_codec"], r["audio_codec"]) == (64, 48, "h264", "aac")
+    s = check_file(folder / "sub/silent.mp4")
+    assert s["ok"] and s["video"] and not s["audio"]
+    cut = check_file(folder / "cut.mkv")
+    assert not cut["ok"] and "truncated" in cut["error"]
+    assert "empty" in check_file(folder / "zero.mp4")["error"]
+    assert not check_file(folder / "cut.mp4")["ok"]
+    w = check_file(folder / "sound.wav")
+    assert w["modality"] == "audio" and w["ok"] and w["audio"] and not w["video"]
+
+
+def test_check_folder_json_and_clean(folder, tmp_path, capsys):
+    rep = run_check(str(folder), str(tmp_path / "r.json"), str(tmp_path / "clean/m.jsonl"))
+    names = {f["path"].split("chk")[-1].split("/", 1)[1]: f["ok"] for f in rep["files"]}
+    assert names == {"good.mp4": True, "sub/silent.mp4": True, "long.mkv": True, "cut.mkv": False,
+                     "cut.mp4": False, "zero.mp4": False, "sound.wav": True}
+    assert rep["num_ok"] == 4 and rep["num_bad"] == 3
+    assert json.loads((tmp_path / "r.json").read_text())["num_bad"] == 3
+    out = capsys.readouterr().out
+    assert "4 of 7 files ok" in out and "BAD" in out and "empty file" in out
+    lines = [json.loads(x) for x in (tmp_path / "clean/m.jsonl").read_text().splitlines()]
+    assert sorted(k for x in lines for k in x) == ["audio", "video", "video", "video"]
+    # Paths are relative to the clean manifest's folder.
+    assert all((tmp_path / "clean" / v).is_file() for x in lines for v in x.values())
+
+
+def test_check_manifest_keeps_lines(folder, tmp_path):
+    m = tmp_path / "m.jsonl"
+    rows = [{"video": str(folder / "good.mp4"), "narration": [{"start": 0, "end": 1, "text": "hi"}]},
+            {"video": str(folder / "zero.mp4")}, {"video": str(folder / "nope.mp4")}]
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rep = check_path(m, clean_manifest=tmp_path / "c.jsonl")
+    assert [f["ok"] for f in rep["files"]] == [True, False, False]
+    assert "does not exist" in rep["files"][2]["error"]
+    entries = read_pretrain_manifest(tmp_path / "c.jsonl")
+    assert len(entries) == 1 and entries[0].narrations[0].text == "hi"
+    assert entries[0].path.endswith("good.mp4")
+    with pytest.raises(ValueError, match="not a folder"):
+        check_path(tmp_path / "absent")
