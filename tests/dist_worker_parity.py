@@ -102,7 +102,8 @@ def _collect(model: nn.Module, loss: torch.Tensor, parts: dict[str, torch.Tensor
     return {
         "loss": loss.detach().clone(),
         "parts": {k: v.detach().clone() for k, v in parts.items()},
-        "grads": {n: (None if p.grad is None else p.grad.detach().clone()) for n, p in model.named_parameters()},
+        "grads": {n: (None if p.grad is None else p.grad.detach().clone())
+                  for n, p in model.named_parameters() if p.requires_grad},  # frozen tables are not trained
         "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
     }
 
