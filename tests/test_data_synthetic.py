@@ -255,7 +255,7 @@ def test_write_dataset(tmp_path: Path) -> None:
     held = {tuple(c) for c in json.loads((out / "labels.json").read_text())["heldout_combinations"]}
     assert held == set(heldout_combinations(5))
     for r in pre:
-        assert set(r) <= {"video", "narration"} and "label" not in r
+        assert set(r) <= {"video", "duration", "narration"} and "label" not in r
         side = json.loads((out / r["video"]).with_suffix(".json").read_text())
         assert (side["labels"]["object"], side["labels"]["motion"]) not in held
         assert ("narration" in r) == bool(side["narration"])
@@ -291,6 +291,16 @@ def test_write_dataset(tmp_path: Path) -> None:
         with av.open(str(path)) as c:
             samples = sum(f.samples for f in c.decode(audio=0))
         assert abs(samples - side["labels"]["duration"] * 16000) < 2048  # AAC frames of 1024
+    # The manifests parse with the library's readers.
+    from mmv_torch.data.datasets import read_labelled_manifest, read_pretrain_manifest
+
+    entries = read_pretrain_manifest(out / "pretrain.jsonl")
+    assert [Path(e.path).name for e in entries] == [r["video"] for r in pre]
+    assert [len(e.narrations) for e in entries] == [len(r.get("narration", [])) for r in pre]
+    probe = read_labelled_manifest(out / "probe_sound.jsonl")
+    assert [(e.modality, e.label, e.split) for e in probe] == [("audio", r["label"], r["split"]) for r in sound]
+    assert [e.captions for e in read_labelled_manifest(out / "retrieval.jsonl")] == [tuple(r["captions"])
+                                                                                       for r in ret]
 
 
 def test_written_video_matches_generated_frames(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import time
 import wave
 from collections.abc import Sequence
@@ -638,7 +639,7 @@ def speak(text: str, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Speech ``[n]`` float64 of ``text`` by espeak-ng (random voice variant, rate, pitch), at ``sr`` Hz."""
     exe = shutil.which("espeak-ng")
     if exe is None:
-        raise RuntimeError("speech=True needs the espeak-ng binary (Debian: apt-get install espeak-ng)")
+        raise ValueError("speech=True needs the espeak-ng binary on PATH (Debian: apt-get install espeak-ng)")
     variant = ["m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4"][int(rng.integers(8))]
     rate, pitch = int(rng.integers(140, 201)), int(rng.integers(30, 71))
     proc = subprocess.run([exe, "-v", f"en+{variant}", "-s", str(rate), "-p", str(pitch), "--stdout", text],
@@ -942,8 +943,9 @@ def write_dataset(out_dir: str | Path, num_clips: int, seed: int, size: int = 64
 
     - ``clip_NNNNNN.mp4`` (``num_clips`` pretraining clips), ``probe_train_NNNNNN.mp4``,
       ``probe_test_NNNNNN.mp4``, ``retrieval_NNNNNN.mp4``; each with a ``.json`` sidecar of its labels.
-    - ``pretrain.jsonl``: ``{"video", "narration": [{"start", "end", "text"}]}`` per line, labels hidden,
-      ``narration`` absent for the clips without one; no held-out object x motion combination.
+    - ``pretrain.jsonl``: ``{"video", "duration", "narration": [{"start", "end", "text"}]}`` per line,
+      labels hidden, ``narration`` absent for the clips without one (times clamped to the video, see
+      :func:`manifest_segments`); no held-out object x motion combination.
     - ``probe_motion.jsonl`` ``{"video", "label": motion, "split"}`` and ``probe_sound.jsonl``
       ``{"audio", "label": object (sound class), "split"}``; train and test clips use disjoint seeds.
     - ``retrieval.jsonl``: ``{"video", "captions": [...]}`` on the held-out combinations only.
@@ -961,7 +963,7 @@ def write_dataset(out_dir: str | Path, num_clips: int, seed: int, size: int = 64
     if speech:
         opts = GeneratorOptions(**{**_options_dict(opts), "speech": True})
     if opts.speech and not espeak_available():
-        raise RuntimeError("speech=True needs the espeak-ng binary on PATH (Debian: apt-get install espeak-ng)")
+        raise ValueError("speech=True needs the espeak-ng binary on PATH (Debian: apt-get install espeak-ng)")
     counts = {
         "pretrain": num_clips,
         "probe_train": num_clips // 2 if num_probe_train is None else num_probe_train,
@@ -986,7 +988,10 @@ def write_dataset(out_dir: str | Path, num_clips: int, seed: int, size: int = 64
     if workers <= 1 or len(jobs) <= 1:
         results = [_job(j) for j in jobs]
     else:
-        ctx = multiprocessing.get_context("spawn")
+        # fork where the platform has it: the workers then skip re-importing the package (and torch),
+        # which costs more than writing a small data set. They use only numpy and PyAV.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods and sys.platform == "linux" else "spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             results = list(pool.map(_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
     seconds = time.perf_counter() - t0
@@ -996,7 +1001,7 @@ def write_dataset(out_dir: str | Path, num_clips: int, seed: int, size: int = 64
         by_split[r["labels"]["split"]].append(r)
     pre = []
     for r in by_split["pretrain"]:
-        row: dict[str, Any] = {"video": r["video"]}
+        row: dict[str, Any] = {"video": r["video"], "duration": r["labels"]["duration"]}
         if r["narration"]:
             row["narration"] = manifest_segments(r["narration"], r["labels"]["duration"])
         pre.append(row)
