@@ -51,9 +51,21 @@ class RandomClips(Dataset):
 
 def tiny_cfg(**train):
     over = {"train.batch_size": 4, "train.steps": 5, "train.warmup_steps": 1, "train.log_every": 1,
-            "train.ckpt_every": 2, "train.num_workers": 0, "data.num_frames": 8, "data.crop_size": 32}
+            "train.ckpt_every": 2, "train.num_workers": 0, "data.num_frames": 8, "data.fps": 8.0,
+            "data.crop_size": 32, "data.resize_short": 36, "data.audio_seconds": 0.5}
     over.update({f"train.{k}": v for k, v in train.items()})
     return apply_overrides(get_preset("tiny"), over)
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory) -> Path:
+    """12 synthetic narrated clips (36x36, 8 fps, 1.5-2 s) written once per test session."""
+    from mmv_torch.data.synthetic import write_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    write_dataset(out, 12, seed=0, size=36, fps=8.0, duration=(1.5, 2.0), workers=1, num_probe_train=0,
+                  num_probe_test=0, num_retrieval=0)
+    return out
 
 
 def read_log(run: Path) -> list[dict]:
@@ -152,9 +164,9 @@ def test_seeded_samples_are_pure_and_leave_the_global_rng_alone():
 # The loop
 
 
-def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch, synthetic_set):
     cfg = tiny_cfg(steps=5, ckpt_every=2)
-    data = RandomClips(12)  # 3 batches per epoch: the run crosses an epoch boundary
+    data = [str(synthetic_set / "pretrain.jsonl")]  # 12 clips, 3 batches per epoch: crosses epochs
     full = T.train(cfg, data, tmp_path / "full", tensorboard=False, progress=False)
     assert full["steps"] == 5 and full["skipped_steps"] == 0
 
@@ -181,10 +193,10 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
 
 
-def test_logs_config_checkpoints_and_export(tmp_path):
+def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
     cfg = tiny_cfg(steps=3, ckpt_every=1, keep_ckpts=2)
     run = tmp_path / "run"
-    out = T.train(cfg, RandomClips(8), run, tensorboard=True, progress=False)
+    out = T.train(cfg, [str(synthetic_set)], run, tensorboard=True, progress=False)
     log = read_log(run)
     assert [r["step"] for r in log] == [1, 2, 3]
     for key in ("loss", "loss_va", "loss_vt", "lr", "clips_per_s", "data_time", "step_time", "skipped_steps",
@@ -192,7 +204,15 @@ def test_logs_config_checkpoints_and_export(tmp_path):
         assert all(np.isfinite(r[key]) for r in log), key
     assert log[0]["lr"] == pytest.approx(2e-3) and log[-1]["lr"] < log[0]["lr"]
     assert list((run / "tb").glob("events.out.tfevents.*"))
-    assert load_config(run / "config.json") == cfg
+    # The text table is sized to the narrations' words, which vocab.txt lists in id order.
+    words = (run / "vocab.txt").read_text().splitlines()
+    saved = load_config(run / "config.json")
+    from mmv_torch.data.text import split_words
+
+    narrated = {w for line in (synthetic_set / "pretrain.jsonl").read_text().splitlines()
+                for seg in json.loads(line).get("narration", []) for w in split_words(seg["text"])}
+    assert words[0] == "<pad>" and 10 < len(words) and set(words[1:]) <= narrated
+    assert saved == apply_overrides(cfg, {"model.text.vocab_size": len(words), "model.text.word_dim": 50})
     assert [s for s, _ in T.list_checkpoints(run)] == [2, 3]  # keep_ckpts=2
     ck = T.load_checkpoint(T.checkpoint_path(run, 3))
     assert ck["config"] == json.loads((run / "config.json").read_text())
@@ -201,6 +221,29 @@ def test_logs_config_checkpoints_and_export(tmp_path):
     model = create_model(checkpoint=out["export"])
     sd = model.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in ck["model"].items())
+    assert (Path(out["export"]) / "vocab.txt").read_text().splitlines() == words
+    from mmv_torch.data.text import load_word_vectors
+
+    glove = load_word_vectors(restrict_to=[words[5]])
+    assert torch.equal(sd["text.embed.weight"][5], glove.vectors_tensor()[1])
+
+
+def test_run_train_generates_synthetic_data_and_mixes_sources(tmp_path, synthetic_set):
+    over = ["train.batch_size=4", "train.steps=1", "train.num_workers=0", "data.crop_size=32",
+            "data.resize_short=36", "data.fps=8", "data.audio_seconds=0.5"]
+    out = T.run_train("tiny", ["synthetic:8"], str(tmp_path / "run"), over)
+    assert out["steps"] == 1 and np.isfinite(out["final_loss"])
+    assert len((tmp_path / "run" / "synthetic" / "pretrain.jsonl").read_text().splitlines()) == 8
+    cfg = load_config(tmp_path / "run" / "config.json")
+    data = T.build_train_data([str(synthetic_set), str(synthetic_set / "pretrain.jsonl") + "@3"], cfg,
+                              tmp_path / "other")
+    assert [(s.offset, s.length, s.weight) for s in data.sources] == [(0, 12, 1.0), (12, 12, 3.0)]
+    order = T.epoch_order(data.sources, 0, 0)
+    assert (order >= 12).sum() == 18  # 3/4 of an epoch of 24
+    with pytest.raises(ValueError, match="no such manifest"):
+        T.build_train_data([str(tmp_path / "nope.jsonl")], cfg, tmp_path / "other")
+    with pytest.raises(ValueError, match="--preset"):
+        T.run_train(None, ["synthetic"], str(tmp_path / "x"))
 
 
 def test_checkpoint_write_killed_midway_keeps_previous_one(tmp_path, monkeypatch):

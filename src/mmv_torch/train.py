@@ -137,6 +137,8 @@ class SeededSamples(Dataset):
             np.random.seed(s_np)
             torch.manual_seed(s_torch)
             try:
+                if hasattr(self.dataset, "set_epoch"):
+                    self.dataset.set_epoch(epoch)  # datasets that seed their own generator from the epoch
                 return self.dataset[index]
             finally:
                 random.setstate(py_state)
@@ -747,9 +749,107 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
 # Data specs and the CLI entry point
 
 
+SYNTHETIC_CLIPS = 256
+"""Clips generated for ``--data synthetic`` (``synthetic:N`` asks for N)."""
+
+
+def parse_data_spec(spec: str) -> tuple[str, float]:
+    """``"PATH"`` or ``"PATH@WEIGHT"`` -> ``(PATH, weight)`` (weight 1 by default)."""
+    path, sep, tail = spec.rpartition("@")
+    if sep:
+        try:
+            weight = float(tail)
+        except ValueError:
+            return spec, 1.0  # an '@' inside a path
+        if not weight > 0:
+            raise ValueError(f"--data {spec!r}: the weight after '@' must be > 0")
+        return path, weight
+    return spec, 1.0
+
+
+def _synthetic_manifest(spec: str, cfg: Config, run_dir: Path) -> Path:
+    """Generate (rank 0, once) a synthetic narrated-video set in ``run_dir/synthetic``; its manifest."""
+    _, _, count = spec.partition(":")
+    try:
+        num = int(count) if count else SYNTHETIC_CLIPS
+    except ValueError:
+        raise ValueError(f"--data {spec!r}: expected 'synthetic' or 'synthetic:N' with N clips") from None
+    out = run_dir / "synthetic"
+    manifest = out / "pretrain.jsonl"
+    d = cfg.data
+    span = d.num_frames / d.fps
+    settings = {"num_clips": num, "seed": cfg.train.seed, "size": d.resize_short, "fps": d.fps,
+                "duration": [max(2.0, 1.5 * span), max(4.0, 3.0 * span)]}
+    stamp = out / "train_settings.json"
+    fresh = manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings
+    if dist.is_main() and not fresh:
+        from mmv_torch.data.synthetic import write_dataset
+
+        print(f"generating {num} synthetic clips into {out}", file=sys.stderr)
+        write_dataset(out, num, settings["seed"], size=settings["size"], fps=settings["fps"],
+                      duration=tuple(settings["duration"]), sample_rate=d.sample_rate, num_probe_train=0,
+                      num_probe_test=0, num_retrieval=0)
+        stamp.write_text(json.dumps(settings) + "\n")
+    dist.barrier()
+    return manifest
+
+
+def _manifest_of(path: str) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        if (p / "pretrain.jsonl").is_file():
+            return p / "pretrain.jsonl"
+        if any(p.glob("*.tar")):
+            raise ValueError(f"--data {path}: WebDataset shard folders are not supported by the training "
+                             "loop yet (exact resume needs indexed access); convert them to a JSONL manifest")
+        raise ValueError(f"--data {path}: a folder without pretrain.jsonl or .tar shards")
+    raise ValueError(f"--data {path}: no such manifest file or folder (or use 'synthetic')")
+
+
 def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> TrainData:
-    """Placeholder until the data modules land."""
-    raise NotImplementedError
+    """The training data named by ``--data`` specs, with its text vocabulary.
+
+    Each spec is a pretraining JSONL manifest, a folder holding ``pretrain.jsonl``, or ``synthetic``
+    (``synthetic:N``): N clips (default :data:`SYNTHETIC_CLIPS`) generated once into
+    ``run_dir/synthetic`` at ``cfg.data`` frame rate and ``resize_short`` size. ``PATH@W`` gives a
+    source weight W for mixing (default 1 each, i.e. each source's share of an epoch is W / sum(W)).
+    The vocabulary holds the words of all narrations that ``cfg.data.word_vectors`` knows, with their
+    vectors (float32 ``[V, word_dim]``, row 0 the zero padding vector); when ``run_dir/vocab.txt``
+    exists (a resumed run) it must be the same word list.
+    """
+    from mmv_torch.data.datasets import PretrainDataset, read_pretrain_manifest
+    from mmv_torch.data.text import Tokenizer, vocabulary_for_sentences
+
+    if not specs:
+        raise ValueError("--data needs at least one manifest, folder or 'synthetic'")
+    run_dir = Path(run_dir)
+    manifests, weights = [], []
+    for spec in specs:
+        path, weight = parse_data_spec(spec)
+        if path == "synthetic" or path.startswith("synthetic:"):
+            manifests.append(_synthetic_manifest(path, cfg, run_dir))
+        else:
+            manifests.append(_manifest_of(path))
+        weights.append(weight)
+    sentences = [seg.text for m in manifests for e in read_pretrain_manifest(m) for seg in e.narrations]
+    vocab = vocabulary_for_sentences(sentences, cfg.data.word_vectors)
+    saved = run_dir / "vocab.txt"
+    if saved.is_file() and saved.read_text(encoding="utf-8").splitlines() != vocab.words:
+        raise ValueError(f"the vocabulary of the --data manifests differs from {saved} of this run; "
+                         "resume with the same data")
+    tokenizer = Tokenizer(vocab, max_words=cfg.data.max_words)
+    dataset = PretrainDataset([str(m) for m in manifests], cfg.data, tokenize=tokenizer.encode,
+                              weights=weights, train=True, seed=cfg.train.seed)
+    sources = [Source(str(m), a, b - a, w)
+               for m, a, b, w in zip(manifests, dataset.bounds, dataset.bounds[1:], weights)]
+    empty = [s.name for s in sources if s.length == 0]
+    if empty:
+        raise ValueError(f"--data: the manifests {empty} list no videos")
+    return TrainData(dataset, sources, list(vocab.words), vocab.vectors_tensor().clone(),
+                     {"manifests": [str(m) for m in manifests], "num_clips": len(dataset),
+                      "vocab_size": len(vocab), "num_sentences": len(sentences)})
 
 
 def run_train(preset: str | None, data: Sequence[str], out: str, overrides: Sequence[str] = (),
