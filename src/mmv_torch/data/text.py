@@ -556,7 +556,9 @@ def load_word_vectors(spec: str | Path = BUNDLED_GLOVE, fmt: str = "auto", limit
     ``fmt``: ``'auto'`` (:func:`detect_format`) or one of :data:`WORD_VECTOR_FORMATS`.
     ``limit`` keeps the first N words of the file (before ``restrict_to``); ``restrict_to`` keeps only
     those words. Id 0 is ``<pad>`` (zero vector), id 1 ``<unk>`` (zeros) if ``add_unk``, then the
-    file's words in file order. Vectors are ``float32 [V, D]``.
+    file's words in file order. Vectors are ``float32 [V, D]``. Rows of the file named ``<pad>`` or
+    ``<unk>`` and repeated words after their first row are skipped (the reserved ids own those words).
+    A full GoogleNews file (3M x 300) needs 3.6 GB of memory: pass ``limit`` or ``restrict_to``.
     """
     if str(spec) == BUNDLED_GLOVE:
         words, vectors = read_bundled_glove(limit, restrict_to)
