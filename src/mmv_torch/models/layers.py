@@ -44,53 +44,106 @@ def _pad_arg(sizes: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int,
     return pads, symmetric
 
 
-class _ConvSame:
-    """Mixin: TF-'SAME' padding for ``nn.ConvNd``. Symmetric cases use the conv's own padding."""
-
-    def _same_forward(self, x: torch.Tensor, nd: int) -> torch.Tensor:
-        conv = self  # type: ignore[assignment]
-        sizes = tuple(x.shape[-nd:])
-        pads, symmetric = _pad_arg(sizes, conv.kernel_size, conv.stride, conv.dilation)
-        if symmetric:
-            padding = tuple(pads[2 * (nd - 1 - i)] for i in range(nd))
-            return conv._conv_forward_padded(x, padding)  # type: ignore[attr-defined]
-        return conv._conv_forward_padded(F.pad(x, pads), (0,) * nd)  # type: ignore[attr-defined]
+def _is_channels_last_3d(x: torch.Tensor) -> bool:
+    return x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d)
 
 
-class Conv3dSame(nn.Conv3d, _ConvSame):
-    """``nn.Conv3d`` with TF-'SAME' padding. Input ``(B,C,T,H,W)``, output ``(B,C',ceil(T/s),...)``."""
+def _frames_view(x: torch.Tensor) -> torch.Tensor:
+    """``(B,C,T,H,W)`` channels_last_3d → ``(B*T,C,H,W)`` channels_last, without a copy."""
+    return x.transpose(1, 2).flatten(0, 1)
+
+
+def _unframes_view(y: torch.Tensor, b: int) -> torch.Tensor:
+    """Inverse of :func:`_frames_view`: ``(B*T,C,H,W)`` channels_last → ``(B,C,T,H,W)`` channels_last_3d."""
+    return y.unflatten(0, (b, -1)).transpose(1, 2)
+
+
+class Conv3dSame(nn.Conv3d):
+    """``nn.Conv3d`` with TF-'SAME' padding. Input ``(B,C,T,H,W)``, output ``(B,C',ceil(T/s),...)``.
+
+    Symmetric pads go into the convolution itself; only an asymmetric remainder is padded with
+    ``F.pad``. On channels_last_3d inputs, ``(1,k,k)`` and ``(k,1,1)`` kernels run as 2-D convolutions
+    on free views (frames ``(B*T,C,H,W)``, resp. ``(B,C,T,H*W)``): the same maths, but it keeps
+    oneDNN's fast path for batch 1, where PyTorch would pick its slow native 3-D kernel.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int],
                  stride: int | tuple[int, int, int] = 1, bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, _tuple(kernel_size, 3), _tuple(stride, 3), padding=0,
                          bias=bias)
 
-    def _conv_forward_padded(self, x: torch.Tensor, padding: tuple[int, ...]) -> torch.Tensor:
-        return F.conv3d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """This layer's SAME convolution with the given ``weight``/``bias`` (e.g. BN-folded ones)."""
+        kt, kh, kw = self.kernel_size
+        st, sh, sw = self.stride
+        (t0, t1), (h0, h1), (w0, w1) = (same_pads(n, k, s, d) for n, k, s, d in
+                                        zip(x.shape[-3:], self.kernel_size, self.stride, self.dilation))
+        if (t0, h0, w0) != (t1, h1, w1):
+            # Pad only the asymmetric remainder; the symmetric part goes into the conv.
+            x = F.pad(x, (0, w1 - w0, 0, h1 - h0, 0, t1 - t0))
+        if self.dilation == (1, 1, 1) and self.groups == 1 and _is_channels_last_3d(x) and x.shape[0] > 0:
+            if kt == 1 and st == 1:
+                y = F.conv2d(_frames_view(x), weight[:, :, 0], bias, (sh, sw), (h0, w0))
+                return _unframes_view(y, x.shape[0])
+            if kh == kw == 1 and sh == sw == 1:
+                y = F.conv2d(x.flatten(3), weight[:, :, :, :, 0], bias, (st, 1), (t0, 0))
+                return y.unflatten(3, x.shape[3:])
+        return F.conv3d(x, weight, bias, self.stride, (t0, h0, w0), self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._same_forward(x, 3)
+        return self.conv(x, self.weight, self.bias)
 
 
-class Conv2dSame(nn.Conv2d, _ConvSame):
-    """``nn.Conv2d`` with TF-'SAME' padding. Input ``(B,C,H,W)``, output ``(B,C',ceil(H/s),ceil(W/s))``."""
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TF-'SAME' padding. Input ``(B,C,H,W)``, output ``(B,C',ceil(H/s),ceil(W/s))``.
+
+    Symmetric pads go into the convolution; only an asymmetric remainder is padded with ``F.pad``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, _tuple(kernel_size, 2), _tuple(stride, 2), padding=0,
                          bias=bias)
 
-    def _conv_forward_padded(self, x: torch.Tensor, padding: tuple[int, ...]) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """This layer's SAME convolution with the given ``weight``/``bias`` (e.g. BN-folded ones)."""
+        (h0, h1), (w0, w1) = (same_pads(n, k, s, d) for n, k, s, d in
+                              zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation))
+        if (h0, w0) != (h1, w1):
+            x = F.pad(x, (0, w1 - w0, 0, h1 - h0))
+        return F.conv2d(x, weight, bias, self.stride, (h0, w0), self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._same_forward(x, 2)
+        return self.conv(x, self.weight, self.bias)
+
+
+def _pool_args(sizes: tuple[int, ...], kernel: tuple[int, ...],
+               stride: tuple[int, ...]) -> tuple[tuple[int, ...], bool] | None:
+    """Native-pool ``padding`` and ``ceil_mode`` equal to SAME with -inf, or ``None`` if there are none.
+
+    Native pools pad with -inf. An extra pixel at the end (pads ``(p, p+1)``) equals ``padding=p`` with
+    ``ceil_mode=True`` when the stride is > 1: the ceil adds exactly the last window, which starts
+    inside the input.
+    """
+    padding = []
+    ceil = False
+    for n, k, s in zip(sizes, kernel, stride):
+        b, a = same_pads(n, k, s)
+        if a == b + 1 and s > 1:
+            ceil = True
+        elif a != b:
+            return None
+        padding.append(b)
+    return tuple(padding), ceil
 
 
 class MaxPoolSame(nn.Module):
     """Max-pool with TF-'SAME' padding by ``-inf`` over the last ``len(kernel)`` axes (2 or 3).
 
     Input ``(B,C,H,W)`` or ``(B,C,T,H,W)``; output size ``ceil(n / stride)`` per pooled axis.
+    A 3-D pool runs as a spatial 2-D pool over frames then a temporal pool (max is separable, so the
+    result is exact); on channels_last_3d inputs both are free views, and much faster than
+    ``max_pool3d``.
     """
 
     def __init__(self, kernel: tuple[int, ...], stride: tuple[int, ...]) -> None:
@@ -102,13 +155,27 @@ class MaxPoolSame(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nd = len(self.kernel)
-        pool = F.max_pool3d if nd == 3 else F.max_pool2d
-        pads, symmetric = _pad_arg(tuple(x.shape[-nd:]), self.kernel, self.stride, (1,) * nd)
-        # Native pooling pads with -inf but allows at most half the kernel; that covers the symmetric cases.
-        if symmetric and all(2 * pads[2 * i] <= k for i, k in enumerate(reversed(self.kernel))):
-            padding = tuple(pads[2 * (nd - 1 - i)] for i in range(nd))
-            return pool(x, self.kernel, self.stride, padding)
-        return pool(F.pad(x, pads, value=-math.inf), self.kernel, self.stride)
+        sizes = tuple(x.shape[-nd:])
+        args = _pool_args(sizes, self.kernel, self.stride)
+        if args is None:
+            pads, _ = _pad_arg(sizes, self.kernel, self.stride, (1,) * nd)
+            x = F.pad(x, pads, value=-math.inf)
+            args = ((0,) * nd, False)
+        padding, ceil = args
+        if nd == 2:
+            return F.max_pool2d(x, self.kernel, self.stride, padding, ceil_mode=ceil)
+        (kt, kh, kw), (st, sh, sw) = self.kernel, self.stride
+        if (kh, kw, sh, sw) != (1, 1, 1, 1):
+            if _is_channels_last_3d(x):
+                y = F.max_pool2d(_frames_view(x), (kh, kw), (sh, sw), padding[1:], ceil_mode=ceil)
+                x = _unframes_view(y, x.shape[0])
+            else:
+                y = F.max_pool2d(x.flatten(1, 2), (kh, kw), (sh, sw), padding[1:], ceil_mode=ceil)
+                x = y.unflatten(1, x.shape[1:3])
+        if (kt, st) != (1, 1):
+            y = F.max_pool2d(x.flatten(3), (kt, 1), (st, 1), (padding[0], 0), ceil_mode=ceil)
+            x = y.unflatten(3, x.shape[3:])
+        return x
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel}, stride={self.stride}, padding=SAME(-inf)"

@@ -107,12 +107,25 @@ class Unit3D(nn.Module):
         self.gating = SelfGating(out_channels) if gating else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu_(self.bn(self.conv(x)))
+        x = _conv_bn_relu(self.conv, self.bn, x)
         if self.separable:
-            x = torch.relu_(self.bn_t(self.conv_t(x)))
+            x = _conv_bn_relu(self.conv_t, self.bn_t, x)
         if self.gating is not None:
             x = self.gating(x)
         return x
+
+
+def _conv_bn_relu(conv: Conv3dSame, bn: nn.BatchNorm3d, x: torch.Tensor) -> torch.Tensor:
+    """``relu(bn(conv(x)))``; with BN in eval mode, BN is folded into the conv weight and bias.
+
+    Folding is exact up to float rounding (the same affine map), saves a full pass over the
+    activation, and keeps gradients to the conv weight and the BN affine parameters.
+    """
+    if bn.training or bn.running_var is None or bn.running_mean is None:
+        return torch.relu_(bn(conv(x)))
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    return torch.relu_(conv.conv(x, conv.weight * scale[:, None, None, None, None], bias))
 
 
 class InceptionBlock3D(nn.Module):
