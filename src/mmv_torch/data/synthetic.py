@@ -737,6 +737,7 @@ def manifest_segments(segments: list[dict[str, Any]], duration: float,
     A segment that lies wholly outside the video is moved to the nearest edge (it stays misaligned).
     """
     out = []
+    min_len = min(min_len, duration / 2)
     for s in segments:
         start = min(max(s["start"], 0.0), duration - min_len)
         end = max(min(s["end"], duration), start + min_len)
