@@ -116,3 +116,49 @@ def test_self_gating_scales_channels():
     x = torch.randn(2, 4, 3, 5, 5)
     gate = torch.sigmoid(g.self_gating(x.mean(dim=(2, 3, 4))))
     torch.testing.assert_close(g(x), x * gate[:, :, None, None, None])
+
+
+CL3D = torch.channels_last_3d
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 5, 9, 8), (2, 3, 4, 7, 11), (1, 4, 1, 1, 1), (3, 2, 6, 4, 4)])
+@pytest.mark.parametrize("k,s", [((1, 3, 3), (1, 1, 1)), ((3, 1, 1), (1, 1, 1)), ((1, 3, 3), (1, 2, 2)),
+                                 ((2, 4, 4), (1, 1, 1)), ((1, 1, 1), (1, 1, 1)), ((2, 1, 1), (1, 1, 1)),
+                                 ((3, 3, 3), (1, 1, 1))])
+def test_conv3d_same_channels_last_fast_paths_equal_reference(shape, k, s):
+    torch.manual_seed(0)
+    conv = Conv3dSame(shape[1], 6, k, s).to(memory_format=CL3D)
+    x = torch.randn(shape)
+    ref = _reference_conv(x, conv.weight.contiguous(), s)
+    x_cl = x.clone().contiguous(memory_format=CL3D).requires_grad_(True)
+    y = conv(x_cl)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    y.square().sum().backward()
+    x_ref = x.clone().requires_grad_(True)
+    _reference_conv(x_ref, conv.weight.detach().contiguous(), s).square().sum().backward()
+    torch.testing.assert_close(x_cl.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 6, 10, 12), (2, 2, 5, 7, 9), (1, 1, 1, 2, 3), (1, 4, 4, 4, 4)])
+@pytest.mark.parametrize("k,s", [((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (2, 2, 2)), ((2, 2, 2), (2, 2, 2)),
+                                 ((3, 3, 3), (1, 1, 1)), ((2, 2, 2), (1, 1, 1)), ((1, 1, 1), (2, 2, 2))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_maxpool3d_same_separable_paths_match_explicit(shape, k, s, channels_last):
+    x = torch.randn(shape)
+    pads = []
+    for n, kk, ss in zip(reversed(shape[2:]), reversed(k), reversed(s)):
+        pads += list(same_pads(n, kk, ss))
+    ref = F.max_pool3d(F.pad(x, pads, value=-math.inf), k, s)
+    xin = x.contiguous(memory_format=CL3D) if channels_last else x
+    torch.testing.assert_close(MaxPoolSame(k, s)(xin), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 10), (1, 1, 1, 2)])
+@pytest.mark.parametrize("k,s", [((3, 3), (2, 2)), ((2, 2), (1, 1)), ((3, 3), (1, 1))])
+def test_maxpool2d_same_matches_explicit(shape, k, s):
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    pads = []
+    for n, kk, ss in zip(reversed(shape[2:]), reversed(k), reversed(s)):
+        pads += list(same_pads(n, kk, ss))
+    ref = F.max_pool2d(F.pad(x, pads, value=-math.inf), k, s)
+    torch.testing.assert_close(MaxPoolSame(k, s)(x), ref, rtol=0, atol=0)
