@@ -34,6 +34,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_synthetic(args: argparse.Namespace) -> int:
+    import json
+
+    from mmv_torch.data.synthetic import write_dataset
+
+    summary = write_dataset(args.out_dir, args.num_clips, args.seed, size=args.size, fps=args.fps,
+                            workers=args.workers, speech=args.speech, num_probe_train=args.num_probe_train,
+                            num_probe_test=args.num_probe_test, num_retrieval=args.num_retrieval)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
@@ -41,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model presets with parameter counts per tower")
     p.set_defaults(func=_cmd_models)
+
+    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards").add_subparsers(
+        dest="data_command", required=True)
+    p = data.add_parser("synthetic", help="write a synthetic narrated-video data set (mp4 + manifests)")
+    p.add_argument("out_dir")
+    p.add_argument("--num-clips", type=int, default=200, help="pretraining clips (probe/retrieval sets extra)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
+    p.add_argument("--fps", type=float, default=16.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--speech", action="store_true", help="mix espeak-ng narration into the audio track")
+    p.add_argument("--num-probe-train", type=int, default=None, help="default: num_clips // 2")
+    p.add_argument("--num-probe-test", type=int, default=None, help="default: num_clips // 4")
+    p.add_argument("--num-retrieval", type=int, default=None, help="default: num_clips // 8")
+    p.set_defaults(func=_cmd_data_synthetic)
     return parser
 
 
