@@ -4,18 +4,27 @@ the NaN/Inf guard, logs and export, and a 2-process gloo run equal to one proces
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 import mmv_torch.train as T
-from mmv_torch.config import apply_overrides, get_preset, load_config
+from mmv_torch.config import apply_overrides, get_preset, load_config, save_config
 from mmv_torch.models.mmv import create_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_worker_ddp import RandomClips  # noqa: E402
+
+WORKER = Path(__file__).resolve().parent / "train_worker_ddp.py"
 
 
 @pytest.fixture(autouse=True)
@@ -25,28 +34,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-class RandomClips(Dataset):
-    """In-memory sample dicts; 'augmentation' draws from the global RNGs like real transforms do."""
-
-    def __init__(self, n: int, k: int = 3, words: int = 8, vocab: int = 1000) -> None:
-        self.n, self.k, self.words, self.vocab = n, k, words, vocab
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict:
-        g = torch.Generator().manual_seed(1234 + i)
-        video = torch.rand(3, 8, 32, 32, generator=g)
-        video = (video * (0.5 + 0.5 * torch.rand(()))).clamp(0, 1)  # global torch RNG
-        if random.random() < 0.5:  # python RNG: flip
-            video = video.flip(-1)
-        audio = torch.randn(1, 20, 40, generator=g) + float(np.random.normal(scale=0.1))  # numpy RNG
-        text = torch.randint(1, self.vocab, (self.k, self.words), generator=g)
-        return {"video": video, "audio": audio, "has_audio": i % 5 != 4, "text": text,
-                "text_mask": torch.tensor([True] * (self.k - 1) + [i % 2 == 0]),
-                "word_mask": torch.ones(self.k, self.words, dtype=torch.bool), "index": i}
 
 
 def tiny_cfg(**train):
@@ -323,3 +310,61 @@ def test_resume_rejects_a_changed_config(tmp_path):
                 tensorboard=False, progress=False)
     with pytest.raises(ValueError, match="no checkpoint"):
         T.train(cfg, RandomClips(4), tmp_path / "empty", resume="latest", tensorboard=False, progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_two_process_gloo_run_equals_one_process_on_the_whole_batch(tmp_path):
+    """torchrun-style launch of the real loop: 2 ranks x batch 2 (DDP, SyncBN, negatives gathered across
+    ranks) give the losses and weights of 1 process x batch 4 on the same samples.
+
+    In float64: the tiny network at initialisation is ill-conditioned enough (BatchNorm over nearly
+    constant features) that merely permuting a float32 batch moves the loss by ~3e-4 relative.
+    """
+    steps = 3
+    save_config(tiny_cfg(steps=steps, ckpt_every=steps, batch_size=2), tmp_path / "ddp.json")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                "OMP_NUM_THREADS": "1"})
+    run = tmp_path / "ddp"
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(run), str(tmp_path / "ddp.json"), "12",
+                               "float64"],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    outputs = []
+    for p in procs:
+        try:
+            outputs.append(p.communicate(timeout=240)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)[-4000:]
+    summaries = [json.loads((run / f"summary_rank{r}.json").read_text()) for r in range(2)]
+    assert [s["world_size"] for s in summaries] == [2, 2]
+    assert summaries[0]["final_loss"] == summaries[1]["final_loss"]  # the global loss on every rank
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        T.train(tiny_cfg(steps=steps, ckpt_every=steps, batch_size=4), RandomClips(12), tmp_path / "one",
+                tensorboard=False, progress=False)
+    finally:
+        torch.set_default_dtype(default)
+    ddp_losses, one_losses = losses(run), losses(tmp_path / "one")
+    assert sorted(ddp_losses) == list(range(1, steps + 1))
+    for k in one_losses:
+        # Rounding differences of float64 grow through Adam's division by sqrt(v) + eps; still ~1e-10.
+        assert ddp_losses[k] == pytest.approx(one_losses[k], rel=1e-8), k
+    ck2 = T.load_checkpoint(T.checkpoint_path(run, steps))
+    ck1 = T.load_checkpoint(T.checkpoint_path(tmp_path / "one", steps))
+    assert ck2["world_size"] == 2 and len(ck2["rng"]) == 2
+    assert set(ck2["model"]) == set(ck1["model"])  # SyncBatchNorm keeps the BatchNorm keys
+    worst = max((ck2["model"][k].double() - v.double()).abs().max().item()
+                for k, v in ck1["model"].items() if v.is_floating_point())
+    assert ck1["model"]["heads.video_va.final_projection.weight"].dtype == torch.float64
+    assert worst < 1e-8

@@ -503,8 +503,11 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
-    out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype, channels_last: bool
+               ) -> dict[str, Any]:
+    """Move the tensors of a batch to ``device``; floating ones take the model's ``dtype``."""
+    out = {k: v.to(device, dtype=dtype if v.is_floating_point() else None, non_blocking=True)
+           if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     if channels_last:
         out["video"] = out["video"].contiguous(memory_format=torch.channels_last_3d)
     return out
@@ -625,6 +628,7 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     logger = RunLogger(run_dir, start_step, tensorboard)
     clips_per_step = t.batch_size * t.grad_accum * world
     params = [p for p in raw_model.parameters() if p.requires_grad]
+    param_dtype = params[0].dtype  # float32; float64 when built under torch.set_default_dtype(float64)
 
     def save(step: int) -> None:
         rng_all = _gather_objects(_rng_state())
@@ -673,7 +677,7 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
             parts_sum: dict[str, float] = {}
             for micro in range(t.grad_accum):
                 td = time.perf_counter()
-                batch = _to_device(next(it), dev, channels_last)
+                batch = _to_device(next(it), dev, param_dtype, channels_last)
                 data_time += time.perf_counter() - td
                 with _no_sync(model, micro == t.grad_accum - 1), _autocast(dev, t.precision):
                     emb = model(video=batch["video"], audio=batch["audio"], text=batch["text"],
