@@ -85,12 +85,12 @@ def to_float_video(frames: torch.Tensor) -> torch.Tensor:
     """``[T, H, W, 3]`` uint8 (0..255) or float (0..1) → float32 ``(3, T, H, W)`` in [0, 1]."""
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")
-    x = frames.permute(3, 0, 1, 2)
-    if frames.dtype == torch.uint8:
-        return x.to(torch.float32).div_(255.0)
-    if not frames.is_floating_point():
+    if frames.dtype != torch.uint8 and not frames.is_floating_point():
         raise ValueError(f"frames must be uint8 or float, got {frames.dtype}")
-    return x.to(torch.float32).contiguous()
+    t, h, w, _ = frames.shape
+    out = torch.empty((3, t, h, w), dtype=torch.float32, device=frames.device)
+    out.copy_(frames.permute(3, 0, 1, 2))  # one pass: channels-first, contiguous, float
+    return out.div_(255.0) if frames.dtype == torch.uint8 else out
 
 
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -179,7 +179,7 @@ def adjust_colors(video: torch.Tensor, brightness: float = 1.0, contrast: float 
         else:
             mat = _hue_matrix(hue)
             a, b = mat @ a, mat @ b
-    out = _mix3(video, a) + b.to(video.dtype)[:, :, None, None]
+    out = _mix3(video, a).add_(b.to(video.dtype)[:, :, None, None])
     return out.clamp_(0.0, 1.0)
 
 
@@ -232,13 +232,14 @@ def train_transform(
     # Resize the uint8 frames (as the official pipeline does), crop, and only then go to float.
     resized = _resize_frames(frames, h, w)
     top, left = _randint(generator, h - crop_size + 1), _randint(generator, w - crop_size + 1)
-    video = to_float_video(resized[:, top:top + crop_size, left:left + crop_size])
+    crop = resized[:, top:top + crop_size, left:left + crop_size]
     if flip and float(torch.rand((), generator=generator)) < 0.5:
-        video = video.flip(-1)
+        crop = crop.flip(2)  # flipping the uint8 crop is cheaper than flipping floats
+    video = to_float_video(crop)  # contiguous, in [0, 1]
     if color_strength > 0:
         video = color_jitter(video, color_strength, color_strength, color_strength, color_strength / 10.0,
-                             generator)
-    return video.clamp(0.0, 1.0).contiguous()
+                             generator)  # clamps to [0, 1]
+    return video
 
 
 def eval_transform(frames: torch.Tensor, crop_size: int = 224, resize_short: int = 224) -> torch.Tensor:
