@@ -172,3 +172,14 @@ def test_load_image(tmp_path):
             out.mux(p)
     got = load_image(path)
     assert got.shape == (6, 8, 3) and int(got[..., 0].min()) == 200
+
+
+def test_audio_shares_the_video_clock(tmp_path):
+    # Video starts 0.5 s after the audio: times are counted from the first video frame for both.
+    times = [0.5 + i / 10 for i in range(10)]
+    path = make_video(tmp_path / "late.mkv", frame_times=times, fps=10, vcodec="mpeg4", acodec="pcm_s16le",
+                      sample_rate=8000, audio_seconds=1.5, audio_freq=37.0)
+    clip = load_clip(path, 0.2, 4, 10.0, sample_rate=8000, audio_seconds=0.4)
+    assert [frame_index_of(f.numpy()) for f in clip.frames] == [2, 3, 4, 5]
+    t = 0.5 + 0.2 + np.arange(3200) / 8000  # clip 0.2..0.6 s after the first frame = 0.7..1.1 s of audio
+    np.testing.assert_allclose(clip.audio.numpy(), 0.5 * np.sin(2 * np.pi * 37.0 * t), atol=2e-4)

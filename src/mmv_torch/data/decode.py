@@ -80,7 +80,7 @@ class Clip:
     audio: torch.Tensor
     has_audio: bool
     start_s: float
-    """Clip start in seconds (from the first video timestamp)."""
+    """Clip start in seconds (from the first video timestamp; audio times use the same origin)."""
     fps: float
     """Frame rate the frames were sampled at."""
     sample_rate: int
@@ -249,12 +249,15 @@ def _to_float_planar(frame: Any) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def _read_audio(container: Any, stream: Any, t0: float, t1: float | None) -> tuple[np.ndarray, float, int]:
-    """Mono samples from about relative time ``t0`` to ``t1`` (None: to the end).
+def _read_audio(container: Any, stream: Any, t0: float, t1: float | None, origin: float | None = None
+                ) -> tuple[np.ndarray, float, int]:
+    """Mono samples from about time ``t0`` to ``t1`` (None: to the end), in seconds after ``origin``
+    (default: the audio stream's start; ``load_clip`` passes the video stream's start, so audio and
+    frames share one clock).
 
     Returns (samples float32 [S], time of the first sample, native sample rate).
     """
-    origin = _start_time(stream)
+    origin = _start_time(stream) if origin is None else origin
     _seek(container, stream, origin + max(t0, 0.0))
     chunks: list[np.ndarray] = []
     first_t: float | None = None
@@ -303,9 +306,10 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int, num_out: int | None = N
     return y.astype(np.float32)
 
 
-def _load_audio(container: Any, stream: Any, a_start: float, seconds: float, sample_rate: int) -> np.ndarray:
+def _load_audio(container: Any, stream: Any, a_start: float, seconds: float, sample_rate: int,
+                origin: float | None = None) -> np.ndarray:
     n_out = int(round(seconds * sample_rate))
-    samples, first_t, rate = _read_audio(container, stream, a_start, a_start + seconds)
+    samples, first_t, rate = _read_audio(container, stream, a_start, a_start + seconds, origin)
     if rate <= 0:
         return np.zeros(n_out, np.float32)
     n_native = int(round(seconds * rate))
@@ -315,9 +319,9 @@ def _load_audio(container: Any, stream: Any, a_start: float, seconds: float, sam
         window = np.concatenate([np.zeros(-off, np.float32), samples[: n_native + off]])
     if len(window) < n_native:
         # Past the end of the audio: loop from the start of the track, like the video frames.
-        track, t_first, _ = _read_audio(container, stream, 0.0, None)
-        lead = int(round(t_first * rate))
-        track = np.concatenate([np.zeros(max(lead, 0), np.float32), track])
+        track, t_first, _ = _read_audio(container, stream, 0.0, None, origin)
+        lead = int(round(t_first * rate))  # make track[0] the sample at time 0
+        track = np.concatenate([np.zeros(lead, np.float32), track]) if lead >= 0 else track[-lead:]
         if len(track) == 0:
             return np.zeros(n_out, np.float32)
         start = int(round(a_start * rate))
@@ -385,7 +389,8 @@ def load_clip(
         n_audio = int(round(a_secs * sample_rate))
         audio = np.zeros(n_audio, np.float32)
         if has_audio and load_audio:
-            audio = _load_audio(container, container.streams.audio[0], a_start, a_secs, sample_rate)
+            audio = _load_audio(container, container.streams.audio[0], a_start, a_secs, sample_rate,
+                                origin=_start_time(vs))
     except av.FFmpegError as e:
         raise DecodeError(label, f"{type(e).__name__}: {e}") from e
     except (EOFError, OSError) as e:
