@@ -298,6 +298,48 @@ def test_parity_outputs_and_intermediates(loaded, config) -> None:
             assert np.abs(red[s] - r).max() <= _tol(r), (name, s, np.abs(red[s] - r).max())
 
 
+EXTRA_CASES = sorted(p.stem for p in (ref.DATA / "extra").glob("*.npz"))
+# Parameter counts of the official models (official_mmv_spec.md §6.3): video, audio, text, heads, total.
+PARAM_COUNTS = {
+    "s3d": (9_146_000, 23_494_080, 20_277_248, 4_592_640, 57_509_968),
+    "tsm_resnet_x1": (23_500_352, 23_494_080, 20_277_248, 5_116_928, 72_388_608),
+    "tsm_resnet_x2": (93_891_712, 23_494_080, 20_277_248, 6_165_504, 143_828_544),
+}
+
+
+@pytest.mark.parametrize("case", EXTRA_CASES)
+def test_parity_other_sizes_and_width2(loaded, case) -> None:
+    """Official-code outputs for B=1/3, odd and non-square frames, odd spectrograms, other frame and
+    word counts, and the width-2 TSM (``tests/data/official_mmv/extra``, see the README there)."""
+    assert len(EXTRA_CASES) == 5
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    with np.load(ref.DATA / "extra" / f"{case}.npz") as z:
+        data = {k: z[k] for k in z.files}
+    config = str(data["config"])
+    model = loaded[config]
+    counts = model.parameter_counts()
+    assert tuple(counts[k] for k in ("video", "audio", "text", "heads", "total")) == PARAM_COUNTS[config]
+    got = official_outputs(model, data["input.video"], data["input.audio_spectrogram"], data["input.word_ids"])
+    for k in OUTPUT_KEYS:
+        r = data[f"{k}__f64"]
+        assert got[k].shape == r.shape, k
+        assert np.abs(got[k] - r).max() <= _tol(r), (case, k, np.abs(got[k] - r).max() / np.abs(r).max())
+
+
+@pytest.mark.parametrize("case", ["s3d_b1_odd", "tsm_resnet_x1_b1_odd"])
+def test_float64_port_matches_official_float64(case) -> None:
+    """In float64 the port agrees with the official float64 run to rounding (far below the float32
+    tolerance), so a float32 match is not luck within a loose bound."""
+    with np.load(ref.DATA / "extra" / f"{case}.npz") as z:
+        data = {k: z[k] for k in z.files}
+    model = load_official(ref.official_mapping(str(data["config"])), dtype=torch.float64)
+    got = official_outputs(model, data["input.video"], data["input.audio_spectrogram"], data["input.word_ids"])
+    for k in OUTPUT_KEYS:
+        r = data[f"{k}__f64"]
+        assert got[k].dtype == np.float64
+        assert np.abs(got[k] - r).max() <= 1e-9 * np.abs(r).max() + 1e-12, (k, np.abs(got[k] - r).max())
+
+
 def test_leaf_counts_and_every_key_used_once(loaded) -> None:
     counts = {"s3d": (475, 768), "tsm_resnet_x1": (324, 606), "tsm_resnet_x2": (324, 606)}
     for config, (n_params, n_state) in counts.items():
