@@ -49,13 +49,31 @@ def _is_channels_last_3d(x: torch.Tensor) -> bool:
 
 
 def _frames_view(x: torch.Tensor) -> torch.Tensor:
-    """``(B,C,T,H,W)`` channels_last_3d → ``(B*T,C,H,W)`` channels_last, without a copy."""
-    return x.transpose(1, 2).flatten(0, 1)
+    """``(B,C,T,H,W)`` channels_last_3d → ``(B*T,C,H,W)`` channels_last, without a copy.
+
+    Built through the dense ``(B,T,H,W,C)`` view so that size-1 axes get canonical strides (with odd
+    strides on a size-1 batch, PyTorch's layout heuristics stop seeing the view as channels-last).
+    """
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
 
 
 def _unframes_view(y: torch.Tensor, b: int) -> torch.Tensor:
     """Inverse of :func:`_frames_view`: ``(B*T,C,H,W)`` channels_last → ``(B,C,T,H,W)`` channels_last_3d."""
-    return y.unflatten(0, (b, -1)).transpose(1, 2)
+    bt, c, h, w = y.shape
+    return y.permute(0, 2, 3, 1).reshape(b, bt // b, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+def _time_view(x: torch.Tensor) -> torch.Tensor:
+    """``(B,C,T,H,W)`` channels_last_3d → ``(B,C,T,H*W)`` channels_last, without a copy."""
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 3, 4, 1).reshape(b, t, h * w, c).permute(0, 3, 1, 2)
+
+
+def _untime_view(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`_time_view`."""
+    b, c, t, _ = y.shape
+    return y.permute(0, 2, 3, 1).reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
 
 class Conv3dSame(nn.Conv3d):
@@ -86,8 +104,8 @@ class Conv3dSame(nn.Conv3d):
                 y = F.conv2d(_frames_view(x), weight[:, :, 0], bias, (sh, sw), (h0, w0))
                 return _unframes_view(y, x.shape[0])
             if kh == kw == 1 and sh == sw == 1:
-                y = F.conv2d(x.flatten(3), weight[:, :, :, :, 0], bias, (st, 1), (t0, 0))
-                return y.unflatten(3, x.shape[3:])
+                y = F.conv2d(_time_view(x), weight[:, :, :, :, 0], bias, (st, 1), (t0, 0))
+                return _untime_view(y, *x.shape[3:])
         return F.conv3d(x, weight, bias, self.stride, (t0, h0, w0), self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,8 +191,10 @@ class MaxPoolSame(nn.Module):
                 y = F.max_pool2d(x.flatten(1, 2), (kh, kw), (sh, sw), padding[1:], ceil_mode=ceil)
                 x = y.unflatten(1, x.shape[1:3])
         if (kt, st) != (1, 1):
-            y = F.max_pool2d(x.flatten(3), (kt, 1), (st, 1), (padding[0], 0), ceil_mode=ceil)
-            x = y.unflatten(3, x.shape[3:])
+            cl = _is_channels_last_3d(x)
+            y = F.max_pool2d(_time_view(x) if cl else x.flatten(3), (kt, 1), (st, 1), (padding[0], 0),
+                             ceil_mode=ceil)
+            x = _untime_view(y, *x.shape[3:]) if cl else y.unflatten(3, x.shape[3:])
         return x
 
     def extra_repr(self) -> str:
