@@ -25,3 +25,21 @@ def test_data_synthetic_writes_manifests(tmp_path, capsys):
     lines = [json.loads(x) for x in (out / "pretrain.jsonl").read_text().splitlines()]
     assert len(lines) == 4 and all((out / x["video"]).is_file() for x in lines)
     assert (out / "retrieval.jsonl").is_file() and (out / "labels.json").is_file()
+
+
+def test_data_check_and_shard(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["data", "synthetic", str(out), "--num-clips", "3", "--size", "32", "--workers", "1",
+                 "--num-probe-train", "0", "--num-probe-test", "0", "--num-retrieval", "0"]) == 0
+    (out / "broken.mp4").write_bytes(b"not a video at all")
+    with (out / "pretrain.jsonl").open("a") as f:
+        f.write(json.dumps({"video": "broken.mp4"}) + "\n")
+    report_path = tmp_path / "report.json"
+    clean = tmp_path / "clean.jsonl"
+    assert main(["data", "check", str(out / "pretrain.jsonl"), "--json", str(report_path),
+                 "--clean", str(clean)]) == 1
+    report = json.loads(report_path.read_text())
+    assert report["num_bad"] == 1
+    assert len(clean.read_text().splitlines()) == 3
+    assert main(["data", "shard", str(clean), str(tmp_path / "shards"), "--samples-per-shard", "2"]) == 0
+    assert len(list((tmp_path / "shards").glob("*.tar"))) == 2

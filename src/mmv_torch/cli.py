@@ -46,6 +46,20 @@ def _cmd_data_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from mmv_torch.data.check import run_check
+
+    report = run_check(args.path, args.json, args.clean)
+    return 1 if report["num_bad"] > 0 else 0
+
+
+def _cmd_data_shard(args: argparse.Namespace) -> int:
+    from mmv_torch.data.shards import run_shard
+
+    run_shard(args.manifest, args.out_dir, args.samples_per_shard, verify=not args.no_verify)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
@@ -68,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-probe-test", type=int, default=None, help="default: num_clips // 4")
     p.add_argument("--num-retrieval", type=int, default=None, help="default: num_clips // 8")
     p.set_defaults(func=_cmd_data_synthetic)
+    p = data.add_parser("check", help="report for every file of a manifest or folder what decodes and why not")
+    p.add_argument("path", help="a JSONL manifest or a folder of media files")
+    p.add_argument("--json", default=None, help="write the full report as JSON here")
+    p.add_argument("--clean", default=None, help="write a manifest with only the good entries here")
+    p.set_defaults(func=_cmd_data_check)
+    p = data.add_parser("shard", help="write WebDataset tar shards from a pretraining manifest")
+    p.add_argument("manifest")
+    p.add_argument("out_dir")
+    p.add_argument("--samples-per-shard", type=int, default=1000)
+    p.add_argument("--no-verify", action="store_true", help="do not decode each file before sharding it")
+    p.set_defaults(func=_cmd_data_shard)
     return parser
 
 
