@@ -173,7 +173,7 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch, synthet
     cut_ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "cut", 5))
     for k, v in full_ck["model"].items():
         assert torch.equal(v, cut_ck["model"][k]), k
-    assert full_ck["data"] == cut_ck["data"]
+    assert {**full_ck["data"], "num_workers": 1} == cut_ck["data"]
     assert (full_ck["data"]["epoch"], full_ck["data"]["batch"]) == (1, 2)
     # Optimizer moments equal too.
     for sa, sb in zip(full_ck["optimizer"]["state"].values(), cut_ck["optimizer"]["state"].values()):
@@ -289,7 +289,7 @@ def test_nan_guard_skips_counts_and_stops(tmp_path, monkeypatch):
     assert out["skipped_steps"] == 2 and out["steps"] == 4
     assert sum("non-finite loss" in str(w.message) for w in caught) == 2
     events = [r for r in read_log(tmp_path / "ok") if r.get("event") == "skipped_step"]
-    assert [r["step"] for r in events] == [2, 3]
+    assert [r["step"] for r in events] == [2, 3] and events[0]["loss"] is None  # NaN is logged as null
     ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "ok", 4))
     assert ck["bad_steps"] == 2
     adam_steps = {float(s["step"]) for s in ck["optimizer"]["state"].values()}
@@ -368,3 +368,27 @@ def test_two_process_gloo_run_equals_one_process_on_the_whole_batch(tmp_path):
                 for k, v in ck1["model"].items() if v.is_floating_point())
     assert ck1["model"]["heads.video_va.final_projection.weight"].dtype == torch.float64
     assert worst < 1e-8
+
+
+def test_shard_folder_stream_resumes_exactly(tmp_path, monkeypatch, synthetic_set):
+    from mmv_torch.data.shards import write_shards
+
+    write_shards(synthetic_set / "pretrain.jsonl", tmp_path / "shards", samples_per_shard=4)
+    data = [str(tmp_path / "shards")]
+    cfg = tiny_cfg(steps=4, ckpt_every=2)
+    T.train(cfg, data, tmp_path / "full", tensorboard=False, progress=False)
+    kill_at_loss_call(monkeypatch, 4)
+    with pytest.raises(Killed):
+        T.train(cfg, data, tmp_path / "cut", tensorboard=False, progress=False)
+    monkeypatch.undo()
+    out = T.train(cfg, data, tmp_path / "cut", resume="latest", tensorboard=False, progress=False)
+    assert out["start_step"] == 2
+    full = losses(tmp_path / "full")
+    assert sorted(full) == [1, 2, 3, 4] and losses(tmp_path / "cut") == full
+    ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "cut", 4))
+    assert ck["data"]["stream"] and ck["data"]["batches_per_epoch"] == 3  # 12 samples / batch 4
+    with pytest.raises(ValueError, match="num_workers"):
+        T.train(apply_overrides(cfg, {"train.num_workers": 1}), data, tmp_path / "cut", resume="latest",
+                tensorboard=False, progress=False)
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        T.build_train_data(data + [str(synthetic_set)], cfg, tmp_path / "x")

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from mmv_torch import dist
 from mmv_torch.config import (
@@ -222,14 +222,60 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return divmod(micro_batches, self.batches_per_epoch)
 
 
+class ShardBatches:
+    """Endless batches of one rank from a streaming (WebDataset-style) ``IterableDataset``.
+
+    An epoch is ``batches_per_epoch`` batches: each of the ``max(1, num_workers)`` loader workers of
+    each rank yields ``samples_per_worker`` samples (the dataset's ``num_samples``), drawn from the
+    shards with RNGs seeded by (seed, epoch, rank, worker) (``ShardDataset(resample=True)``). The
+    stream is therefore a pure function of the seed, the epoch and the number of workers. Starting at
+    batch b of an epoch replays and discards its first b batches (their decoding is the price of an
+    exact resume from a stream).
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, num_workers: int, start_epoch: int = 0,
+                 start_batch: int = 0, pin_memory: bool = False) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        per_worker = int(dataset.num_samples)
+        if per_worker % batch_size:
+            raise ValueError(f"samples per worker ({per_worker}) must be a multiple of the batch size")
+        self.batches_per_epoch = max(1, num_workers) * per_worker // batch_size
+        self.start_epoch, self.start_batch = start_epoch, start_batch
+        self.pin_memory = pin_memory
+
+    def position(self, micro_batches: int) -> tuple[int, int]:
+        """``(epoch, batch)`` of the ``micro_batches``-th batch counted from epoch 0."""
+        return divmod(micro_batches, self.batches_per_epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch, skip = self.start_epoch, self.start_batch
+        while True:
+            self.dataset.set_epoch(epoch)  # before the workers are forked for this epoch
+            loader = DataLoader(self.dataset, batch_size=self.batch_size, drop_last=True,
+                                num_workers=self.num_workers, pin_memory=self.pin_memory)
+            count = 0
+            for batch in loader:
+                if count >= skip:
+                    yield batch
+                count += 1
+            if count != self.batches_per_epoch:
+                raise RuntimeError(f"the shard stream gave {count} batches in epoch {epoch}, expected "
+                                   f"{self.batches_per_epoch}")
+            epoch, skip = epoch + 1, 0
+
+
 @dataclass
 class TrainData:
-    """What the loop trains on: a map-style dataset of sample dicts, its sources and the text vocabulary.
+    """What the loop trains on: a dataset of sample dicts, its sources and the text vocabulary.
 
     A sample is a dict with "video" float32 (3,T,H,W) in [0,1], "audio" float32 (1,T',F), "has_audio"
-    bool, "text" int64 (K,N), "text_mask" bool (K,), "word_mask" bool (K,N). ``words`` and ``vectors``
-    (float32 [V, word_dim]) fill the model's frozen text table when given; ``None`` keeps the
-    preset's table (random) and requires ids below ``cfg.model.text.vocab_size``.
+    bool, "text" int64 (K,N), "text_mask" bool (K,), "word_mask" bool (K,N). ``dataset`` is map-style
+    (then the order comes from :class:`EpochBatchSampler` over ``sources``) or, for shards, a streaming
+    ``ShardDataset`` read through :class:`ShardBatches`. ``words`` and ``vectors`` (float32
+    [V, word_dim]) fill the model's frozen text table when given; ``None`` keeps the preset's table
+    (random) and requires ids below ``cfg.model.text.vocab_size``.
     """
 
     dataset: Dataset
@@ -240,7 +286,7 @@ class TrainData:
 
 
 def as_train_data(data: TrainData | Dataset) -> TrainData:
-    """A bare dataset becomes one :class:`Source` with no vocabulary."""
+    """A bare map-style dataset becomes one :class:`Source` with no vocabulary."""
     if isinstance(data, TrainData):
         return data
     n = len(data)  # type: ignore[arg-type]
@@ -248,9 +294,14 @@ def as_train_data(data: TrainData | Dataset) -> TrainData:
 
 
 def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0, world: int = 1,
-                pin_memory: bool = False) -> tuple[DataLoader, EpochBatchSampler]:
-    """The endless DataLoader of one rank, positioned at optimizer step ``start_step``."""
+                pin_memory: bool = False) -> tuple[Any, EpochBatchSampler | ShardBatches]:
+    """The endless batch iterable of one rank, positioned at optimizer step ``start_step``, and the
+    object that maps a micro-batch count to ``(epoch, batch)`` (``.position``, ``.batches_per_epoch``)."""
     t = cfg.train
+    if isinstance(data.dataset, IterableDataset):
+        stream = ShardBatches(data.dataset, t.batch_size, t.num_workers, pin_memory=pin_memory)
+        stream.start_epoch, stream.start_batch = stream.position(start_step * t.grad_accum)
+        return stream, stream
     sampler = EpochBatchSampler(data.sources, t.batch_size, t.seed, rank, world)
     sampler.start_epoch, sampler.start_batch = sampler.position(start_step * t.grad_accum)
     loader = DataLoader(SeededSamples(data.dataset, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
@@ -434,7 +485,8 @@ class RunLogger:
         """Write one record (``record["step"]`` is the x axis in TensorBoard)."""
         if not self.enabled:
             return
-        self.file.write(json.dumps(record) + "\n")
+        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        self.file.write(json.dumps(clean) + "\n")  # strict JSON: NaN/Inf become null
         self.file.flush()
         if self.writer is not None:
             for k, v in record.items():
@@ -622,9 +674,18 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     dist.barrier()
 
     loader, sampler = make_loader(tdata, cfg, start_step, rank, world, pin_memory=dev.type == "cuda")
-    if ckpt and ckpt["data"]["batches_per_epoch"] != sampler.batches_per_epoch:
-        raise ValueError(f"--resume: the data changed ({ckpt['data']['batches_per_epoch']} batches per epoch "
-                         f"when saved, {sampler.batches_per_epoch} now)")
+    streamed = isinstance(sampler, ShardBatches)
+    if ckpt:
+        saved = ckpt["data"]
+        now = [(s.length, s.weight) for s in tdata.sources]
+        was = [(s["length"], s["weight"]) for s in saved["sources"]]
+        if saved["batches_per_epoch"] != sampler.batches_per_epoch or was != now:
+            raise ValueError(f"--resume: the data changed: {saved['batches_per_epoch']} batches per epoch "
+                             f"from sources (length, weight) {was} when saved, {sampler.batches_per_epoch} "
+                             f"from {now} now")
+        if streamed and saved["num_workers"] != t.num_workers:
+            raise ValueError(f"--resume: a shard stream depends on train.num_workers; it was "
+                             f"{saved['num_workers']}, now {t.num_workers}")
     logger = RunLogger(run_dir, start_step, tensorboard)
     clips_per_step = t.batch_size * t.grad_accum * world
     params = [p for p in raw_model.parameters() if p.requires_grad]
@@ -645,7 +706,8 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
                 "rng": rng_all,
                 "data": {"seed": t.seed, "epoch": epoch, "batch": batch,
                          "batches_per_epoch": sampler.batches_per_epoch, "batch_size": t.batch_size,
-                         "world_size": world, "sources": [vars(s) for s in tdata.sources]},
+                         "world_size": world, "sources": [vars(s) for s in tdata.sources],
+                         "stream": streamed, "num_workers": t.num_workers},
                 "bad_steps": bad_steps,
                 "world_size": world,
                 "config": config_to_dict(cfg),
@@ -802,23 +864,46 @@ def _manifest_of(path: str) -> Path:
     p = Path(path)
     if p.is_file():
         return p
+    if p.is_dir() and (p / "pretrain.jsonl").is_file():
+        return p / "pretrain.jsonl"
     if p.is_dir():
-        if (p / "pretrain.jsonl").is_file():
-            return p / "pretrain.jsonl"
-        if any(p.glob("*.tar")):
-            raise ValueError(f"--data {path}: WebDataset shard folders are not supported by the training "
-                             "loop yet (exact resume needs indexed access); convert them to a JSONL manifest")
         raise ValueError(f"--data {path}: a folder without pretrain.jsonl or .tar shards")
     raise ValueError(f"--data {path}: no such manifest file or folder (or use 'synthetic')")
+
+
+def _is_shard_folder(path: str) -> bool:
+    p = Path(path)
+    return p.is_dir() and not (p / "pretrain.jsonl").is_file() and any(p.glob("*.tar"))
+
+
+def _shard_narrations(shards: Sequence[str]) -> tuple[int, list[str]]:
+    """Number of samples (``.json`` members) in the shards and the texts of their narrations."""
+    import tarfile
+
+    count, texts = 0, []
+    for shard in shards:
+        try:
+            with tarfile.open(shard, "r:*") as tar:
+                for member in tar:
+                    if member.isfile() and member.name.endswith(".json"):
+                        count += 1
+                        f = tar.extractfile(member)
+                        meta = json.loads(f.read()) if f is not None else {}
+                        texts += [seg.get("text", "") for seg in meta.get("narration") or []]
+        except (tarfile.TarError, OSError, ValueError) as e:
+            raise ValueError(f"--data: cannot read shard {shard}: {e}") from e
+    return count, texts
 
 
 def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> TrainData:
     """The training data named by ``--data`` specs, with its text vocabulary.
 
-    Each spec is a pretraining JSONL manifest, a folder holding ``pretrain.jsonl``, or ``synthetic``
+    Each spec is a pretraining JSONL manifest, a folder holding ``pretrain.jsonl``, ``synthetic``
     (``synthetic:N``): N clips (default :data:`SYNTHETIC_CLIPS`) generated once into
-    ``run_dir/synthetic`` at ``cfg.data`` frame rate and ``resize_short`` size. ``PATH@W`` gives a
-    source weight W for mixing (default 1 each, i.e. each source's share of an epoch is W / sum(W)).
+    ``run_dir/synthetic`` at ``cfg.data`` frame rate and ``resize_short`` size, or a folder of
+    WebDataset ``.tar`` shards (``data/shards.py``; streamed through :class:`ShardBatches`, not mixable
+    with manifests). ``PATH@W`` gives a manifest weight W for mixing (default 1 each: each source's
+    share of an epoch is W / sum(W)).
     The vocabulary holds the words of all narrations that ``cfg.data.word_vectors`` knows, with their
     vectors (float32 ``[V, word_dim]``, row 0 the zero padding vector); when ``run_dir/vocab.txt``
     exists (a resumed run) it must be the same word list.
@@ -829,30 +914,52 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
     if not specs:
         raise ValueError("--data needs at least one manifest, folder or 'synthetic'")
     run_dir = Path(run_dir)
-    manifests, weights = [], []
-    for spec in specs:
-        path, weight = parse_data_spec(spec)
-        if path == "synthetic" or path.startswith("synthetic:"):
-            manifests.append(_synthetic_manifest(path, cfg, run_dir))
-        else:
-            manifests.append(_manifest_of(path))
-        weights.append(weight)
-    sentences = [seg.text for m in manifests for e in read_pretrain_manifest(m) for seg in e.narrations]
+    parsed = [parse_data_spec(spec) for spec in specs]
+    shard_folders = [path for path, _ in parsed if _is_shard_folder(path)]
+    manifests: list[Path] = []
+    weights = [w for _, w in parsed]
+    if shard_folders:
+        if len(shard_folders) != len(parsed) or any(w != 1.0 for w in weights):
+            raise ValueError("--data: shard folders cannot be mixed with manifests or weighted; give only "
+                             "shard folders (their samples are drawn uniformly)")
+        from mmv_torch.data.shards import ShardDataset, expand_shards
+
+        shards = expand_shards(shard_folders)
+        total, sentences = _shard_narrations(shards)
+        if total == 0:
+            raise ValueError(f"--data {shard_folders}: the shards hold no samples")
+    else:
+        for path, _ in parsed:
+            synthetic = path == "synthetic" or path.startswith("synthetic:")
+            manifests.append(_synthetic_manifest(path, cfg, run_dir) if synthetic else _manifest_of(path))
+        sentences = [seg.text for m in manifests for e in read_pretrain_manifest(m) for seg in e.narrations]
+
     vocab = vocabulary_for_sentences(sentences, cfg.data.word_vectors)
     saved = run_dir / "vocab.txt"
     if saved.is_file() and saved.read_text(encoding="utf-8").splitlines() != vocab.words:
-        raise ValueError(f"the vocabulary of the --data manifests differs from {saved} of this run; "
+        raise ValueError(f"the vocabulary of the --data narrations differs from {saved} of this run; "
                          "resume with the same data")
-    tokenizer = Tokenizer(vocab, max_words=cfg.data.max_words)
-    dataset = PretrainDataset([str(m) for m in manifests], cfg.data, tokenize=tokenizer.encode,
-                              weights=weights, train=True, seed=cfg.train.seed)
-    sources = [Source(str(m), a, b - a, w)
-               for m, a, b, w in zip(manifests, dataset.bounds, dataset.bounds[1:], weights)]
-    empty = [s.name for s in sources if s.length == 0]
-    if empty:
-        raise ValueError(f"--data: the manifests {empty} list no videos")
+    tokenize = Tokenizer(vocab, max_words=cfg.data.max_words).encode
+
+    t = cfg.train
+    dataset: Dataset
+    if shard_folders:
+        streams = dist.world_size() * max(1, t.num_workers)
+        per_worker = t.batch_size * max(1, -(-total // (streams * t.batch_size)))
+        dataset = ShardDataset(shards, cfg.data, tokenize, train=True, resample=True, num_samples=per_worker,
+                               seed=t.seed)
+        sources = [Source(",".join(shard_folders), 0, total)]
+    else:
+        pre = PretrainDataset([str(m) for m in manifests], cfg.data, tokenize=tokenize, weights=weights,
+                              train=True, seed=t.seed)
+        bounds = zip(pre.bounds, pre.bounds[1:])
+        sources = [Source(str(m), a, b - a, w) for m, (a, b), w in zip(manifests, bounds, weights)]
+        empty = [src.name for src in sources if src.length == 0]
+        if empty:
+            raise ValueError(f"--data: the manifests {empty} list no videos")
+        dataset = pre
     return TrainData(dataset, sources, list(vocab.words), vocab.vectors_tensor().clone(),
-                     {"manifests": [str(m) for m in manifests], "num_clips": len(dataset),
+                     {"specs": list(specs), "num_clips": sum(src.length for src in sources),
                       "vocab_size": len(vocab), "num_sentences": len(sentences)})
 
 
