@@ -7,12 +7,17 @@ from mmv_torch.models.audio_resnet import ENDPOINTS, AudioResNet
 BN = BatchNormConfig()
 
 
+def _meta(cfg):
+    with torch.device("meta"):
+        return AudioResNet(cfg, BN)
+
+
 def _count(m):
     return sum(p.numel() for p in m.parameters())
 
 
 def test_param_count_matches_official():
-    m = AudioResNet(AudioConfig(depth=50), BN)
+    m = _meta(AudioConfig(depth=50))
     assert _count(m) == 23_494_080
     assert m.out_dim == 2048
     # 151 official param leaves for res_net_v2: 53 conv kernels + 49 BNs x (scale, offset).
@@ -20,7 +25,7 @@ def test_param_count_matches_official():
 
 
 def test_official_structure_names():
-    names = set(dict(AudioResNet(AudioConfig(depth=50), BN).named_parameters()))
+    names = set(dict(_meta(AudioConfig(depth=50)).named_parameters()))
     assert {"initial_conv.weight", "final_bn.weight", "final_bn.bias"} <= names
     assert "block_group_2.block_5.conv_2.weight" in names
     assert "block_group_0.block_0.shortcut_conv.weight" in names
@@ -28,7 +33,7 @@ def test_official_structure_names():
 
 
 def test_basic_block_layout_1x1_then_3x3():
-    m = AudioResNet(AudioConfig(depth=18), BN)
+    m = _meta(AudioConfig(depth=18))
     p = dict(m.named_parameters())
     assert p["block_group_1.block_0.conv_0.weight"].shape == (128, 64, 1, 1)
     assert p["block_group_1.block_0.conv_1.weight"].shape == (128, 128, 3, 3)
@@ -40,7 +45,7 @@ def test_basic_block_layout_1x1_then_3x3():
 
 
 def test_depth_101_block_counts():
-    names = set(dict(AudioResNet(AudioConfig(depth=101), BN).named_parameters()))
+    names = set(dict(_meta(AudioConfig(depth=101)).named_parameters()))
     assert "block_group_2.block_22.conv_2.weight" in names
     assert "block_group_2.block_23.conv_2.weight" not in names
 
@@ -71,9 +76,8 @@ def test_shapes(shape, depth):
 
 def test_reference_spectrogram_shapes_match_official_intermediates():
     # Official run on [2, 96, 40, 1]: initial_conv 48x20, block_group_0..3 24x10, 12x5, 6x3, 3x2.
-    m = AudioResNet(AudioConfig(depth=50), BN).eval()
-    with torch.no_grad():
-        e = m.forward_endpoints(torch.randn(2, 1, 96, 40))
+    m = _meta(AudioConfig(depth=50)).eval()
+    e = m.forward_endpoints(torch.randn(2, 1, 96, 40, device="meta"))
     assert e["initial_conv"].shape[-2:] == (48, 20)
     assert [tuple(e[f"block_group_{i}"].shape[-2:]) for i in range(4)] == [(24, 10), (12, 5), (6, 3), (3, 2)]
 

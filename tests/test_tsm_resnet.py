@@ -18,17 +18,24 @@ def _small(**kw):
     return _tsm(50, 0.125, **kw)
 
 
+def _meta(depth=50, width=1.0):
+    # Structure-only tests build on the meta device: no memory, no init cost.
+    with torch.device("meta"):
+        return _tsm(depth, width)
+
+
 def _count(m):
     return sum(p.numel() for p in m.parameters())
 
 
 def test_param_counts_match_official():
-    assert _count(_tsm(50, 1.0)) == 23_500_352
-    assert _count(_tsm(50, 2.0)) == 93_891_712
+    assert _count(_meta(50, 1.0)) == 23_500_352
+    assert _count(_meta(50, 2.0)) == 93_891_712
+    assert _meta(50, 2.0).out_dim == 4096
 
 
 def test_official_structure_names():
-    names = set(dict(_tsm(50, 1.0).named_parameters()))
+    names = set(dict(_meta(50, 1.0).named_parameters()))
     assert "stem.weight" in names and "final_bn.weight" in names
     for i, n in enumerate((3, 4, 6, 3)):
         assert f"unit_{i}.block_0.shortcut_conv.weight" in names
