@@ -392,3 +392,22 @@ def test_shard_folder_stream_resumes_exactly(tmp_path, monkeypatch, synthetic_se
                 tensorboard=False, progress=False)
     with pytest.raises(ValueError, match="cannot be mixed"):
         T.build_train_data(data + [str(synthetic_set)], cfg, tmp_path / "x")
+
+
+def test_mixed_precision_on_cpu(tmp_path):
+    """bf16 autocast trains; fp16 overflows are the GradScaler's to skip, not the NaN guard's."""
+    out = T.train(tiny_cfg(steps=2, precision="bf16"), RandomClips(8), tmp_path / "bf16", tensorboard=False,
+                  progress=False)
+    assert out["skipped_steps"] == 0 and np.isfinite(out["final_loss"])
+    out = T.train(tiny_cfg(steps=3, precision="fp16", max_bad_steps=0), RandomClips(8), tmp_path / "fp16",
+                  tensorboard=False, progress=False)
+    log = read_log(tmp_path / "fp16")
+    # The tiny net's gradient norm (~1e5) overflows fp16 at the initial scale 2**16: the scaler skips those
+    # updates and halves the scale each time; max_bad_steps=0 would have raised had the guard counted them.
+    assert out["skipped_steps"] == 0 and log[-1]["grad_scale"] < 2.0**16
+    ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "fp16", 3))
+    assert ck["scaler"]["scale"] == log[-1]["grad_scale"]
+    # Resuming a finished run trains nothing and keeps the last loss.
+    again = T.train(tiny_cfg(steps=3, precision="fp16", max_bad_steps=0), RandomClips(8), tmp_path / "fp16",
+                    resume="latest", tensorboard=False, progress=False)
+    assert again["start_step"] == 3 and again["final_loss"] == out["final_loss"]
