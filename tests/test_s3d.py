@@ -130,3 +130,41 @@ def test_torch_compile_tiny():
         ref = m(x)
         out = torch.compile(m)(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_bn_folding_and_fused_inference_path_equal_plain_ops():
+    from mmv_torch.models.s3d import Unit3D, _conv_bn_relu
+
+    torch.manual_seed(0)
+    unit = Unit3D(8, 6, (3, 3, 3), separable=True, gating=True).to(memory_format=torch.channels_last_3d)
+    for bn in (unit.bn, unit.bn_t):
+        bn.running_mean.normal_(0, 0.2)
+        bn.running_var.uniform_(0.5, 1.5)
+        bn.weight.data.normal_(1, 0.1)
+        bn.bias.data.normal_(0, 0.1)
+    unit.eval()
+    x = torch.randn(2, 8, 5, 7, 6).contiguous(memory_format=torch.channels_last_3d)
+    plain = torch.relu(unit.bn(unit.conv(x)))
+    plain = torch.relu(unit.bn_t(unit.conv_t(plain)))
+    plain = plain * unit.gating.gate(plain)
+    folded = _conv_bn_relu(unit.conv_t, unit.bn_t, _conv_bn_relu(unit.conv, unit.bn, x))
+    torch.testing.assert_close(unit.gating(folded), plain, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # fused oneDNN conv+ReLU and in-place gating
+        torch.testing.assert_close(unit(x), plain, rtol=1e-5, atol=1e-5)
+        out = torch.zeros(2, 10, 5, 7, 6)
+        unit(x, out=out[:, 2:8])
+        torch.testing.assert_close(out[:, 2:8], plain, rtol=1e-5, atol=1e-5)
+        assert out[:, :2].abs().sum() == 0 and out[:, 8:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_inference_path_equals_autograd_path(channels_last):
+    m = _tiny(s3d_stem="space_to_depth").eval()
+    if not channels_last:
+        m = m.to(memory_format=torch.contiguous_format)
+    x = torch.rand(2, 3, 6, 22, 18)
+    with torch.no_grad():
+        fast = m.forward_endpoints(x)
+    slow = m.forward_endpoints(x)
+    for k in fast:
+        torch.testing.assert_close(fast[k], slow[k].detach(), rtol=1e-5, atol=1e-5)

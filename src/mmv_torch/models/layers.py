@@ -10,6 +10,7 @@ compute the pads from the runtime input size and pad asymmetrically when needed.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -90,8 +91,12 @@ class Conv3dSame(nn.Conv3d):
         super().__init__(in_channels, out_channels, _tuple(kernel_size, 3), _tuple(stride, 3), padding=0,
                          bias=bias)
 
-    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """This layer's SAME convolution with the given ``weight``/``bias`` (e.g. BN-folded ones)."""
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+             relu: bool = False) -> torch.Tensor:
+        """This layer's SAME convolution with the given ``weight``/``bias`` (e.g. BN-folded ones).
+
+        ``relu=True`` applies a ReLU to the result (fused into the oneDNN call when no gradient is needed).
+        """
         kt, kh, kw = self.kernel_size
         st, sh, sw = self.stride
         (t0, t1), (h0, h1), (w0, w1) = (same_pads(n, k, s, d) for n, k, s, d in
@@ -101,15 +106,47 @@ class Conv3dSame(nn.Conv3d):
             x = F.pad(x, (0, w1 - w0, 0, h1 - h0, 0, t1 - t0))
         if self.dilation == (1, 1, 1) and self.groups == 1 and _is_channels_last_3d(x) and x.shape[0] > 0:
             if kt == 1 and st == 1:
-                y = F.conv2d(_frames_view(x), weight[:, :, 0], bias, (sh, sw), (h0, w0))
+                y = _conv2d(_frames_view(x), weight[:, :, 0], bias, (sh, sw), (h0, w0), relu)
                 return _unframes_view(y, x.shape[0])
             if kh == kw == 1 and sh == sw == 1:
-                y = F.conv2d(_time_view(x), weight[:, :, :, :, 0], bias, (st, 1), (t0, 0))
+                y = _conv2d(_time_view(x), weight[:, :, :, :, 0], bias, (st, 1), (t0, 0), relu)
                 return _untime_view(y, *x.shape[3:])
-        return F.conv3d(x, weight, bias, self.stride, (t0, h0, w0), self.dilation, self.groups)
+        y = F.conv3d(x, weight, bias, self.stride, (t0, h0, w0), self.dilation, self.groups)
+        return torch.relu_(y) if relu else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x, self.weight, self.bias)
+
+
+def _fused_relu_ok(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether oneDNN's inference-only conv+bias+ReLU op can run (CPU fp32, no autograd, eager)."""
+    if _CONV_POINTWISE is None or x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    if torch.compiler.is_compiling():
+        return False  # let the compiler do its own fusion
+    needs_grad = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    return not (torch.is_grad_enabled() and needs_grad)
+
+
+def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
+            padding: tuple[int, int], relu: bool) -> torch.Tensor:
+    """``F.conv2d`` (then ReLU when ``relu``), fused into one oneDNN call for inference on CPU."""
+    if relu and _fused_relu_ok(x, weight, bias):
+        return _CONV_POINTWISE(x, weight, bias, list(padding), list(stride), [1, 1], 1, "relu", [], "")
+    y = F.conv2d(x, weight, bias, stride, padding)
+    return torch.relu_(y) if relu else y
+
+
+def _find_conv_pointwise() -> Any:
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_CONV_POINTWISE = _find_conv_pointwise()
 
 
 class Conv2dSame(nn.Conv2d):
@@ -208,9 +245,12 @@ class SelfGating(nn.Module):
         super().__init__()
         self.self_gating = nn.Linear(channels, channels)
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate ``sigmoid(W mean_{T,H,W}(x) + b)`` of ``x`` ``(B,C,T,H,W)``, shaped ``(B,C,1,1,1)``."""
+        return torch.sigmoid(self.self_gating(x.mean(dim=(2, 3, 4))))[:, :, None, None, None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(self.self_gating(x.mean(dim=(2, 3, 4))))
-        return x * gate[:, :, None, None, None]
+        return x * self.gate(x)
 
 
 def space_to_depth(video: torch.Tensor) -> torch.Tensor:

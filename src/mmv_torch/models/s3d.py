@@ -106,13 +106,17 @@ class Unit3D(nn.Module):
             self.bn_t = nn.BatchNorm3d(out_channels, eps=bn.eps, momentum=bn.momentum)
         self.gating = SelfGating(out_channels) if gating else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` → the unit's output; with ``out`` (only without autograd) it is written into ``out``."""
         x = _conv_bn_relu(self.conv, self.bn, x)
         if self.separable:
             x = _conv_bn_relu(self.conv_t, self.bn_t, x)
         if self.gating is not None:
-            x = self.gating(x)
-        return x
+            gate = self.gating.gate(x)
+            if out is not None:
+                return torch.mul(x, gate, out=out)
+            return x.mul_(gate) if not torch.is_grad_enabled() else x * gate
+        return x if out is None else out.copy_(x)
 
 
 def _conv_bn_relu(conv: Conv3dSame, bn: nn.BatchNorm3d, x: torch.Tensor) -> torch.Tensor:
@@ -121,11 +125,11 @@ def _conv_bn_relu(conv: Conv3dSame, bn: nn.BatchNorm3d, x: torch.Tensor) -> torc
     Folding is exact up to float rounding (the same affine map), saves a full pass over the
     activation, and keeps gradients to the conv weight and the BN affine parameters.
     """
-    if bn.training or bn.running_var is None or bn.running_mean is None:
+    if bn.training or bn.running_var is None or bn.running_mean is None or bn.weight is None:
         return torch.relu_(bn(conv(x)))
     scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
     bias = bn.bias - bn.running_mean * scale
-    return torch.relu_(conv.conv(x, conv.weight * scale[:, None, None, None, None], bias))
+    return conv.conv(x, conv.weight * scale[:, None, None, None, None], bias, relu=True)
 
 
 class InceptionBlock3D(nn.Module):
@@ -150,11 +154,23 @@ class InceptionBlock3D(nn.Module):
         self.out_channels = b0 + b1b + b2b + b3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y0 = self.branch_0_conv2d_0a_1x1(x)
-        y1 = self.branch_1_conv2d_0b_3x3(self.branch_1_conv2d_0a_1x1(x))
-        y2 = self.branch_2_conv2d_0b_3x3(self.branch_2_conv2d_0a_1x1(x))
-        y3 = self.branch_3_conv2d_0b_1x1(self.branch_3_maxpool_0a_3x3(x))
-        return torch.cat([y0, y1, y2, y3], dim=1)
+        units = (self.branch_0_conv2d_0a_1x1, self.branch_1_conv2d_0b_3x3, self.branch_2_conv2d_0b_3x3,
+                 self.branch_3_conv2d_0b_1x1)
+        inputs = (lambda: x, lambda: self.branch_1_conv2d_0a_1x1(x), lambda: self.branch_2_conv2d_0a_1x1(x),
+                  lambda: self.branch_3_maxpool_0a_3x3(x))
+        if torch.is_grad_enabled():
+            return torch.cat([unit(inp()) for unit, inp in zip(units, inputs)], dim=1)
+        # Inference: every branch writes its (gated) output straight into its slice of the result.
+        b, _, t, h, w = x.shape
+        fmt = torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d) else (
+            torch.contiguous_format)
+        out = torch.empty((b, self.out_channels, t, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+        start = 0
+        for unit, inp in zip(units, inputs):
+            c = unit.conv.out_channels
+            unit(inp(), out=out[:, start:start + c])
+            start += c
+        return out
 
 
 class S3D(nn.Module):
