@@ -90,8 +90,10 @@ def official_mapping(config: str, two_level: bool = False, zeros: bool = False) 
     ``two_level=True``."""
     out: dict[str, dict[str, Any]] = {}
     for kind, shapes in zip(("params", "state"), key_shapes(config)):
-        flat = {k: (np.zeros(s, np.int32 if k.endswith("/counter") else np.float32) if zeros else fill(k, s))
-                for k, s in shapes.items()}
+        if zeros:
+            flat = {k: np.zeros(s, np.int32 if k.endswith("/counter") else np.float32) for k, s in shapes.items()}
+        else:
+            flat = dict(_filled(config, kind))  # a new dict of the cached (read-only) arrays
         if two_level:
             nested: dict[str, dict[str, np.ndarray]] = {}
             for k, v in flat.items():
@@ -101,6 +103,18 @@ def official_mapping(config: str, two_level: bool = False, zeros: bool = False) 
         else:
             out[kind] = flat
     return out
+
+
+@cache
+def _filled(config: str, kind: str) -> tuple[tuple[str, np.ndarray], ...]:
+    """Fill-rule leaves of ``config`` (``kind`` 'params' or 'state'), computed once, read-only."""
+    shapes = key_shapes(config)[0 if kind == "params" else 1]
+    items = []
+    for k, s in shapes.items():
+        v = fill(k, s)
+        v.flags.writeable = False
+        items.append((k, v))
+    return tuple(items)
 
 
 def load_npz(config: str, name: str) -> dict[str, np.ndarray]:

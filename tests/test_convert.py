@@ -327,17 +327,44 @@ def test_parity_other_sizes_and_width2(loaded, case) -> None:
 
 
 @pytest.mark.parametrize("case", ["s3d_b1_odd", "tsm_resnet_x1_b1_odd"])
-def test_float64_port_matches_official_float64(case) -> None:
+def test_float64_port_matches_official_float64(loaded, case) -> None:
     """In float64 the port agrees with the official float64 run to rounding (far below the float32
     tolerance), so a float32 match is not luck within a loose bound."""
     with np.load(ref.DATA / "extra" / f"{case}.npz") as z:
         data = {k: z[k] for k in z.files}
-    model = load_official(ref.official_mapping(str(data["config"])), dtype=torch.float64)
-    got = official_outputs(model, data["input.video"], data["input.audio_spectrogram"], data["input.word_ids"])
+    model = loaded[str(data["config"])]
+    model.double()  # the float32 weights are exact in float64; .float() below restores them bit for bit
+    try:
+        got = official_outputs(model, data["input.video"], data["input.audio_spectrogram"],
+                               data["input.word_ids"])
+    finally:
+        model.float()
     for k in OUTPUT_KEYS:
         r = data[f"{k}__f64"]
         assert got[k].dtype == np.float64
         assert np.abs(got[k] - r).max() <= 1e-9 * np.abs(r).max() + 1e-12, (k, np.abs(got[k] - r).max())
+
+
+def test_intermediate_check_catches_layout_mistakes(loaded) -> None:
+    """Negative control: a kernel loaded with H and W swapped (a plausible transpose bug) is caught
+    by the recorded stem intermediate, while the correct kernel passes."""
+    model = loaded["tsm_resnet_x1"]
+    inp, inter = ref.load_npz("tsm_resnet_x1", "inputs"), ref.load_npz("tsm_resnet_x1", "intermediates")
+    v = torch.from_numpy(inp["video"])  # [B,T,H,W,3]
+    frames = v.reshape(-1, *v.shape[2:]).permute(0, 3, 1, 2)
+    key = "visual_module/~/TSMResNetV2/tsm_resnet_stem::slice0"
+    stem = model.video.stem
+    with torch.no_grad():
+        good = stem(frames).permute(0, 2, 3, 1)[0, ..., :8].numpy()
+        saved = stem.weight.detach().clone()
+        stem.weight.copy_(saved.transpose(2, 3))
+        try:
+            bad = stem(frames).permute(0, 2, 3, 1)[0, ..., :8].numpy()
+        finally:
+            stem.weight.copy_(saved)
+    r = inter[key]
+    assert np.abs(good - r).max() <= _tol(r)
+    assert np.abs(bad - r).max() > 100 * _tol(r)
 
 
 def test_leaf_counts_and_every_key_used_once(loaded) -> None:
