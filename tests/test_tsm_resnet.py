@@ -124,15 +124,19 @@ def test_zero_shift_fraction_equals_no_shift():
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_channels_last_shift_equals_official(channels_last):
-    x = torch.randn(6, 16, 5, 7)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    out = _shift(x, 3, 0.125)
-    torch.testing.assert_close(out, temporal_shift(x.contiguous(), 3, 0.125), rtol=0, atol=0)
-    if channels_last:
-        assert out.is_contiguous(memory_format=torch.channels_last)
-    assert _shift(x, None, 0.125) is x
+@pytest.mark.parametrize("shape,frames", [((6, 16, 5, 7), 3), ((4, 64, 3, 3), 4), ((2, 17, 2, 3), 1)])
+def test_fast_shift_equals_official(channels_last, shape, frames):
+    x = torch.randn(shape, requires_grad=True)
+    xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    out = _shift(xin, frames, 0.125)
+    ref = temporal_shift(x, frames, 0.125)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert out.is_contiguous(memory_format=torch.channels_last) == (channels_last and shape[2] * shape[3] > 1)
+    g = torch.randn(shape)
+    torch.testing.assert_close(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=0, atol=0)
+    assert _shift(xin, None, 0.125) is xin
+    with pytest.raises(ValueError, match="num_frames"):
+        _shift(xin, 5, 0.125)
 
 
 def test_memory_format_does_not_change_result():

@@ -87,7 +87,7 @@ class AudioResNet(nn.Module):
                 endpoints[f"block_group_{i}"] = x
         if endpoints is not None:
             endpoints["last_conv"] = x
-        out = F.relu(self.final_bn(x)).mean(dim=(2, 3))
+        out = F.relu(self.final_bn(x), inplace=True).mean(dim=(2, 3))
         if endpoints is not None:
             endpoints["output"] = out
         return out

@@ -60,7 +60,7 @@ class SpatioTemporalConv(nn.Module):
         self.temporal = nn.Conv3d(mid, out_channels, (3, 1, 1), (stride, 1, 1), (1, 0, 0), bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.temporal(F.relu(self.bn_mid(self.spatial(x))))
+        return self.temporal(F.relu(self.bn_mid(self.spatial(x)), inplace=True))
 
 
 class R2Plus1DBlock(nn.Module):
@@ -80,10 +80,11 @@ class R2Plus1DBlock(nn.Module):
             self.shortcut_bn = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.bn_1(self.conv_1(F.relu(self.bn_0(self.conv_0(x)))))
+        # In-place ReLU/add act on fresh BN outputs that autograd does not keep.
+        r = self.bn_1(self.conv_1(F.relu(self.bn_0(self.conv_0(x)), inplace=True)))
         if self.shortcut_conv is not None and self.shortcut_bn is not None:
             x = self.shortcut_bn(self.shortcut_conv(x))
-        return F.relu(x + r)
+        return F.relu(r.add_(x), inplace=True)
 
 
 class R2Plus1DStem(nn.Module):
@@ -101,7 +102,7 @@ class R2Plus1DStem(nn.Module):
         self.bn_t = _bn3d(out_channels, bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn_t(self.conv_t(F.relu(self.bn_s(self.conv_s(x))))))
+        return F.relu(self.bn_t(self.conv_t(F.relu(self.bn_s(self.conv_s(x)), inplace=True))), inplace=True)
 
 
 class R2Plus1D(nn.Module):

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmv_torch.config import BatchNormConfig
-from mmv_torch.models.layers import Conv2dSame, temporal_shift
+from mmv_torch.models.layers import Conv2dSame
 
 # Blocks per group and whether the bottleneck block is used, per depth (official ResNetV2 table).
 NUM_BLOCKS: dict[int, tuple[int, int, int, int]] = {
@@ -90,24 +90,41 @@ def init_like_haiku(module: nn.Module) -> None:
 
 
 def _shift(x: torch.Tensor, num_frames: int | None, fraction: float) -> torch.Tensor:
-    """The official temporal shift of ``(B*T, C, H, W)``, keeping the memory format of ``x``.
+    """The official temporal shift of ``(B*T, C, H, W)`` (same values and channel order as
+    :func:`~mmv_torch.models.layers.temporal_shift`), written in one pass and keeping the memory
+    format of ``x`` (channels_last in, channels_last out).
 
-    ``num_frames=None`` or ``fraction=0`` means no shift.
+    ``num_frames=None`` or ``fraction=0`` means no shift. Output channels ``[0:n]`` are the last n
+    input channels of frame t+1, ``[n:C-n]`` the unchanged middle, ``[C-n:C]`` the first n input
+    channels of frame t-1 (zeros where the neighbour frame does not exist).
     """
     if num_frames is None or fraction == 0.0:
         return x
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        # Shift on the NHWC view so the result stays channels_last without an extra layout copy.
-        bt, c, h, w = x.shape
-        n = int(c * fraction)
-        if n == 0:
-            return x
+    bt, c, h, w = x.shape
+    if bt % num_frames:
+        raise ValueError(f"batch*time {bt} is not a multiple of num_frames={num_frames}")
+    n = int(c * fraction)
+    if n == 0:
+        return x
+    nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if nhwc:
         v = x.permute(0, 2, 3, 1).reshape(bt // num_frames, num_frames, h, w, c)
-        from_next = F.pad(v[:, 1:, ..., c - n:], (0, 0, 0, 0, 0, 0, 0, 1))
-        from_prev = F.pad(v[:, :-1, ..., :n], (0, 0, 0, 0, 0, 0, 1, 0))
-        out = torch.cat([from_next, v[..., n:c - n], from_prev], dim=-1)
+        cd = 4
+    else:
+        v = x.reshape(bt // num_frames, num_frames, c, h, w)
+        cd = 2
+    out = torch.empty_like(v)
+    # Part 1: last n channels from frame t+1, zero at the last frame.
+    out.narrow(cd, 0, n)[:, :-1] = v.narrow(cd, c - n, n)[:, 1:]
+    out.narrow(cd, 0, n)[:, -1] = 0
+    # Part 2: middle channels unchanged.
+    out.narrow(cd, n, c - 2 * n).copy_(v.narrow(cd, n, c - 2 * n))
+    # Part 3: first n channels from frame t-1, zero at the first frame.
+    out.narrow(cd, c - n, n)[:, 1:] = v.narrow(cd, 0, n)[:, :-1]
+    out.narrow(cd, c - n, n)[:, 0] = 0
+    if nhwc:
         return out.reshape(bt, h, w, c).permute(0, 3, 1, 2)
-    return temporal_shift(x, num_frames, fraction)
+    return out.reshape(bt, c, h, w)
 
 
 class PreActBottleneck(nn.Module):
@@ -131,12 +148,13 @@ class PreActBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """``x`` ``(N, C_in, H, W)``; ``num_frames`` = T for the temporal shift (None: no shift)."""
-        preact = F.relu(self.bn_0(x))
+        # In-place ReLU/add act on fresh BN/conv outputs that autograd does not keep.
+        preact = F.relu(self.bn_0(x), inplace=True)
         shortcut = x if self.shortcut_conv is None else self.shortcut_conv(preact)
         r = self.conv_0(_shift(preact, num_frames, self.shift_fraction))
-        r = self.conv_1(F.relu(self.bn_1(r)))
-        r = self.conv_2(F.relu(self.bn_2(r)))
-        return shortcut + r
+        r = self.conv_1(F.relu(self.bn_1(r), inplace=True))
+        r = self.conv_2(F.relu(self.bn_2(r), inplace=True))
+        return r.add_(shortcut)
 
 
 class PreActBasicBlock(nn.Module):
@@ -157,11 +175,11 @@ class PreActBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """``x`` ``(N, C_in, H, W)``; ``num_frames`` = T for the temporal shift (None: no shift)."""
-        preact = F.relu(self.bn_0(x))
+        preact = F.relu(self.bn_0(x), inplace=True)
         shortcut = x if self.shortcut_conv is None else self.shortcut_conv(preact)
         r = self.conv_0(_shift(preact, num_frames, self.shift_fraction))
-        r = self.conv_1(F.relu(self.bn_1(r)))
-        return shortcut + r
+        r = self.conv_1(F.relu(self.bn_1(r), inplace=True))
+        return r.add_(shortcut)
 
 
 class BlockGroup(nn.Module):

@@ -102,7 +102,7 @@ class TSMResNet(nn.Module):
             x = getattr(self, f"unit_{i}")(x, nf)
             if endpoints is not None:
                 endpoints[f"unit_{i}"] = x
-        x = F.relu(self.final_bn(x))
+        x = F.relu(self.final_bn(x), inplace=True)
         if endpoints is not None:
             endpoints["last_conv"] = x
         x = x.mean(dim=(2, 3))
