@@ -113,3 +113,23 @@ def test_two_ranks_gather_equals_one_process(tmp_path):
     ref, index = extract_features(FakeMMV(), _loader(vids, 3), "video", "va")
     np.testing.assert_array_equal(got[:, 0], index)
     np.testing.assert_allclose(got[:, 1:], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_run_linear_and_run_retrieval_write_reports(tmp_path):
+    from mmv_torch.eval.linear_probe import run_linear
+    from mmv_torch.eval.retrieval import run_retrieval
+
+    model = FakeMMV()
+    g = torch.Generator().manual_seed(0)
+    labels = np.arange(12) % 2
+    vids = torch.rand(12, 3, 3, 2, 4, 4, generator=g) * 0.2 + torch.as_tensor(labels).float().reshape(12, 1, 1, 1, 1, 1)
+    res = run_linear(model, list(_loader(vids, 4)), list(_loader(vids, 4)), labels, labels, train_epochs=2,
+                     classifier="logistic", weight_decays=(1e-3,), max_iter=30, json_out=str(tmp_path / "lin.json"))
+    saved = json.loads((tmp_path / "lin.json").read_text())
+    assert saved["metrics"] == res["metrics"] and saved["settings"]["train_epochs"] == 2
+    assert saved["settings"]["test_windows"] == 3 and (tmp_path / "lin.md").read_text().startswith("### linear")
+    ret = run_retrieval(model, list(_loader(vids, 4)), list(_loader(vids, 4)), "video", "video", "va",
+                        json_out=str(tmp_path / "ret.json"))
+    assert set(ret["metrics"]) == {"video2video"}
+    assert json.loads((tmp_path / "ret.json").read_text())["settings"]["gallery"] == 12
+    assert ret["metrics"]["video2video"]["R@1"] == 1.0

@@ -388,3 +388,33 @@ def multilabel_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
                      "mAP": "mean over classes with a test positive of sklearn-style AP"},
         "test_scores": test_p,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point for ``mmv-torch eval linear``
+
+
+def run_linear(model: Callable[..., Any], train_loader: Any, test_loader: Any, train_labels: np.ndarray,
+               test_labels: np.ndarray, modality: str = "video", space: str = "repr", train_epochs: int = 10,
+               classifier: str = "svm", multilabel: bool = False, device: torch.device | str | None = None,
+               json_out: str | None = None, **probe_kwargs: Any) -> dict[str, Any]:
+    """Extract features and run a probe; write the JSON + markdown report when ``json_out`` is given.
+
+    Train features: ``train_epochs`` passes of ``train_loader`` (augmenting; views averaged). Test
+    features: per view (``(M, V, D)``: V windows × crops, scores averaged per video). Labels are
+    indexed by dataset row: ``(N,)`` integers, or ``(N, C)`` multi-hot with ``multilabel``.
+    """
+    from mmv_torch.eval.features import extract_epochs, extract_features
+    from mmv_torch.eval.report import write_report
+
+    xtr, itr = extract_epochs(model, train_loader, modality, train_epochs, space, device)
+    xte, ite = extract_features(model, test_loader, modality, space, "none", device)
+    ytr, yte = np.asarray(train_labels)[itr], np.asarray(test_labels)[ite]
+    if multilabel:
+        res = multilabel_probe(xtr, ytr, xte, yte, **probe_kwargs)
+    else:
+        res = linear_probe(xtr, ytr, xte, yte, classifier, train_groups=itr, **probe_kwargs)
+    res["settings"].update(modality=modality, space=space, train_epochs=train_epochs)
+    result = {"task": f"linear probe ({modality}, {space})", "metrics": res["metrics"], "settings": res["settings"]}
+    write_report(result, json_out)
+    return result

@@ -20,6 +20,8 @@ one ``query_chunk × gallery_chunk`` score block (64 MiB at 1024 × 16384 in flo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -164,3 +166,31 @@ def paired_retrieval(a_emb: np.ndarray | torch.Tensor, b_emb: np.ndarray | torch
     a, b = names
     return {f"{a}2{b}": retrieval_metrics(a_emb, b_emb, ids, ids, normalize, device=device),
             f"{b}2{a}": retrieval_metrics(b_emb, a_emb, ids, ids, normalize, device=device)}
+
+
+def run_retrieval(model: Any, query_loader: Any, gallery_loader: Any, query_modality: str, gallery_modality: str,
+                  space: str, query_keys: np.ndarray | None = None, gallery_keys: np.ndarray | None = None,
+                  normalize: bool = True, device: torch.device | str | None = None,
+                  json_out: str | None = None) -> dict[str, Any]:
+    """What ``mmv-torch eval retrieval`` calls: embed both sides, rank both directions, write the report.
+
+    ``query_keys``/``gallery_keys`` map dataset rows to ids (e.g. each caption row to its video id;
+    default: the row itself, i.e. aligned pairs). Views (windows) are averaged by the extraction.
+    Returns ``{"task", "metrics": {"text2video": ..., "video2text": ...}, "settings"}`` (modality names).
+    """
+    from mmv_torch.eval.features import extract_features
+    from mmv_torch.eval.report import write_report
+
+    qf, qi = extract_features(model, query_loader, query_modality, space, "mean", device)
+    gf, gi = extract_features(model, gallery_loader, gallery_modality, space, "mean", device)
+    qk = qi if query_keys is None else np.asarray(query_keys)[qi]
+    gk = gi if gallery_keys is None else np.asarray(gallery_keys)[gi]
+    q, g = query_modality, gallery_modality
+    metrics = {f"{q}2{g}": retrieval_metrics(qf, gf, qk, gk, normalize, device=device),
+               f"{g}2{q}": retrieval_metrics(gf, qf, gk, qk, normalize, device=device)}
+    result = {"task": f"zero-shot retrieval {query_modality}<->{gallery_modality} ({space})", "metrics": metrics,
+              "settings": {"space": space, "normalize": normalize, "queries": int(qf.shape[0]),
+                           "gallery": int(gf.shape[0]), "rank": "1 + #negatives scoring above the best positive",
+                           "windows": "embeddings averaged over the loader's views"}}
+    write_report(result, json_out)
+    return result
