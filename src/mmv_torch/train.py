@@ -581,7 +581,10 @@ def export_model(model: nn.Module, cfg: Config, out: str | Path, words: Sequence
 
 
 def _write_words(words: Sequence[str], path: Path) -> None:
-    path.write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    """One word per line (line i = id i), replaced atomically: other ranks may be reading the old file."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -646,7 +649,7 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     model.to(dev)
     # The towers create their weights channels-last and convert their inputs (S3D, R(2+1)D, audio), and a
     # TSM tower has 4-D weights that channels_last_3d would reject; so the loop only lays out the video
-    # batch channels_last_3d (train.channels_last), on the loader side of the host-to-device copy.
+    # batch channels_last_3d (train.channels_last) when it moves it to the device.
     channels_last = t.channels_last
     raw_model = model
     optimizer = build_optimizer(raw_model, cfg)
