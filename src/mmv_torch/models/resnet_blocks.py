@@ -89,23 +89,10 @@ def init_like_haiku(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _shift(x: torch.Tensor, num_frames: int | None, fraction: float) -> torch.Tensor:
-    """The official temporal shift of ``(B*T, C, H, W)`` (same values and channel order as
-    :func:`~mmv_torch.models.layers.temporal_shift`), written in one pass and keeping the memory
-    format of ``x`` (channels_last in, channels_last out).
-
-    ``num_frames=None`` or ``fraction=0`` means no shift. Output channels ``[0:n]`` are the last n
-    input channels of frame t+1, ``[n:C-n]`` the unchanged middle, ``[C-n:C]`` the first n input
-    channels of frame t-1 (zeros where the neighbour frame does not exist).
-    """
-    if num_frames is None or fraction == 0.0:
-        return x
+def _shift_frames(x: torch.Tensor, num_frames: int, n: int) -> torch.Tensor:
+    """One-pass official shift of ``(B*T, C, H, W)`` by ``n`` channels each way, keeping the memory
+    format (channels_last in, channels_last out). No autograd bookkeeping: see :class:`_TemporalShift`."""
     bt, c, h, w = x.shape
-    if bt % num_frames:
-        raise ValueError(f"batch*time {bt} is not a multiple of num_frames={num_frames}")
-    n = int(c * fraction)
-    if n == 0:
-        return x
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     if nhwc:
         v = x.permute(0, 2, 3, 1).reshape(bt // num_frames, num_frames, h, w, c)
@@ -125,6 +112,42 @@ def _shift(x: torch.Tensor, num_frames: int | None, fraction: float) -> torch.Te
     if nhwc:
         return out.reshape(bt, h, w, c).permute(0, 3, 1, 2)
     return out.reshape(bt, c, h, w)
+
+
+class _TemporalShift(torch.autograd.Function):
+    """The shift is a symmetric linear map (its matrix equals its transpose: it sends (last block,
+    frame t+1) to (first block, frame t) and (first block, frame t-1) to (last block, frame t)), so
+    its backward is the same shift applied to the gradient. This avoids the full-size zero tensors
+    that autograd's slice-assignment backward would allocate."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, num_frames: int, n: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.num_frames, ctx.n = num_frames, n
+        return _shift_frames(x, num_frames, n)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        return _shift_frames(grad, ctx.num_frames, ctx.n), None, None
+
+
+def _shift(x: torch.Tensor, num_frames: int | None, fraction: float) -> torch.Tensor:
+    """The official temporal shift of ``(B*T, C, H, W)`` (same values and channel order as
+    :func:`~mmv_torch.models.layers.temporal_shift`), written in one pass, with a one-pass backward,
+    keeping the memory format of ``x``.
+
+    ``num_frames=None`` or ``fraction=0`` means no shift. Output channels ``[0:n]`` (``n =
+    int(C*fraction)``) are the last n input channels of frame t+1, ``[n:C-n]`` the unchanged middle,
+    ``[C-n:C]`` the first n input channels of frame t-1 (zeros where the neighbour frame is missing).
+    """
+    if num_frames is None or fraction == 0.0:
+        return x
+    bt, c = x.shape[:2]
+    if bt % num_frames:
+        raise ValueError(f"batch*time {bt} is not a multiple of num_frames={num_frames}")
+    n = int(c * fraction)
+    if n == 0:
+        return x
+    return _TemporalShift.apply(x, num_frames, n)
 
 
 class PreActBottleneck(nn.Module):
