@@ -43,3 +43,35 @@ def test_data_check_and_shard(tmp_path, capsys):
     assert len(clean.read_text().splitlines()) == 3
     assert main(["data", "shard", str(clean), str(tmp_path / "shards"), "--samples-per-shard", "2"]) == 0
     assert len(list((tmp_path / "shards").glob("*.tar"))) == 2
+
+
+def test_train_then_load_export(tmp_path, capsys):
+    from mmv_torch.models.mmv import create_model
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", "synthetic:6", "--out", str(run), "--set",
+                 "train.steps=2", "train.batch_size=2", "train.num_workers=0", "train.warmup_steps=1",
+                 "data.num_frames=4", "data.crop_size=32", "data.resize_short=36", "data.eval_crop_size=32"]) == 0
+    assert (run / "config.json").is_file() and (run / "log.jsonl").is_file()
+    model = create_model(checkpoint=run / "export")
+    assert not model.training
+
+
+def test_train_bad_override_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", "--data", "synthetic:2", "--out", str(tmp_path / "r"),
+                 "--set", "train.lrr=1"]) == 2
+    assert "unknown config key 'train.lrr'" in capsys.readouterr().err
+
+
+def test_convert_refuses_a_malicious_pickle(tmp_path, capsys):
+    import os
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    bad = tmp_path / "evil.pkl"
+    bad.write_bytes(pickle.dumps({"params": Evil()}))
+    assert main(["convert", str(bad), str(tmp_path / "out")]) == 2
+    assert "os" in capsys.readouterr().err and not (tmp_path / "pwned").exists()

@@ -60,6 +60,30 @@ def _cmd_data_shard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from mmv_torch.convert import convert_checkpoint
+
+    out = convert_checkpoint(args.checkpoint, args.out_dir)
+    print(f"wrote {out}; load it with create_model(checkpoint={str(out)!r})")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mmv_torch.train import TrainingDivergedError, run_train
+
+    if args.preset is None and args.config is None:
+        raise ValueError("train needs --preset NAME or --config run.json")
+    try:
+        summary = run_train(args.preset, [d for d in args.data.split(",") if d], args.out, args.set or [],
+                            args.resume, args.config)
+    except TrainingDivergedError as e:
+        print(f"mmv-torch train: stopped: {e}", file=sys.stderr)
+        return 3
+    print(f"done: {summary.get('steps', '?')} steps, final loss {summary.get('final_loss')}, "
+          f"export {summary.get('export')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
@@ -67,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model presets with parameter counts per tower")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("convert", help="convert a released DeepMind MMV checkpoint (.pkl) to safetensors")
+    p.add_argument("checkpoint", help="mmv_s3d.pkl, mmv_tsm_resnet_x1.pkl or mmv_tsm_resnet_x2.pkl")
+    p.add_argument("out_dir", help="folder for model.safetensors + config.json")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("train", help="self-supervised multimodal training")
+    p.add_argument("--preset", default=None, help="model/run preset (see `mmv-torch models`)")
+    p.add_argument("--config", default=None, help="a saved config.json (instead of --preset)")
+    p.add_argument("--data", required=True,
+                   help="comma-separated: manifest.jsonl[@weight], a data folder, a shard folder, or synthetic[:N]")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-3")
+    p.add_argument("--resume", default=None, help="'latest' or a checkpoint path")
+    p.set_defaults(func=_cmd_train)
 
     data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards").add_subparsers(
         dest="data_command", required=True)

@@ -194,18 +194,27 @@ def create_model(name: str | None = None, checkpoint: str | Path | None = None, 
     (``create_model("tiny", graph="shared", video__width_mult=0.25)``). A model loaded from a
     checkpoint is returned in eval mode; a fresh one in train mode.
     """
-    model = MMV(resolve_model_config(name, checkpoint, **overrides))
-    if checkpoint is not None:
-        from safetensors.torch import load_file
+    cfg = resolve_model_config(name, checkpoint, **overrides)
+    if checkpoint is None:
+        return MMV(cfg)
+    from safetensors.torch import load_file
 
-        weights = Path(checkpoint) / "model.safetensors"
-        if not weights.is_file():
-            raise ValueError(f"checkpoint folder {checkpoint} has no model.safetensors")
-        state = load_file(str(weights))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights} does not match the model: missing {sorted(missing)}, "
-                             f"unexpected {sorted(unexpected)}")
-        model.eval()
-    return model
-
+    weights = Path(checkpoint) / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"checkpoint folder {checkpoint} has no model.safetensors")
+    state = load_file(str(weights))
+    # Built on the meta device: no random initialisation of weights that are overwritten anyway.
+    with torch.device("meta"):
+        model = MMV(cfg)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or misshaped:
+        raise ValueError(f"{weights} does not match the model: missing {missing}, unexpected {unexpected}, "
+                         f"mis-shaped {misshaped}")
+    # Keep each tensor's own memory format (channels-last weights stay channels-last).
+    placed = {k: torch.empty_strided(own[k].shape, own[k].stride(), dtype=own[k].dtype).copy_(v)
+              for k, v in state.items()}
+    model.load_state_dict(placed, strict=True, assign=True)
+    return model.eval()
