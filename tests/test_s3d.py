@@ -168,3 +168,35 @@ def test_inference_path_equals_autograd_path(channels_last):
     slow = m.forward_endpoints(x)
     for k in fast:
         torch.testing.assert_close(fast[k], slow[k].detach(), rtol=1e-5, atol=1e-5)
+
+
+class _OtherBN(torch.nn.BatchNorm3d):
+    """A BatchNorm3d subclass: the merged 1x1 path must fall back to running units one by one."""
+
+
+def test_merged_pointwise_units_equal_unit_by_unit_in_train_and_eval():
+    import copy
+
+    from mmv_torch.models.s3d import InceptionBlock3D
+
+    torch.manual_seed(0)
+    block = InceptionBlock3D(12, (4, 3, 5, 2, 3, 4), True, BN).to(memory_format=torch.channels_last_3d)
+    ref = copy.deepcopy(block)
+    for m in ref.modules():
+        if type(m) is torch.nn.BatchNorm3d:
+            m.__class__ = _OtherBN
+    x = torch.randn(2, 12, 4, 6, 5)
+    for _ in range(2):  # train mode: outputs, running stats, gradients
+        ya, yb = block(x), ref(x)
+        torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+        ga = torch.autograd.grad(ya.square().sum(), list(block.parameters()))
+        gb = torch.autograd.grad(yb.square().sum(), list(ref.parameters()))
+        for a, b in zip(ga, gb):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for (na, a), (_, b) in zip(block.state_dict().items(), ref.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=na)
+    assert block.branch_1_conv2d_0a_1x1.bn.num_batches_tracked == 2
+    block.eval()
+    ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), ref(x), rtol=1e-5, atol=1e-5)

@@ -41,6 +41,7 @@ cuDNN on GPU) and the parameters are created in that layout, so every activation
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmv_torch.config import BatchNormConfig, VideoConfig
@@ -111,6 +112,10 @@ class Unit3D(nn.Module):
         x = _conv_bn_relu(self.conv, self.bn, x)
         if self.separable:
             x = _conv_bn_relu(self.conv_t, self.bn_t, x)
+        return self.finish(x, out)
+
+    def finish(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-gating (if any) of the post-ReLU activation ``x``; written into ``out`` when given."""
         if self.gating is not None:
             gate = self.gating.gate(x)
             if out is not None:
@@ -154,23 +159,63 @@ class InceptionBlock3D(nn.Module):
         self.out_channels = b0 + b1b + b2b + b3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        units = (self.branch_0_conv2d_0a_1x1, self.branch_1_conv2d_0b_3x3, self.branch_2_conv2d_0b_3x3,
-                 self.branch_3_conv2d_0b_1x1)
-        inputs = (lambda: x, lambda: self.branch_1_conv2d_0a_1x1(x), lambda: self.branch_2_conv2d_0a_1x1(x),
-                  lambda: self.branch_3_maxpool_0a_3x3(x))
+        # The three 1x1 units reading x (branch 0 and the reductions of branches 1, 2) run as one conv.
+        y0, y1, y2 = _pointwise_group(
+            (self.branch_0_conv2d_0a_1x1, self.branch_1_conv2d_0a_1x1, self.branch_2_conv2d_0a_1x1), x)
+        cl = torch.channels_last_3d
+        y1, y2 = y1.contiguous(memory_format=cl), y2.contiguous(memory_format=cl)
+        y3 = self.branch_3_maxpool_0a_3x3(x)
         if torch.is_grad_enabled():
-            return torch.cat([unit(inp()) for unit, inp in zip(units, inputs)], dim=1)
+            return torch.cat([self.branch_0_conv2d_0a_1x1.finish(y0), self.branch_1_conv2d_0b_3x3(y1),
+                              self.branch_2_conv2d_0b_3x3(y2), self.branch_3_conv2d_0b_1x1(y3)], dim=1)
         # Inference: every branch writes its (gated) output straight into its slice of the result.
         b, _, t, h, w = x.shape
-        fmt = torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d) else (
-            torch.contiguous_format)
+        fmt = cl if x.is_contiguous(memory_format=cl) else torch.contiguous_format
         out = torch.empty((b, self.out_channels, t, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
-        start = 0
-        for unit, inp in zip(units, inputs):
-            c = unit.conv.out_channels
-            unit(inp(), out=out[:, start:start + c])
-            start += c
+        c0 = self.branch_0_conv2d_0a_1x1.conv.out_channels
+        c1 = c0 + self.branch_1_conv2d_0b_3x3.conv.out_channels
+        c2 = c1 + self.branch_2_conv2d_0b_3x3.conv.out_channels
+        self.branch_0_conv2d_0a_1x1.finish(y0, out[:, :c0])
+        self.branch_1_conv2d_0b_3x3(y1, out[:, c0:c1])
+        self.branch_2_conv2d_0b_3x3(y2, out[:, c1:c2])
+        self.branch_3_conv2d_0b_1x1(y3, out[:, c2:])
         return out
+
+
+def _pointwise_group(units: tuple[Unit3D, ...], x: torch.Tensor) -> list[torch.Tensor]:
+    """``relu(bn(conv(x)))`` of several non-separable 1x1x1 units sharing the input ``x``, as ONE conv.
+
+    The weights (and BN parameters/statistics) are concatenated on the output channels, which is the
+    same per-channel maths as running the units one by one, but one larger GEMM and one gradient
+    into ``x`` instead of three. BN in eval mode is folded; in training, plain ``nn.BatchNorm3d`` runs
+    on the concatenated channels and the updated running statistics are copied back into each unit.
+    Any other BN (e.g. ``SyncBatchNorm``) falls back to running the units separately.
+    Returns the units' outputs ``(B, C_i, T, H, W)`` (channel slices of one tensor).
+    """
+    bns = [u.bn for u in units]
+    sizes = [u.conv.out_channels for u in units]
+    conv = units[0].conv
+    plain = all(type(bn) is nn.BatchNorm3d and bn.track_running_stats and bn.affine for bn in bns)
+    same = len({(bn.eps, bn.momentum, bn.training) for bn in bns}) == 1
+    if not (plain and same and bns[0].momentum is not None):
+        return [_conv_bn_relu(u.conv, u.bn, x) for u in units]
+    weight = torch.cat([u.conv.weight for u in units])
+    if not bns[0].training:
+        scales = [bn.weight * torch.rsqrt(bn.running_var + bn.eps) for bn in bns]
+        bias = torch.cat([bn.bias - bn.running_mean * sc for bn, sc in zip(bns, scales)])
+        scale = torch.cat(scales)
+        y = conv.conv(x, weight * scale[:, None, None, None, None], bias, relu=True)
+        return list(y.split(sizes, dim=1))
+    mean = torch.cat([bn.running_mean for bn in bns])
+    var = torch.cat([bn.running_var for bn in bns])
+    y = F.batch_norm(conv.conv(x, weight, None), mean, var, torch.cat([bn.weight for bn in bns]),
+                     torch.cat([bn.bias for bn in bns]), True, bns[0].momentum, bns[0].eps)
+    with torch.no_grad():
+        for bn, m, v in zip(bns, mean.split(sizes), var.split(sizes)):
+            bn.running_mean.copy_(m)
+            bn.running_var.copy_(v)
+            bn.num_batches_tracked.add_(1)
+    return list(torch.relu_(y).split(sizes, dim=1))
 
 
 class S3D(nn.Module):
