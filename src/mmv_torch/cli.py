@@ -84,6 +84,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mmv_torch.demo import QUICK, DemoSettings, run_demo
+
+    settings = QUICK if args.quick else DemoSettings()
+    if args.steps is not None:
+        settings = DemoSettings(**{**settings.__dict__, "steps": args.steps})
+    run_demo(args.out, settings, progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
@@ -91,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model presets with parameter counts per tower")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("demo", help="synthetic data -> train the tiny model -> evaluate -> report")
+    p.add_argument("--out", default="runs/demo", help="output folder (data, run, report.md, plots)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's setting)")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run with tiny sizes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("convert", help="convert a released DeepMind MMV checkpoint (.pkl) to safetensors")
     p.add_argument("checkpoint", help="mmv_s3d.pkl, mmv_tsm_resnet_x1.pkl or mmv_tsm_resnet_x2.pkl")
