@@ -14,14 +14,14 @@ from mmv_torch.eval.retrieval import (
 
 
 def _brute_ranks(q, g, qk, gk):
-    """Loop reference: rank = 1 + #negatives scoring strictly above the best positive."""
+    """Loop reference: rank = 1 + #negatives scoring at or above the best positive (ties count against)."""
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     g = g / np.linalg.norm(g, axis=1, keepdims=True)
     ranks = []
     for i in range(len(q)):
         scores = [float(np.dot(q[i], g[j])) for j in range(len(g))]
         best = max(scores[j] for j in range(len(g)) if gk[j] == qk[i])
-        ranks.append(1 + sum(1 for j in range(len(g)) if gk[j] != qk[i] and scores[j] > best))
+        ranks.append(1 + sum(1 for j in range(len(g)) if gk[j] != qk[i] and scores[j] >= best))
     return np.array(ranks)
 
 
@@ -87,7 +87,7 @@ def test_unnormalized_dot_product_and_torch_input():
     keys = np.arange(9)
     got = positive_ranks(q, g, keys, np.arange(11), normalize=False)
     s = q.double().numpy() @ g.T
-    ref = np.array([1 + np.sum(np.delete(s[i], i) > s[i, i]) for i in range(9)])
+    ref = np.array([1 + np.sum(np.delete(s[i], i) >= s[i, i]) for i in range(9)])
     np.testing.assert_array_equal(got, ref)
 
 
@@ -98,3 +98,13 @@ def test_errors_and_rank_metrics():
         retrieval_metrics(np.ones((2, 3)), np.ones((2, 4)), np.arange(2), np.arange(2))
     m = rank_metrics(np.array([1, 2, 6, 11]))
     assert m == {"R@1": 0.25, "R@5": 0.5, "R@10": 0.75, "median_rank": 4.0, "mean_rank": 5.0, "queries": 4}
+
+
+def test_collapsed_embeddings_rank_last_and_nan_is_an_error():
+    same = np.ones((6, 4))
+    ranks = positive_ranks(same, same, np.arange(6), np.arange(6))
+    np.testing.assert_array_equal(ranks, np.full(6, 6))  # every negative ties with the positive
+    bad = same.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        positive_ranks(bad, same, np.arange(6), np.arange(6))

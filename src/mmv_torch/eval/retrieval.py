@@ -8,9 +8,10 @@ query ``q`` when ``gallery_keys[g] == query_keys[q]``. This covers
   rank is that of the best-ranked caption (as YouCook2/MSRVTT evaluations count it);
 - audio→video and video→audio: one positive each.
 
-Rank definition: ``rank(q) = 1 + #{negatives g : s(q, g) > s_best(q)}`` where ``s_best`` is the
-highest score among q's positives. Ties with negatives therefore count in the positive's favour
-(the optimistic convention); with real-valued embeddings exact ties are rare. Multi-window averaging
+Rank definition: ``rank(q) = 1 + #{negatives g : s(q, g) >= s_best(q)}`` where ``s_best`` is the
+highest score among q's positives. Ties with negatives count against the query (the pessimistic
+convention), so a collapsed embedding that gives every item the same score ranks last rather than
+first. Non-finite embeddings raise ``ValueError``. Multi-window averaging
 of the embeddings is done upstream (:func:`mmv_torch.eval.features.extract_features`).
 
 Memory: the similarity matrix is never materialised. Queries are processed in blocks of
@@ -74,6 +75,8 @@ def positive_ranks(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | tor
     if len(query_keys) != q.shape[0] or len(gallery_keys) != g.shape[0]:
         raise ValueError(f"retrieval: {len(query_keys)} query keys for {q.shape[0]} queries, "
                          f"{len(gallery_keys)} gallery keys for {g.shape[0]} gallery items")
+    if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(g).all())):
+        raise ValueError("retrieval: the embeddings contain NaN or Inf")
     dtype = torch.promote_types(q.dtype, g.dtype)
     q, g = q.to(dtype), g.to(dtype)
     if normalize:
@@ -104,7 +107,7 @@ def positive_ranks(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | tor
             sel = (mq >= q0) & (mq < q1)
             if bool(sel.any()):
                 scores[mq[sel] - q0, mg[sel]] = -torch.inf
-            counts[q0:q1] += (scores > best[q0:q1, None]).sum(dim=1)
+            counts[q0:q1] += (scores >= best[q0:q1, None]).sum(dim=1)
     return (counts + 1).cpu().numpy()
 
 
@@ -190,7 +193,7 @@ def run_retrieval(model: Any, query_loader: Any, gallery_loader: Any, query_moda
                f"{g}2{q}": retrieval_metrics(gf, qf, gk, qk, normalize, device=device)}
     result = {"task": f"zero-shot retrieval {query_modality}<->{gallery_modality} ({space})", "metrics": metrics,
               "settings": {"space": space, "normalize": normalize, "queries": int(qf.shape[0]),
-                           "gallery": int(gf.shape[0]), "rank": "1 + #negatives scoring above the best positive",
+                           "gallery": int(gf.shape[0]), "rank": "1 + #negatives scoring at or above the best positive",
                            "windows": "embeddings averaged over the loader's views"}}
     write_report(result, json_out)
     return result
