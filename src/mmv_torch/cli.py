@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -94,6 +96,509 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# Evaluation and feature extraction: shared pieces
+
+
+class _EpochLoader:
+    """Iterate ``loader`` once per ``iter()``, calling ``dataset.set_epoch(e)`` before pass ``e``.
+
+    The labelled data sets seed their augmentation from (seed, epoch, index), so without this every
+    pass of a multi-epoch feature extraction or fine-tuning would see the same crops.
+    """
+
+    def __init__(self, loader: Any, dataset: Any, start_epoch: int = 0) -> None:
+        self.loader, self.dataset, self.epoch = loader, dataset, start_epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        self.dataset.set_epoch(self.epoch)
+        self.epoch += 1
+        return iter(self.loader)
+
+
+@dataclass
+class _Labelled:
+    """Entries of a labelled data source with what the manifest adds (aligned lists)."""
+
+    entries: list[Any]
+    """LabelledEntry per item."""
+    records: list[dict[str, Any]]
+    """Per entry, what the index JSON / reports show (the manifest line, or the split file's facts)."""
+    source: str
+    """Where the entries came from, for settings and messages."""
+    classes: list[str] | None = None
+    """Class order when the source defines one (official split files)."""
+    folds: list[Any] | None = None
+    """Per entry, its cross-validation fold (ESC-50 meta CSV)."""
+
+    def rows(self, ds: Any) -> list[int]:
+        """Position in ``entries`` of every item of a LabelledDataset built from them."""
+        pos = {id(e): i for i, e in enumerate(self.entries)}
+        return [pos[id(e)] for e in ds.entries]
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    from mmv_torch import dist
+
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist.is_initialized():
+        name = f"cuda:{dist.local_rank()}"
+    return name
+
+
+def _load_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(model in eval mode on the device, full Config with ``--set data.*`` applied, device)."""
+    from pathlib import Path
+
+    from mmv_torch.config import apply_overrides, load_config
+    from mmv_torch.models.mmv import create_model
+
+    ckpt = Path(args.checkpoint)
+    if not (ckpt / "config.json").is_file():
+        raise ValueError(f"checkpoint folder {ckpt} has no config.json (expected a training run's export/ or a "
+                         f"`mmv-torch convert` output)")
+    cfg = load_config(ckpt / "config.json")
+    overrides = args.set or []
+    bad = [o for o in overrides if not o.startswith("data.")]
+    if bad:
+        raise ValueError(f"--set changes only data.* settings of the checkpoint's config (the weights fix the "
+                         f"model); got {bad}")
+    cfg = apply_overrides(cfg, overrides)
+    device = _device(args.device)
+    model = create_model(checkpoint=ckpt).to(device)
+    return model.eval(), cfg, device
+
+
+def _image_folder(root: Any) -> _Labelled:
+    """ImageNet-style folders: ``root/<class>/*`` or ``root/train/<class>/*`` + ``root/{val,test}/<class>/*``."""
+    from mmv_torch.data.datasets import LabelledEntry
+    from mmv_torch.deflate import image_folder_records
+
+    test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
+        train, classes = image_folder_records(root / "train", "train")
+        test, test_classes = image_folder_records(test_dir, "test")
+        if test_classes != classes:
+            raise ValueError(f"class folders of {root / 'train'} and {test_dir} differ: "
+                             f"{sorted(set(classes) ^ set(test_classes))[:5]}")
+        recs = train + test
+    else:
+        recs, classes = image_folder_records(root)
+    entries = [LabelledEntry(r["image"], "image", classes[r["label"]], r.get("split")) for r in recs]
+    records = [{"image": r["image"], "label": classes[r["label"]], "split": r.get("split")} for r in recs]
+    return _Labelled(entries, records, str(root), classes)
+
+
+def _labelled_data(args: argparse.Namespace, modality: str) -> _Labelled:
+    """The entries named by ``--data`` or the official split options; video files give audio for
+    ``modality == 'audio'`` (their audio track)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from mmv_torch.data.datasets import (
+        read_esc50,
+        read_hmdb51_split,
+        read_jsonl,
+        read_labelled_manifest,
+        read_ucf101_split,
+    )
+
+    given = [o for o in ("data", "ucf101_splits", "hmdb51_splits", "esc50_meta") if getattr(args, o, None)]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --data, --ucf101-splits, --hmdb51-splits, --esc50-meta; got "
+                         f"{['--' + g.replace('_', '-') for g in given] or 'none'}")
+    split = getattr(args, "split", 1)
+    data = None
+    if args.data:
+        path = Path(args.data)
+        if path.is_dir():
+            data = _image_folder(path)
+        else:
+            entries = read_labelled_manifest(path)
+            records = [obj for _, obj in read_jsonl(path)]
+            data = _Labelled(entries, records, str(path))
+    elif getattr(args, "esc50_meta", None):
+        if not args.audio_root:
+            raise ValueError("--esc50-meta needs --audio-root (the folder of the ESC-50 .wav files)")
+        entries, classes = read_esc50(args.esc50_meta, args.audio_root, test_fold=split)
+        folds: list[Any] = [None] * len(entries)
+        for k in range(1, 6):  # ESC-50's five folds: an entry is in fold k where it is the test split
+            for i, e in enumerate(read_esc50(args.esc50_meta, args.audio_root, test_fold=k)[0]):
+                if e.split == "test":
+                    folds[i] = k
+        if any(f is None for f in folds):
+            raise ValueError(f"{args.esc50_meta}: some rows have a fold outside 1..5")
+        records = [{"audio": e.path, "label": e.label, "split": e.split, "fold": f} for e, f in zip(entries, folds)]
+        data = _Labelled(entries, records, str(args.esc50_meta), classes, folds)
+    else:
+        split_dir = args.ucf101_splits or args.hmdb51_splits
+        if not args.video_root:
+            raise ValueError("--ucf101-splits / --hmdb51-splits need --video-root (the folder of the videos)")
+        reader = read_ucf101_split if args.ucf101_splits else read_hmdb51_split
+        entries, classes = reader(split_dir, args.video_root, split)
+        records = [{"video": e.path, "label": e.label, "split": e.split} for e in entries]
+        data = _Labelled(entries, records, str(split_dir), classes)
+    if modality == "audio":
+        data.entries = [replace(e, modality="audio") if e.modality == "video" else e for e in data.entries]
+    return data
+
+
+def _loader(ds: Any, args: argparse.Namespace, shuffle: bool = False, distributed: bool = False) -> Any:
+    import torch
+
+    from mmv_torch import dist
+
+    sampler = None
+    if distributed and dist.world_size() > 1:
+        sampler = torch.utils.data.DistributedSampler(ds, shuffle=False)
+    return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=shuffle, sampler=sampler,
+                                       num_workers=args.workers)
+
+
+def _class_labels(ds: Any, data: _Labelled) -> Any:
+    """Integer label per dataset row (``ds.classes`` order); an unlabelled entry is an error."""
+    import numpy as np
+
+    index = {c: i for i, c in enumerate(ds.classes)}
+    missing = [e.path for e in ds.entries if e.label not in index]
+    if missing:
+        raise ValueError(f"{data.source}: {len(missing)} entries have no label, e.g. {missing[0]}")
+    return np.array([index[e.label] for e in ds.entries], dtype=np.int64)
+
+
+def _multilabel(data: _Labelled) -> tuple[list[str], Any]:
+    """Multi-hot labels from the manifest's ``"labels"`` (or list-valued ``"label"``) fields:
+    (classes sorted, (N, C) per entry). The entries' labels are cleared (they are not class names)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    lists = []
+    for i, rec in enumerate(data.records):
+        labels = rec.get("labels", rec.get("label"))
+        if isinstance(labels, str):
+            labels = [labels]
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ValueError(f"{data.source}: entry {i} needs 'labels' (a list of class names) for --multilabel")
+        lists.append(labels)
+    classes = sorted({x for labels in lists for x in labels})
+    col = {c: j for j, c in enumerate(classes)}
+    hot = np.zeros((len(lists), len(classes)), dtype=np.float32)
+    for i, labels in enumerate(lists):
+        hot[i, [col[x] for x in labels]] = 1.0
+    data.entries = [replace(e, label="") for e in data.entries]
+    return classes, hot
+
+
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _probe_kwargs(args: argparse.Namespace, multilabel: bool, hidden_default: str) -> dict[str, Any]:
+    """Keyword arguments of the probe chosen by ``--classifier`` / ``--multilabel`` (the torch probes run on
+    the CPU: run_linear and run_image_eval take ``device`` for the feature extraction only)."""
+    cs, wds = _floats(args.C), _floats(args.weight_decay)
+    if multilabel:
+        if cs is not None:
+            raise ValueError("--C applies to --classifier svm, not to the --multilabel probe (use --weight-decay)")
+        if wds is not None and len(wds) != 1:
+            raise ValueError(f"the --multilabel probe takes one --weight-decay, got {wds}")
+        hidden = args.hidden if args.hidden is not None else hidden_default
+        return {"hidden": tuple(int(h) for h in hidden.split(",") if h.strip()), "epochs": args.probe_epochs,
+                "weight_decay": wds[0] if wds else 0.0, "seed": args.seed}
+    if args.classifier == "svm":
+        if wds is not None:
+            raise ValueError("--weight-decay applies to --classifier logistic (the SVM is regularised by --C)")
+        return {"cs": cs or (0.001,), "seed": args.seed}
+    if cs is not None:
+        raise ValueError("--C applies to --classifier svm (the logistic probe is regularised by --weight-decay)")
+    return {"seed": args.seed, **({"weight_decays": wds} if wds else {})}
+
+
+def _write(result: dict[str, Any], json_out: str | None) -> None:
+    from mmv_torch.eval.report import markdown_table, write_report
+
+    clean = write_report(result, json_out)
+    print(markdown_table(clean), end="")
+    if json_out:
+        from pathlib import Path
+
+        print(f"wrote {json_out} and {Path(json_out).with_suffix('.md')}")
+
+
+# ---------------------------------------------------------------------------------------------
+# embed / eval commands
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from mmv_torch import dist
+    from mmv_torch.data.captions import CaptionDataset, caption_rows, checkpoint_vocabulary
+    from mmv_torch.data.datasets import LabelledDataset
+    from mmv_torch.data.text import Tokenizer
+    from mmv_torch.eval.features import run_embed
+
+    if args.modality == "image" and args.space != "repr":
+        raise ValueError("image embeddings are the deflated video backbone's representation: use --space repr")
+    dist.init_distributed()
+    model, cfg, device = _load_checkpoint(args)
+    data = _labelled_data(args, args.modality)
+    info: dict[str, Any] = {"checkpoint": args.checkpoint, "data": data.source}
+    if args.modality == "text":
+        vocab, vocab_path = checkpoint_vocabulary(args.checkpoint, args.vocab, cfg.model.text.vocab_size,
+                                                  "--vocab FILE")
+        captions, owner = caption_rows(data.entries)
+        if not captions:
+            raise ValueError(f"{data.source}: no entry has a 'caption' or 'captions' field")
+        ds = CaptionDataset(captions, Tokenizer(vocab, max_words=cfg.data.max_words), _word_mask(args))
+        records = [{"caption": c, "entry": int(o), "path": data.entries[o].path} for c, o in zip(captions, owner)]
+        info.update(vocab=str(vocab_path), word_mask=ds.word_mask, oov_words=int(ds.num_oov.sum()),
+                    empty_captions=int((ds.num_words == 0).sum()))
+    else:
+        ds = LabelledDataset(data.entries, cfg.data, args.modality, classes=data.classes,
+                             num_windows=args.windows, seed=args.seed)
+        records = [data.records[r] for r in data.rows(ds)]
+        info.update(windows=args.windows if args.modality == "video" else 1)
+    loader = _loader(ds, args, distributed=True)
+    if args.modality == "image":
+        from mmv_torch.deflate import image_encoder
+
+        # BN re-training sees the whole set on every rank (same data and seed), so ranks agree.
+        model, settings = image_encoder(model.video, args.image_strategy, cfg.data.num_frames,
+                                        bn_images=_loader(ds, args), bn_steps=args.bn_steps, bn_lr=args.bn_lr,
+                                        device=device)
+        info.update(image=settings)
+    out = run_embed(model, loader, args.modality, args.space, args.out, records, device, info)
+    if dist.is_main():
+        print(f"wrote {out['path']} {tuple(out['shape'])} and {out['index_path']}")
+    return 0
+
+
+def _word_mask(args: argparse.Namespace) -> bool:
+    """Whether text is max-pooled over its real words only: ``auto`` = yes for a checkpoint with its own
+    vocab.txt (trained by this library, which masks padding), no otherwise (the official model pools
+    over all positions)."""
+    from pathlib import Path
+
+    if args.word_mask == "auto":
+        return (Path(args.checkpoint) / "vocab.txt").is_file()
+    return args.word_mask == "yes"
+
+
+def _cmd_eval_linear(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mmv_torch.data.datasets import LabelledDataset
+    from mmv_torch.eval.features import extract_features
+    from mmv_torch.eval.linear_probe import cross_validate, run_linear
+
+    model, cfg, device = _load_checkpoint(args)
+    data = _labelled_data(args, args.modality)
+    classes, hot = _multilabel(data) if args.multilabel else (data.classes, None)
+    kwargs = _probe_kwargs(args, args.multilabel, "512")
+
+    def dataset(split: str | None, train: bool) -> Any:
+        return LabelledDataset(data.entries, cfg.data, args.modality, split=split, classes=classes, train=train,
+                               num_windows=1 if train else args.test_windows, seed=args.seed)
+
+    def labels(ds: Any) -> Any:
+        return hot[data.rows(ds)] if hot is not None else _class_labels(ds, data)
+
+    if args.folds:
+        if args.multilabel:
+            raise ValueError("--folds runs single-label cross-validation; it cannot be combined with --multilabel")
+        ds = dataset(None, False)
+        rows = data.rows(ds)
+        folds = data.folds if data.folds is not None else [rec.get("fold") for rec in data.records]
+        fold = [folds[r] for r in rows]
+        if any(f is None for f in fold):
+            raise ValueError(f"{data.source}: --folds needs a 'fold' field on every {args.modality} entry")
+        x, idx = extract_features(model, _loader(ds, args), args.modality, args.space, "none", device)
+        if args.classifier == "logistic":
+            kwargs["device"] = device
+        res = cross_validate(x, labels(ds)[idx], np.asarray(fold)[idx], args.classifier, **kwargs)
+        res["settings"].update(modality=args.modality, space=args.space)
+        result = {"task": f"linear probe, {len(res['per_fold'])}-fold cross-validation ({args.modality}, "
+                          f"{args.space})", **res}
+        n_classes = len(ds.classes)
+    else:
+        train_ds, test_ds = dataset("train", True), dataset("test", False)
+        train_loader = _EpochLoader(_loader(train_ds, args), train_ds)
+        result = run_linear(model, train_loader, _loader(test_ds, args), labels(train_ds), labels(test_ds),
+                            args.modality, args.space, args.train_epochs, args.classifier, args.multilabel,
+                            device, None, **kwargs)
+        n_classes = len(train_ds.classes)
+    result["settings"].update(checkpoint=args.checkpoint, data=data.source, seed=args.seed, classes=n_classes)
+    _write(result, args.json)
+    return 0
+
+
+def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mmv_torch.data.captions import CaptionDataset, caption_rows, checkpoint_vocabulary
+    from mmv_torch.data.datasets import LabelledDataset
+    from mmv_torch.data.text import Tokenizer
+    from mmv_torch.eval.features import extract_features
+    from mmv_torch.eval.retrieval import run_retrieval, text_video_retrieval
+
+    space = args.space or ("vt" if args.pair == "text-video" else "va")
+    model, cfg, device = _load_checkpoint(args)
+    data = _labelled_data(args, "video")
+    videos = LabelledDataset(data.entries, cfg.data, "video", classes=[""], num_windows=args.windows, seed=args.seed)
+    settings: dict[str, Any] = {"checkpoint": args.checkpoint, "data": data.source, "windows": args.windows}
+    if args.pair == "audio-video":
+        loader = _loader(videos, args)
+        result = run_retrieval(model, loader, loader, "audio", "video", space, device=device)
+    else:
+        vocab, vocab_path = checkpoint_vocabulary(args.checkpoint, args.vocab, cfg.model.text.vocab_size,
+                                                  "--vocab FILE")
+        captions, owner = caption_rows(videos.entries)
+        if not captions:
+            raise ValueError(f"{data.source}: no video entry has a 'caption' or 'captions' field")
+        texts = CaptionDataset(captions, Tokenizer(vocab, max_words=cfg.data.max_words), _word_mask(args))
+        video_emb, order = extract_features(model, _loader(videos, args), "video", space, "mean", device)
+        if not np.array_equal(order, np.arange(len(videos))):
+            lost = sorted(set(range(len(videos))) - set(order.tolist()))
+            raise ValueError(f"{len(lost)} videos failed to decode (see the log), e.g. {videos.entries[lost[0]].path}; "
+                             f"retrieval needs every video (run `mmv-torch data check`)")
+        text_emb, _ = extract_features(model, _loader(texts, args), "text", space, "mean", device)
+        r = text_video_retrieval(video_emb, text_emb, owner, device=device)
+        result = {"task": f"zero-shot retrieval text<->video ({space})",
+                  "metrics": {"text2video": r["t2v"], "video2text": r["v2t"]},
+                  "settings": {"space": space, "normalize": True, "videos": len(videos), "captions": len(captions),
+                               "video2text": "rank of the best-ranked caption of the video",
+                               "vocab": str(vocab_path), "word_mask": texts.word_mask,
+                               "oov_words": int(texts.num_oov.sum()),
+                               "empty_captions": int((texts.num_words == 0).sum())}}
+    result["settings"].update(settings)
+    _write(result, args.json)
+    return 0
+
+
+def _cmd_eval_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from mmv_torch.data.datasets import LabelledDataset
+    from mmv_torch.eval.finetune import CHECKPOINT, finetune
+
+    ckpt = Path(args.out) / CHECKPOINT
+    if ckpt.is_file() and args.resume is None:
+        raise ValueError(f"{ckpt} exists: pass --resume latest to continue it, or choose another --out")
+    model, cfg, device = _load_checkpoint(args)
+    data = _labelled_data(args, "video")
+
+    def dataset(split: str, train: bool) -> Any:
+        return LabelledDataset(data.entries, cfg.data, "video", split=split, classes=data.classes, train=train,
+                               num_windows=1 if train else args.test_windows, seed=args.seed)
+
+    train_ds, test_ds = dataset("train", True), dataset("test", False)
+    _class_labels(train_ds, data)
+    _class_labels(test_ds, data)
+    start = 0
+    if args.resume is not None and ckpt.is_file():
+        start = int(torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1
+    train_loader = _EpochLoader(_loader(train_ds, args, shuffle=True), train_ds, start)
+    result = finetune(model.video, train_loader, _loader(test_ds, args), len(train_ds.classes), args.out,
+                      args.epochs, args.lr, args.backbone_lr, args.weight_decay, args.warmup_steps,
+                      resume=args.resume is not None, device=device, seed=args.seed)
+    result.pop("model")
+    settings = result["settings"]
+    settings["finetune_checkpoint"] = settings.pop("checkpoint")
+    settings.update(checkpoint=args.checkpoint, data=data.source, test_windows=args.test_windows,
+                    batch_size=args.batch_size, seed=args.seed)
+    _write(result, args.json)
+    return 0
+
+
+def _cmd_eval_image(args: argparse.Namespace) -> int:
+    from mmv_torch.data.datasets import LabelledDataset
+    from mmv_torch.deflate import STRATEGIES, run_image_eval
+
+    strategies = [s for s in args.strategies.split(",") if s]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ValueError(f"--strategies takes names of {list(STRATEGIES)}, got {args.strategies!r}")
+    model, cfg, device = _load_checkpoint(args)
+    data = _labelled_data(args, "image")
+    classes, hot = _multilabel(data) if args.multilabel else (data.classes, None)
+    kwargs = _probe_kwargs(args, args.multilabel, "")
+    train_ds, test_ds = (LabelledDataset(data.entries, cfg.data, "image", split=s, classes=classes, seed=args.seed)
+                         for s in ("train", "test"))
+
+    def labels(ds: Any) -> Any:
+        return hot[data.rows(ds)] if hot is not None else _class_labels(ds, data)
+
+    train_loader = _loader(train_ds, args)
+    result = run_image_eval(model.video, strategies, cfg.data.num_frames, train_loader, labels(train_ds),
+                            _loader(test_ds, args), labels(test_ds), args.multilabel, args.classifier,
+                            bn_images=train_loader, bn_steps=args.bn_steps, bn_lr=args.bn_lr, device=device,
+                            **kwargs)
+    result["settings"] = {**result["settings"], "checkpoint": args.checkpoint, "data": data.source,
+                          "train_images": len(train_ds), "test_images": len(test_ds), "seed": args.seed}
+    _write(result, args.json)
+    return 0
+
+
+def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="config.json + model.safetensors: a training run's export/ or a `mmv-torch convert` output")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("--batch-size", type=int, default=8, help="items per batch (each with its windows)")
+    p.add_argument("--workers", type=int, default=4, help="data-loading processes (0: in the main process)")
+    p.add_argument("--seed", type=int, default=0, help="augmentation and probe seed")
+    p.add_argument("--set", nargs="*", metavar="data.KEY=VALUE",
+                   help="override data settings of the checkpoint's config, e.g. data.num_frames=16")
+
+
+def _add_data_args(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_argument_group("data (give one of --data, --ucf101-splits, --hmdb51-splits, --esc50-meta)")
+    g.add_argument("--data", metavar="MANIFEST", help=what)
+    g.add_argument("--ucf101-splits", metavar="DIR", help="UCF101 split folder (classInd.txt, trainlist0N.txt, ...)")
+    g.add_argument("--hmdb51-splits", metavar="DIR", help="HMDB51 split folder (<class>_test_splitN.txt)")
+    g.add_argument("--video-root", metavar="DIR", help="videos of --ucf101-splits / --hmdb51-splits")
+    g.add_argument("--esc50-meta", metavar="CSV", help="ESC-50 meta/esc50.csv")
+    g.add_argument("--audio-root", metavar="DIR", help="audio files of --esc50-meta")
+    g.add_argument("--split", type=int, default=1, help="official split (UCF101/HMDB51: 1-3) or ESC-50 test fold")
+
+
+def _add_text_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vocab", metavar="FILE", default=None,
+                   help="word list of the checkpoint's word table (line i = id i); default: DIR/vocab.txt")
+    p.add_argument("--word-mask", choices=["auto", "yes", "no"], default="auto",
+                   help="max-pool text over real words only (auto: yes when the checkpoint has vocab.txt, i.e. "
+                        "was trained here; no for converted official weights, which pool over padding too)")
+
+
+def _add_probe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--classifier", choices=["svm", "logistic"], default="svm",
+                   help="svm: StandardScaler + LinearSVC (official); logistic: torch logistic regression")
+    p.add_argument("--C", default=None, metavar="C[,C...]",
+                   help="LinearSVC C grid (default 0.001, the official value; with several, C is chosen on "
+                        "held-out training videos)")
+    p.add_argument("--weight-decay", default=None, metavar="WD[,WD...]",
+                   help="logistic-regression L2 grid (default 0,1e-4,1e-3,1e-2,1e-1), or the one value of the "
+                        "multi-label probe")
+    p.add_argument("--multilabel", action="store_true",
+                   help="multi-label probe scored by mAP; the manifest gives 'labels': [class, ...]")
+    p.add_argument("--hidden", default=None, metavar="H[,H...]",
+                   help="hidden sizes of the multi-label probe ('' for linear)")
+    p.add_argument("--probe-epochs", type=int, default=100, help="epochs of the multi-label probe")
+    p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
@@ -123,6 +628,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-3")
     p.add_argument("--resume", default=None, help="'latest' or a checkpoint path")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("embed", help="embeddings of a manifest's videos, audio, captions or images (npy + index)")
+    _add_checkpoint_args(p)
+    _add_data_args(p, "labelled JSONL manifest (video/audio/image entries; captions for text) or an image folder")
+    p.add_argument("--modality", choices=["video", "audio", "text", "image"], required=True,
+                   help="audio of video entries is their audio track; text: the entries' captions")
+    p.add_argument("--space", choices=["va", "vt", "at", "repr"], default="repr",
+                   help="embedding space, or repr (the backbone representation)")
+    p.add_argument("--out", required=True, metavar="FILE", help="writes FILE.npy and FILE.index.json")
+    p.add_argument("--windows", type=int, default=1, help="linearly spaced video windows, embeddings averaged")
+    _add_text_args(p)
+    p.add_argument("--image-strategy", choices=["naive", "bn_retrained", "inflation"], default="naive",
+                   help="video network on images: deflated, deflated + BN re-trained, or static-video input")
+    p.add_argument("--bn-steps", type=int, default=200, help="BN re-training steps (bn_retrained)")
+    p.add_argument("--bn-lr", type=float, default=1e-3, help="BN re-training learning rate (bn_retrained)")
+    p.set_defaults(func=_cmd_embed)
+
+    evals = sub.add_parser("eval", help="downstream evaluations writing JSON + markdown reports").add_subparsers(
+        dest="eval_command", required=True)
+    p = evals.add_parser("linear", help="linear probe on frozen features (official SVM protocol by default)")
+    _add_checkpoint_args(p)
+    _add_data_args(p, "labelled JSONL manifest with 'label' and 'split' (train/test) or 'fold' fields")
+    p.add_argument("--modality", choices=["video", "audio"], default="video")
+    p.add_argument("--space", choices=["va", "vt", "at", "repr"], default="repr")
+    p.add_argument("--train-epochs", type=int, default=10, help="augmented passes over the training set")
+    p.add_argument("--test-windows", type=int, default=10, help="linearly spaced test windows, scores averaged")
+    p.add_argument("--folds", action="store_true",
+                   help="k-fold cross-validation over the 'fold' field (or the ESC-50 folds) instead of train/test")
+    _add_probe_args(p)
+    p.set_defaults(func=_cmd_eval_linear)
+
+    p = evals.add_parser("retrieval", help="zero-shot text<->video (or audio<->video) retrieval, R@1/5/10")
+    _add_checkpoint_args(p)
+    _add_data_args(p, "JSONL manifest of videos with 'caption'/'captions' (several per video allowed)")
+    p.add_argument("--pair", choices=["text-video", "audio-video"], default="text-video")
+    p.add_argument("--space", choices=["va", "vt", "at", "repr"], default=None,
+                   help="default: vt for text-video, va for audio-video")
+    p.add_argument("--windows", type=int, default=1, help="linearly spaced video windows, embeddings averaged")
+    _add_text_args(p)
+    p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
+    p.set_defaults(func=_cmd_eval_retrieval)
+
+    p = evals.add_parser("finetune", help="fine-tune the video backbone + a linear head on a labelled set")
+    _add_checkpoint_args(p)
+    _add_data_args(p, "labelled JSONL manifest of videos with 'label' and 'split' fields")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="finetune.pt checkpoint and finetune_log.jsonl")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the head")
+    p.add_argument("--backbone-lr", type=float, default=None, help="peak learning rate of the backbone (default lr/10)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--test-windows", type=int, default=10, help="linearly spaced test windows, logits averaged")
+    p.add_argument("--resume", choices=["latest"], default=None, help="continue RUN_DIR/finetune.pt")
+    p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
+    p.set_defaults(func=_cmd_eval_finetune)
+
+    p = evals.add_parser("image", help="image probes with the video network deflated / BN-retrained / inflated")
+    _add_checkpoint_args(p)
+    p.add_argument("--data", required=True, metavar="ROOT_OR_MANIFEST",
+                   help="image folder (ROOT/train/<class>/ + ROOT/val|test/<class>/) or a JSONL manifest of "
+                        "'image' entries with 'split'")
+    p.add_argument("--strategies", default="naive,bn_retrained,inflation",
+                   help="comma-separated: naive, bn_retrained, inflation")
+    p.add_argument("--bn-steps", type=int, default=200, help="BN re-training steps (bn_retrained)")
+    p.add_argument("--bn-lr", type=float, default=1e-3, help="BN re-training learning rate (bn_retrained)")
+    _add_probe_args(p)
+    p.set_defaults(func=_cmd_eval_image)
 
     data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards").add_subparsers(
         dest="data_command", required=True)
@@ -160,7 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ValueError as e:
-        print(f"mmv-torch {args.command}: error: {e}", file=sys.stderr)
+        name = " ".join(n for n in (args.command, getattr(args, "data_command", None),
+                                    getattr(args, "eval_command", None)) if n)
+        print(f"mmv-torch {name}: error: {e}", file=sys.stderr)
         return 2
 
 
