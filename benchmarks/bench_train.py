@@ -20,6 +20,10 @@ threads than CPU cores are skipped. The aggregate clips/s is ``processes * batch
 slowest rank's time; the efficiency of a P-process row is its aggregate over P times the 1-process
 row with the same threads per process.
 
+``CPU s/clip`` (step mode) is the user + system CPU time of all worker processes (all their threads) over
+the timed steps per clip: unlike wall time it does not grow when other programs take the cores, so it
+separates parallel overhead (spinning, communication) from a shared machine's contention.
+
 Peak memory: CUDA ``max_memory_allocated`` (model, gradients, Adam state and activations); CPU the peak
 RSS (``ru_maxrss``) of each worker process, including the ~0.3 GiB of the PyTorch runtime (the RSS after
 ``import torch`` is in the JSON as ``rss_base_mib``); loop rows leave the DataLoader workers out.
@@ -125,6 +129,12 @@ def _peak_memory(device: Any) -> dict[str, float]:
     return out
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all its threads."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _sync(device: Any) -> None:
     import torch
 
@@ -164,6 +174,7 @@ def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
             _sync(device)
             dist.barrier()
             t_start = time.perf_counter()
+            cpu_start = _cpu_seconds()
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, t.lr, t.warmup_steps, max(total, t.steps))
@@ -184,8 +195,9 @@ def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
         losses.append(loss_value)
     _sync(device)
     elapsed = time.perf_counter() - t_start
+    cpu = _cpu_seconds() - cpu_start
     w = spec["warmup"]
-    return {"elapsed_s": elapsed, "step_times": times[w:], "warmup_times": times[:w],
+    return {"elapsed_s": elapsed, "cpu_s": cpu, "step_times": times[w:], "warmup_times": times[:w],
             "loss_first": losses[0], "loss_last": losses[-1],
             "params_M": sum(p.numel() for p in raw.parameters()) / 1e6, **_peak_memory(device)}
 
@@ -324,6 +336,8 @@ def summarize(spec: dict[str, Any], processes: int, ranks: list[dict[str, Any]])
     clips = processes * spec["batch"] * spec["steps"]
     row["clips_per_s"] = clips / slowest
     row["s_per_step"] = statistics.median(main["step_times"])
+    if all("cpu_s" in r for r in ranks):
+        row["cpu_s_per_clip"] = sum(r["cpu_s"] for r in ranks) / clips
     row["peak_rss_mib"] = max(r["rss_peak_mib"] for r in ranks)
     row["rss_base_mib"] = main["rss_base_mib"]
     if spec["device"] == "cuda":
@@ -359,32 +373,37 @@ def add_efficiency(rows: list[dict[str, Any]]) -> None:
         if "clips_per_s" not in r:
             continue
         ref = single.get(tuple(r[k] for k in key_fields))
-        if ref is not None:
+        if ref is not None and r["processes"] > 1:
             r["efficiency"] = r["clips_per_s"] / (r["processes"] * ref["clips_per_s"])
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}" if x >= 1 else f"{x:.3g}"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of the rows."""
     head = ("| preset | device | mode | procs x threads | batch/proc | precision | channels-last "
             "| steps (+warm-up) | s/step (median) | clips/s (all procs) | clips/s range over repeats "
-            "| efficiency vs 1 proc | data s/step | compute s/step | peak mem MiB/proc |")
-    lines = [head, "|" + "---|" * 15]
+            "| efficiency vs 1 proc | CPU s/clip | data s/step | compute s/step | peak mem MiB/proc |")
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         cl = "on" if r["channels_last"] else "off"
         lead = (f"| {r['preset']} | {r['device']} | {r['mode']} | {r['processes']} x {r['threads']} "
                 f"| {r['batch']} | {r['precision']} | {cl} | {r['steps']} (+{r['warmup']}) |")
         if "error" in r:
-            lines.append(f"{lead} {r['error'][:300]} | | | | | | |")
+            lines.append(f"{lead} {r['error'][:300]} | | | | | | | |")
             continue
-        eff = f"{100 * r['efficiency']:.0f}%" if "efficiency" in r and r["processes"] > 1 else ""
+        eff = f"{100 * r['efficiency']:.0f}%" if "efficiency" in r else ""
         data = f"{r['data_s_per_step']:.3f}" if "data_s_per_step" in r else "excluded"
         comp = f"{r['compute_s_per_step']:.3f}" if "compute_s_per_step" in r else ""
         mem = (f"{r['cuda_peak_mib']:.0f} (CUDA)" if "cuda_peak_mib" in r
                else f"{r['peak_rss_mib']:.0f} (RSS)")
         runs = r.get("clips_per_s_runs", [])
-        spread = f"{min(runs):.2f}-{max(runs):.2f} ({len(runs)} runs)" if len(runs) > 1 else ""
-        lines.append(f"{lead} {r['s_per_step']:.3f} | {r['clips_per_s']:.2f} | {spread} | {eff} | {data} "
-                     f"| {comp} | {mem} |")
+        spread = f"{_num(min(runs))}-{_num(max(runs))} ({len(runs)} runs)" if len(runs) > 1 else ""
+        cpu = f"{r['cpu_s_per_clip']:.4f}" if "cpu_s_per_clip" in r else ""
+        lines.append(f"{lead} {r['s_per_step']:.3f} | {_num(r['clips_per_s'])} | {spread} | {eff} | {cpu} "
+                     f"| {data} | {comp} | {mem} |")
     return "\n".join(lines)
 
 
@@ -433,10 +452,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per configuration")
     p.add_argument("--keep", help="loop mode: keep the synthetic data and run folders under this folder")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--render", help="only print the table of rows saved with --json")
     a = p.parse_args(argv)
     if a.worker is not None:
         worker_main(a.worker)
         return []
+    if a.render:
+        rows = json.loads(Path(a.render).read_text())
+        print(format_table(rows))
+        return rows
 
     import torch
 
