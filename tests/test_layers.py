@@ -162,3 +162,18 @@ def test_maxpool2d_same_matches_explicit(shape, k, s):
         pads += list(same_pads(n, kk, ss))
     ref = F.max_pool2d(F.pad(x, pads, value=-math.inf), k, s)
     torch.testing.assert_close(MaxPoolSame(k, s)(x), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_conv_relu_fused_inference_path_matches_plain(grad):
+    torch.manual_seed(0)
+    conv2 = Conv2dSame(5, 7, 3, 2).to(memory_format=torch.channels_last)
+    x2 = torch.randn(2, 5, 9, 8).contiguous(memory_format=torch.channels_last)
+    conv3 = Conv3dSame(5, 7, (1, 3, 3)).to(memory_format=CL3D)
+    x3 = torch.randn(2, 5, 3, 9, 8).contiguous(memory_format=CL3D)
+    bias = torch.randn(7)
+    with torch.set_grad_enabled(grad):
+        for conv, x, ref in ((conv2, x2, _reference_conv(x2, conv2.weight, (2, 2))),
+                             (conv3, x3, _reference_conv(x3, conv3.weight, (1, 1, 1)))):
+            ref = torch.relu(ref + bias.view(1, -1, *([1] * (x.dim() - 2))))
+            torch.testing.assert_close(conv.conv(x, conv.weight, bias, relu=True), ref, rtol=1e-5, atol=1e-5)

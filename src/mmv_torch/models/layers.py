@@ -160,13 +160,20 @@ class Conv2dSame(nn.Conv2d):
         super().__init__(in_channels, out_channels, _tuple(kernel_size, 2), _tuple(stride, 2), padding=0,
                          bias=bias)
 
-    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """This layer's SAME convolution with the given ``weight``/``bias`` (e.g. BN-folded ones)."""
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+             relu: bool = False) -> torch.Tensor:
+        """This layer's SAME convolution with the given ``weight``/``bias`` (e.g. BN-folded ones).
+
+        ``relu=True`` applies a ReLU to the result (fused into the oneDNN call when no gradient is needed).
+        """
         (h0, h1), (w0, w1) = (same_pads(n, k, s, d) for n, k, s, d in
                               zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation))
         if (h0, w0) != (h1, w1):
             x = F.pad(x, (0, w1 - w0, 0, h1 - h0))
-        return F.conv2d(x, weight, bias, self.stride, (h0, w0), self.dilation, self.groups)
+        if self.dilation == (1, 1) and self.groups == 1:
+            return _conv2d(x, weight, bias, self.stride, (h0, w0), relu)
+        y = F.conv2d(x, weight, bias, self.stride, (h0, w0), self.dilation, self.groups)
+        return torch.relu_(y) if relu else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x, self.weight, self.bias)

@@ -34,8 +34,18 @@ Official haiku → this module, inside a unit: ``~/conv3_d/w`` → ``conv.weight
 temporal ``(3,1,1)`` part; ``gating`` exists only where the official model gates (with
 ``s3d_gating=False`` it is absent everywhere).
 
-Speed: ``forward`` moves the input to ``channels_last_3d`` (the fast layout for oneDNN on CPU and
-cuDNN on GPU) and the parameters are created in that layout, so every activation stays channels-last.
+Speed (the default path; nothing to switch on):
+
+- ``forward`` moves the input to ``channels_last_3d`` (the fast layout for oneDNN on CPU and cuDNN on
+  GPU) and the parameters are created in that layout, so every activation stays channels-last.
+- Separable ``(1,3,3)``/``(3,1,1)`` convs run as 2-D convs on free views (frames, resp. time x
+  pixels); symmetric SAME pads go into the conv, only the stem pads its asymmetric remainder; the
+  -inf SAME max-pools use native padding + ``ceil_mode`` and are split into a spatial and a temporal
+  2-D pool (exact). See :mod:`mmv_torch.models.layers`.
+- The three 1x1 units of an inception block that read the same input run as one conv.
+- Eval-mode BN is folded into the conv; without autograd (inference) conv+bias+ReLU is one oneDNN
+  call on CPU, gating multiplies in place and every branch writes into its slice of the block output
+  (no concat copy). Training mode uses plain ``nn.BatchNorm3d`` semantics (running stats updated).
 """
 
 from __future__ import annotations
