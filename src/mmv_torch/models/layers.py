@@ -265,15 +265,17 @@ def space_to_depth(video: torch.Tensor) -> torch.Tensor:
 
     ``(B,3,T,H,W)`` with T, H, W even → ``(B,24,T/2,H/2,W/2)``. Output channel
     ``((dt*2 + dh)*2 + dw)*3 + c`` holds input channel ``c`` at offset ``(dt, dh, dw)``, exactly as
-    ``eval_ucf101.space_to_depth_batch`` orders it in the channels-last layout.
+    ``eval_ucf101.space_to_depth_batch`` orders it in the channels-last layout. The result is in
+    ``channels_last_3d`` memory.
     """
     b, c, t, h, w = video.shape
     if t % 2 or h % 2 or w % 2:
         raise ValueError(f"space-to-depth needs even T, H, W; got video of shape {tuple(video.shape)}")
     x = video.reshape(b, c, t // 2, 2, h // 2, 2, w // 2, 2)
-    # axes: 0 b, 1 c, 2 t', 3 dt, 4 h', 5 dh, 6 w', 7 dw  ->  (b, dt, dh, dw, c, t', h', w')
-    x = x.permute(0, 3, 5, 7, 1, 2, 4, 6)
-    return x.reshape(b, 8 * c, t // 2, h // 2, w // 2)
+    # axes: 0 b, 1 c, 2 t', 3 dt, 4 h', 5 dh, 6 w', 7 dw  ->  (b, t', h', w', dt, dh, dw, c): one copy,
+    # and the result is returned as a channels_last_3d view (the layout the S3D stem wants).
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, t // 2, h // 2, w // 2, 8 * c)
+    return x.permute(0, 4, 1, 2, 3)
 
 
 def temporal_shift(x: torch.Tensor, num_frames: int, fraction: float = 0.125) -> torch.Tensor:
