@@ -97,3 +97,36 @@ def test_multilabel_mlp_map():
 def test_bad_shapes():
     with pytest.raises(ValueError, match="train labels"):
         svm_probe(np.zeros((4, 3)), np.zeros(3, int), np.zeros((2, 3)), np.zeros(2, int))
+
+
+def test_run_linear_gives_each_training_pass_fresh_augmentation():
+    import torch
+
+    from mmv_torch.eval.linear_probe import run_linear
+
+    class Augmenting(torch.utils.data.Dataset):
+        """Features depend on (epoch, index), as the labelled data sets' augmentation does."""
+
+        def __init__(self):
+            self.epoch, self.seen = 0, []
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+            self.seen.append(epoch)
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(1000 * self.epoch + i)
+            return {"video": torch.randn(3, 2, 2, 2, generator=g), "index": torch.tensor(i)}
+
+    class Flat(torch.nn.Module):
+        def forward(self, video):
+            return {"video": {"repr": video.flatten(1)}}
+
+    ds = Augmenting()
+    loader = torch.utils.data.DataLoader(ds, batch_size=4)
+    labels = np.arange(8) % 2
+    run_linear(Flat(), loader, loader, labels, labels, train_epochs=3, classifier="logistic")
+    assert ds.seen[:3] == [0, 1, 2]

@@ -433,8 +433,7 @@ def _cmd_eval_linear(args: argparse.Namespace) -> int:
         n_classes = len(ds.classes)
     else:
         train_ds, test_ds = dataset("train", True), dataset("test", False)
-        train_loader = _EpochLoader(_loader(train_ds, args), train_ds)
-        result = run_linear(model, train_loader, _loader(test_ds, args), labels(train_ds), labels(test_ds),
+        result = run_linear(model, _loader(train_ds, args), _loader(test_ds, args), labels(train_ds), labels(test_ds),
                             args.modality, args.space, args.train_epochs, args.classifier, args.multilabel,
                             device, None, **kwargs)
         n_classes = len(train_ds.classes)
@@ -444,13 +443,11 @@ def _cmd_eval_linear(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from mmv_torch.data.captions import CaptionDataset, caption_rows, checkpoint_vocabulary
     from mmv_torch.data.datasets import LabelledDataset
     from mmv_torch.data.text import Tokenizer
-    from mmv_torch.eval.features import extract_features
-    from mmv_torch.eval.retrieval import run_retrieval, text_video_retrieval
+    from mmv_torch.eval.retrieval import embed_text_video, run_retrieval, text_video_retrieval
 
     space = args.space or ("vt" if args.pair == "text-video" else "va")
     model, cfg, device = _load_checkpoint(args)
@@ -467,12 +464,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
         if not captions:
             raise ValueError(f"{data.source}: no video entry has a 'caption' or 'captions' field")
         texts = CaptionDataset(captions, Tokenizer(vocab, max_words=cfg.data.max_words), _word_mask(args))
-        video_emb, order = extract_features(model, _loader(videos, args), "video", space, "mean", device)
-        if not np.array_equal(order, np.arange(len(videos))):
-            lost = sorted(set(range(len(videos))) - set(order.tolist()))
-            raise ValueError(f"{len(lost)} videos failed to decode (see the log), e.g. {videos.entries[lost[0]].path}; "
-                             f"retrieval needs every video (run `mmv-torch data check`)")
-        text_emb, _ = extract_features(model, _loader(texts, args), "text", space, "mean", device)
+        video_emb, text_emb = embed_text_video(model, _loader(videos, args), _loader(texts, args), space, device)
         r = text_video_retrieval(video_emb, text_emb, owner, device=device)
         result = {"task": f"zero-shot retrieval text<->video ({space})",
                   "metrics": {"text2video": r["t2v"], "video2text": r["v2t"]},

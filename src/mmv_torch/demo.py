@@ -107,27 +107,20 @@ def _retrieval(model: torch.nn.Module, data_dir: Path, cfg: Config, vocab_file: 
                ) -> tuple[dict[str, Any], np.ndarray, list[str], np.ndarray, list[str]]:
     """Zero-shot text->video retrieval in the coarse space S_vat. Returns metrics, the similarity matrix
     (captions x videos), the captions, each caption's video row and the video paths."""
-    from mmv_torch.data.datasets import LabelledDataset, LabelledEntry
+    from mmv_torch.data.captions import CaptionDataset, caption_rows
+    from mmv_torch.data.datasets import LabelledDataset, read_labelled_manifest
     from mmv_torch.data.text import Tokenizer, Vocabulary
-    from mmv_torch.eval.features import extract_features
-    from mmv_torch.eval.retrieval import text_video_retrieval
+    from mmv_torch.eval.retrieval import embed_text_video, text_video_retrieval
 
-    lines = [json.loads(x) for x in (data_dir / "retrieval.jsonl").read_text().splitlines() if x.strip()]
-    entries = [LabelledEntry(str(data_dir / x["video"]), "video", "", "test", tuple(x["captions"])) for x in lines]
-    ds = LabelledDataset(entries, cfg.data, "video", classes=[""], num_windows=s.eval_windows, seed=s.seed)
-    video_emb, order = extract_features(model, _loader(ds, s.workers), "video", "vt")
-    if not np.array_equal(order, np.arange(len(entries))):
-        raise RuntimeError("retrieval videos failed to decode; see the log")
-    captions = [c for x in lines for c in x["captions"]]
-    caption_video = np.array([i for i, x in enumerate(lines) for _ in x["captions"]], dtype=np.int64)
-    tok = Tokenizer(Vocabulary.from_word_list(vocab_file), max_words=cfg.data.max_words)(captions)
-    model.eval()
-    with torch.no_grad():
-        text_emb = model(text=torch.as_tensor(tok.ids), word_mask=torch.as_tensor(tok.mask))["text"]["vt"]
-    metrics = text_video_retrieval(video_emb, text_emb.numpy(), caption_video)
+    ds = LabelledDataset(read_labelled_manifest(data_dir / "retrieval.jsonl"), cfg.data, "video", classes=[""],
+                         num_windows=s.eval_windows, seed=s.seed)
+    captions, caption_video = caption_rows(ds.entries)
+    texts = CaptionDataset(captions, Tokenizer(Vocabulary.from_word_list(vocab_file), max_words=cfg.data.max_words))
+    video_emb, text_emb = embed_text_video(model, _loader(ds, s.workers), _loader(texts, 0, 64), "vt")
+    metrics = text_video_retrieval(video_emb, text_emb, caption_video)
     v = torch.nn.functional.normalize(torch.as_tensor(video_emb), dim=-1)
-    t = torch.nn.functional.normalize(text_emb, dim=-1)
-    return metrics, (t @ v.t()).numpy(), captions, caption_video, [x["video"] for x in lines]
+    t = torch.nn.functional.normalize(torch.as_tensor(text_emb), dim=-1)
+    return metrics, (t @ v.t()).numpy(), captions, caption_video, [e.path for e in ds.entries]
 
 
 @torch.no_grad()
@@ -190,7 +183,7 @@ def _middle_frame(path: Path) -> np.ndarray:
 
 
 def _plot_retrieval(sim: np.ndarray, captions: list[str], caption_video: np.ndarray, videos: list[str],
-                    data_dir: Path, out: Path, queries: int = 4, top: int = 3) -> None:
+                    out: Path, queries: int = 4, top: int = 3) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,7 +195,7 @@ def _plot_retrieval(sim: np.ndarray, captions: list[str], caption_video: np.ndar
         ranked = np.argsort(-sim[q])[:top]
         for col, vid in enumerate(ranked):
             ax = axes[row, col]
-            ax.imshow(_middle_frame(data_dir / videos[vid]))
+            ax.imshow(_middle_frame(Path(videos[vid])))
             ok = vid == caption_video[q]
             for side in ax.spines.values():
                 side.set_edgecolor("green" if ok else "red")
@@ -313,7 +306,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
 
     say("4/4 writing the report")
     _plot_losses(run_dir / "log.jsonl", out / "loss.png")
-    _plot_retrieval(*retrieval_plot, data_dir, out / "retrieval.png")
+    _plot_retrieval(*retrieval_plot, out / "retrieval.png")
     results["wall_s"] = time.time() - t0
     text = _report(results, s, out)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))

@@ -407,7 +407,9 @@ def run_linear(model: Callable[..., Any], train_loader: Any, test_loader: Any, t
     from mmv_torch.eval.features import extract_epochs, extract_features
     from mmv_torch.eval.report import write_report
 
-    xtr, itr = extract_epochs(model, train_loader, modality, train_epochs, space, device)
+    # Fresh augmentation per pass: data sets that seed from (seed, epoch, index) expose set_epoch.
+    set_epoch = getattr(getattr(train_loader, "dataset", None), "set_epoch", None)
+    xtr, itr = extract_epochs(model, train_loader, modality, train_epochs, space, device, set_epoch=set_epoch)
     xte, ite = extract_features(model, test_loader, modality, space, "none", device)
     ytr, yte = np.asarray(train_labels)[itr], np.asarray(test_labels)[ite]
     if multilabel:

@@ -157,6 +157,24 @@ def text_video_retrieval(video_emb: np.ndarray | torch.Tensor, text_emb: np.ndar
     return {"t2v": t2v, "v2t": v2t}
 
 
+def embed_text_video(model: Any, video_loader: Any, text_loader: Any, space: str = "vt",
+                     device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed every video (views averaged) and every caption into ``space``: ``(V, D)``, ``(C, D)``.
+
+    Retrieval needs every gallery item, so a video that failed to decode raises ``ValueError``.
+    """
+    from mmv_torch.eval.features import extract_features
+
+    video_emb, order = extract_features(model, video_loader, "video", space, "mean", device)
+    n_videos = len(video_loader.dataset) if hasattr(video_loader, "dataset") else order.size
+    if not np.array_equal(order, np.arange(n_videos)):
+        lost = sorted(set(range(n_videos)) - set(order.tolist()))
+        raise ValueError(f"{len(lost)} videos failed to decode (see the log), e.g. row {lost[0]}; retrieval needs "
+                         f"every video (run `mmv-torch data check`)")
+    text_emb, _ = extract_features(model, text_loader, "text", space, "mean", device)
+    return video_emb, text_emb
+
+
 def paired_retrieval(a_emb: np.ndarray | torch.Tensor, b_emb: np.ndarray | torch.Tensor, normalize: bool = True,
                      names: tuple[str, str] = ("a", "b"),
                      device: torch.device | str | None = None) -> dict[str, dict[str, float]]:
