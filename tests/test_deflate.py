@@ -39,7 +39,7 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def _tiny_s3d(stem: str | None = None) -> S3D:
     torch.manual_seed(0)
-    cfg = get_preset("tiny").model.video  # S3D width 0.125, standard stem
+    cfg = get_preset("tiny").model.video  # S3D width 0.25, standard stem
     if stem is not None:
         cfg = VideoConfig(backbone="s3d", width_mult=cfg.width_mult, s3d_stem=stem)
     return _randomize_bn(S3D(cfg))

@@ -144,8 +144,8 @@ def test_eval_mode_is_deterministic():
 
 
 def test_create_model_overrides_and_errors():
-    model = create_model("tiny", graph="disjoint", video__width_mult=0.25)
-    assert model.cfg.graph == "disjoint" and model.cfg.video.width_mult == 0.25
+    model = create_model("tiny", graph="disjoint", video__width_mult=0.125)
+    assert model.cfg.graph == "disjoint" and model.cfg.video.width_mult == 0.125
     with pytest.raises(ValueError, match="unknown preset"):
         create_model("mmv_s4d")
     with pytest.raises(ValueError, match="unknown config key"):

@@ -336,8 +336,8 @@ def _tiny() -> Config:
         "at": SpaceConfig(64, HeadConfig(), HeadConfig()),
     }
     model = ModelConfig(
-        video=VideoConfig(backbone="s3d", width_mult=0.125, s3d_stem="standard"),
-        audio=AudioConfig(depth=18, width_mult=0.25),
+        video=VideoConfig(backbone="s3d", width_mult=0.25, s3d_stem="standard"),
+        audio=AudioConfig(depth=18, width_mult=0.125),
         text=TextConfig(vocab_size=1000, word_dim=50, hidden_dim=128),
         spaces=spaces,
     )

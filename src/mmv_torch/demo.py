@@ -39,7 +39,7 @@ class DemoSettings:
     """Probe test clips (disjoint seeds)."""
     num_retrieval: int = 64
     """Retrieval clips on held-out object x motion combinations (2 captions each)."""
-    steps: int = 250
+    steps: int = 800
     """Training steps of the tiny preset."""
     batch_size: int = 16
     """Clips per step."""
@@ -51,6 +51,8 @@ class DemoSettings:
     """Seed of the data set and the run."""
     workers: int = 2
     """Processes for data generation and loading."""
+    threads: int = 1
+    """Torch threads of the main process (the loader workers use the other cores)."""
 
 
 QUICK = DemoSettings(num_clips=24, num_probe_train=16, num_probe_test=16, num_retrieval=8, steps=3, batch_size=4,
@@ -256,6 +258,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
     from mmv_torch.train import build_train_data, train
 
     s = settings
+    torch.set_num_threads(s.threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
