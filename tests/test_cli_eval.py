@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmv_torch.cli import main
+from mmv_torch.config import get_preset
 
 FAST = ["--workers", "0", "--batch-size", "4", "--device", "cpu"]
 
@@ -185,7 +186,8 @@ def test_eval_image_and_embed_image(setup, capsys):
     assert main(["embed", "--checkpoint", setup["ckpt"], "--data", str(setup["images"]), "--modality", "image",
                  "--image-strategy", "inflation", *FAST, "--out", str(emb)]) == 0
     index = json.loads(emb.with_suffix(".index.json").read_text())
-    assert np.load(str(emb) + ".npy").shape == (12, 128) and index["image"]["strategy"] == "inflation"
+    out_dim = int(get_preset("tiny").model.video.width_mult * 1024)
+    assert np.load(str(emb) + ".npy").shape == (12, out_dim) and index["image"]["strategy"] == "inflation"
 
 
 def test_missing_vocabulary_is_explained(setup, capsys):
