@@ -39,7 +39,7 @@ class DemoSettings:
     """Probe test clips (disjoint seeds)."""
     num_retrieval: int = 64
     """Retrieval clips on held-out object x motion combinations (2 captions each)."""
-    steps: int = 800
+    steps: int = 1400
     """Training steps of the tiny preset."""
     batch_size: int = 16
     """Clips per step."""
