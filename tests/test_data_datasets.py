@@ -224,3 +224,28 @@ def test_official_split_readers(tmp_path):
     assert classes == ["dog", "rooster", "chirping_birds"]
     assert [e.split for e in entries] == ["train", "test", "train"]
     assert entries[0].path == "/data/esc/audio/1-100032-A-0.wav" and entries[0].modality == "audio"
+
+
+def test_read_class_folders_kinetics_and_imagenet_layouts(tmp_path):
+    from mmv_torch.data.datasets import read_class_folders
+
+    for split in ("train", "val"):
+        for cls in ("juggling", "archery"):
+            (tmp_path / "k" / split / cls).mkdir(parents=True)
+            (tmp_path / "k" / split / cls / "a.mp4").write_bytes(b"")
+            (tmp_path / "k" / split / cls / "notes.txt").write_text("x")
+    entries, classes = read_class_folders(tmp_path / "k")
+    assert classes == ["archery", "juggling"]
+    assert [(e.label, e.split, e.modality) for e in entries] == [
+        ("archery", "train", "video"), ("juggling", "train", "video"),
+        ("archery", "test", "video"), ("juggling", "test", "video")]
+    for cls in ("cat", "ant"):
+        (tmp_path / "i" / cls).mkdir(parents=True)
+        (tmp_path / "i" / cls / "0.jpg").write_bytes(b"")
+    entries, classes = read_class_folders(tmp_path / "i")
+    assert classes == ["ant", "cat"] and {e.modality for e in entries} == {"image"} and entries[0].split is None
+    (tmp_path / "k" / "val" / "extra").mkdir()
+    with pytest.raises(ValueError, match="differ"):
+        read_class_folders(tmp_path / "k")
+    with pytest.raises(ValueError, match="no class"):
+        read_class_folders(tmp_path / "i" / "ant")

@@ -11,7 +11,6 @@ from mmv_torch.deflate import (
     deflate_s3d,
     deflate_tsm,
     image_encoder,
-    image_folder_records,
     image_probe,
     l1_gap,
     padding_gap,
@@ -150,19 +149,6 @@ def test_image_encoder_strategies_and_probe():
     multi = np.stack([labels, 1 - labels], axis=1)
     res_ml = image_probe(enc, loader, multi, loader, multi, multilabel=True, epochs=30, lr=1e-2)
     assert res_ml["metrics"]["test_mAP"] > 0.9
-
-
-def test_image_folder_records(tmp_path):
-    for cls in ("cat", "ant"):
-        (tmp_path / cls).mkdir()
-        for i in range(2):
-            (tmp_path / cls / f"{i}.jpg").write_bytes(b"")
-    (tmp_path / "ant" / "notes.txt").write_text("x")
-    records, classes = image_folder_records(tmp_path, split="train")
-    assert classes == ["ant", "cat"]
-    assert [r["label"] for r in records] == [0, 0, 1, 1] and records[0]["split"] == "train"
-    with pytest.raises(ValueError, match="no class"):
-        image_folder_records(tmp_path / "ant")
 
 
 def test_errors():

@@ -175,23 +175,12 @@ def _load_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return model.eval(), cfg, device
 
 
-def _image_folder(root: Any) -> _Labelled:
-    """ImageNet-style folders: ``root/<class>/*`` or ``root/train/<class>/*`` + ``root/{val,test}/<class>/*``."""
-    from mmv_torch.data.datasets import LabelledEntry
-    from mmv_torch.deflate import image_folder_records
+def _class_folders(root: Any) -> _Labelled:
+    """Kinetics/ImageNet-style class folders (``root/<class>/*`` or ``root/train|val|test/<class>/*``)."""
+    from mmv_torch.data.datasets import read_class_folders
 
-    test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-    if (root / "train").is_dir() and test_dir is not None:
-        train, classes = image_folder_records(root / "train", "train")
-        test, test_classes = image_folder_records(test_dir, "test")
-        if test_classes != classes:
-            raise ValueError(f"class folders of {root / 'train'} and {test_dir} differ: "
-                             f"{sorted(set(classes) ^ set(test_classes))[:5]}")
-        recs = train + test
-    else:
-        recs, classes = image_folder_records(root)
-    entries = [LabelledEntry(r["image"], "image", classes[r["label"]], r.get("split")) for r in recs]
-    records = [{"image": r["image"], "label": classes[r["label"]], "split": r.get("split")} for r in recs]
+    entries, classes = read_class_folders(root)
+    records = [{e.modality: e.path, "label": e.label, "split": e.split} for e in entries]
     return _Labelled(entries, records, str(root), classes)
 
 
@@ -218,7 +207,7 @@ def _labelled_data(args: argparse.Namespace, modality: str) -> _Labelled:
     if args.data:
         path = Path(args.data)
         if path.is_dir():
-            data = _image_folder(path)
+            data = _class_folders(path)
         else:
             entries = read_labelled_manifest(path)
             records = [obj for _, obj in read_jsonl(path)]

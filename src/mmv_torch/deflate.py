@@ -49,7 +49,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -456,34 +455,6 @@ def image_encoder(video: nn.Module, strategy: str, num_frames: int, bn_images: I
 
 # ---------------------------------------------------------------------------------------------
 # Image linear probes
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def image_folder_records(root: str | Path, split: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """ImageNet-style folder ``root/<class>/<image>`` → (records ``{"image", "label"}``, class names).
-
-    Classes are the sorted sub-folder names; labels index into them. ``split`` is added to every
-    record when given. Raises ``ValueError`` when ``root`` has no class folder or no image.
-    """
-    r = Path(root)
-    if not r.is_dir():
-        raise ValueError(f"image folder {r} does not exist")
-    classes = sorted(p.name for p in r.iterdir() if p.is_dir())
-    if not classes:
-        raise ValueError(f"image folder {r} has no class sub-folders")
-    records = []
-    for label, name in enumerate(classes):
-        for f in sorted((r / name).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                rec: dict[str, Any] = {"image": str(f), "label": label}
-                if split is not None:
-                    rec["split"] = split
-                records.append(rec)
-    if not records:
-        raise ValueError(f"image folder {r} holds no images with suffixes {IMAGE_SUFFIXES}")
-    return records, classes
 
 
 def image_probe(encoder: nn.Module, train_loader: Iterable[Mapping[str, Any]], train_labels: Any,

@@ -499,6 +499,45 @@ def read_esc50(meta_csv: str | Path, audio_root: str | Path, test_fold: int = 1
     return out, classes
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
+
+
+def _folder_entries(root: Path, split: str | None) -> tuple[list[LabelledEntry], list[str]]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{root} has no class sub-folders")
+    kinds = {**dict.fromkeys(IMAGE_SUFFIXES, "image"), **dict.fromkeys(VIDEO_SUFFIXES, "video"),
+             **dict.fromkeys(AUDIO_SUFFIXES, "audio")}
+    entries = [LabelledEntry(str(f), kinds[f.suffix.lower()], name, split)
+               for name in classes for f in sorted((root / name).iterdir()) if f.suffix.lower() in kinds]
+    if not entries:
+        raise ValueError(f"{root} holds no image, video or audio files in its class folders")
+    return entries, classes
+
+
+def read_class_folders(root: str | Path) -> tuple[list[LabelledEntry], list[str]]:
+    """Kinetics/ImageNet-style class folders: ``root/train/<class>/*`` with ``root/val/<class>/*`` (or
+    ``test``), or a single ``root/<class>/*`` without splits.
+
+    Files are images, videos or audio by suffix (others are ignored). Returns the entries (split
+    'train'/'test' or None) and the sorted class names; the train and test class lists must agree.
+    """
+    r = Path(root)
+    if not r.is_dir():
+        raise ValueError(f"class folder {r} does not exist")
+    test_dir = next((r / n for n in ("val", "test") if (r / n).is_dir()), None)
+    if (r / "train").is_dir() and test_dir is not None:
+        train, classes = _folder_entries(r / "train", "train")
+        test, test_classes = _folder_entries(test_dir, "test")
+        if test_classes != classes:
+            raise ValueError(f"class folders of {r / 'train'} and {test_dir} differ: "
+                             f"{sorted(set(classes) ^ set(test_classes))[:5]}")
+        return train + test, classes
+    return _folder_entries(r, None)
+
+
 class LabelledDataset(Dataset):
     """Labelled clips for linear probes and retrieval, one modality per data set.
 
