@@ -191,7 +191,7 @@ def create_model(name: str | None = None, checkpoint: str | Path | None = None, 
     ``checkpoint`` is a folder written by ``mmv-torch convert`` or a training run export
     (``config.json`` + ``model.safetensors``): the config comes from there and the weights are loaded
     strictly. Keyword overrides replace ModelConfig fields, nested with ``__``
-    (``create_model("tiny", graph="shared", video__width_mult=0.5)``). A model loaded from a
+    (``create_model("tiny", graph="disjoint", video__width_mult=0.5)``). A model loaded from a
     checkpoint is returned in eval mode; a fresh one in train mode.
     """
     cfg = resolve_model_config(name, checkpoint, **overrides)
