@@ -20,9 +20,11 @@ decodable frame) raise :class:`DecodeError`, which names the file and the reason
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,19 @@ def _name(src: Source) -> str:
     if isinstance(src, bytes | bytearray):
         return f"<{len(src)} bytes>"
     return str(src)
+
+
+@contextlib.contextmanager
+def _decode_errors(label: str, container: Any) -> Iterator[None]:
+    """Turn PyAV, EOF and OS errors inside the block into :class:`DecodeError`; always close ``container``."""
+    import av
+
+    try:
+        yield
+    except (av.FFmpegError, EOFError, OSError) as e:
+        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
+    finally:
+        container.close()
 
 
 def _open(src: Source, name: str | None = None) -> Any:
@@ -365,7 +380,6 @@ def load_clip(
             decodable frame.
         ValueError: invalid arguments.
     """
-    import av
 
     if num_frames <= 0 or fps <= 0 or sample_rate <= 0:
         raise ValueError(f"num_frames, fps and sample_rate must be > 0, got {num_frames}, {fps}, {sample_rate}")
@@ -377,7 +391,7 @@ def load_clip(
     if a_secs <= 0:
         raise ValueError(f"audio_seconds must be > 0, got {audio_seconds}")
     container = _open(src, label)
-    try:
+    with _decode_errors(label, container):
         if not container.streams.video:
             raise DecodeError(label, "no video stream")
         vs = container.streams.video[0]
@@ -391,12 +405,6 @@ def load_clip(
         if has_audio and load_audio:
             audio = _load_audio(container, container.streams.audio[0], a_start, a_secs, sample_rate,
                                 origin=_start_time(vs))
-    except av.FFmpegError as e:
-        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
-    except (EOFError, OSError) as e:
-        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
-    finally:
-        container.close()
     return Clip(
         frames=torch.from_numpy(frames),
         audio=torch.from_numpy(np.ascontiguousarray(audio)),
@@ -420,42 +428,30 @@ def load_audio(
 
     Raises :class:`DecodeError` when the file cannot be read or has no audio stream.
     """
-    import av
 
     if seconds <= 0 or sample_rate <= 0 or start_s < 0:
         raise ValueError(f"need seconds > 0, sample_rate > 0, start_s >= 0; got {seconds}, {sample_rate}, "
                          f"{start_s}")
     label = name or _name(src)
     container = _open(src, label)
-    try:
+    with _decode_errors(label, container):
         if not container.streams.audio:
             raise DecodeError(label, "no audio stream")
         stream = container.streams.audio[0]
         audio = _load_audio(container, stream, float(start_s), float(seconds), int(sample_rate))
         if not np.any(audio) and _read_audio(container, stream, 0.0, None)[0].size == 0:
             raise DecodeError(label, "no decodable audio")
-    except av.FFmpegError as e:
-        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
-    except (EOFError, OSError) as e:
-        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
-    finally:
-        container.close()
     return torch.from_numpy(np.ascontiguousarray(audio))
 
 
 def load_image(src: Source, name: str | None = None) -> torch.Tensor:
     """Decode a still image (any format FFmpeg reads) to uint8 ``[H,W,3]``."""
-    import av
 
     label = name or _name(src)
     container = _open(src, label)
-    try:
+    with _decode_errors(label, container):
         if not container.streams.video:
             raise DecodeError(label, "no image stream")
         for frame in container.decode(video=0):
             return torch.from_numpy(frame.to_ndarray(format="rgb24"))
         raise DecodeError(label, "no decodable image")
-    except av.FFmpegError as e:
-        raise DecodeError(label, f"{type(e).__name__}: {e}") from e
-    finally:
-        container.close()
