@@ -887,7 +887,9 @@ def write_mp4(path: str | Path, frames: np.ndarray, audio: np.ndarray | None, fp
     with av.open(str(path), mode="w", format="mp4") as container:
         vs = container.add_stream("libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.options = {"crf": str(crf), "preset": "veryfast"}
+        # zerolatency (no B-frames, lookahead or macroblock tree): without it the same frames encoded to different
+        # streams from run to run, so a data set written twice from one seed differed.
+        vs.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
         stream_a = None
         if audio is not None:
             stream_a = container.add_stream("aac", rate=sample_rate)
