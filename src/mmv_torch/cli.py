@@ -184,6 +184,21 @@ def _class_folders(root: Any) -> _Labelled:
     return _Labelled(entries, records, str(root), classes)
 
 
+def _caption_dataset(args: argparse.Namespace, cfg: Any, entries: list[Any],
+                     source: str) -> tuple[Any, list[str], Any, Any]:
+    """Tokenised captions of ``entries`` with the checkpoint's (or ``--vocab``) word list: (dataset, captions,
+    entry row of each caption, vocabulary path). No vocabulary raises ``MissingVocabularyError``."""
+    from mmv_torch.data.captions import CaptionDataset, caption_rows, checkpoint_vocabulary
+    from mmv_torch.data.text import Tokenizer
+
+    vocab, vocab_path = checkpoint_vocabulary(args.checkpoint, args.vocab, cfg.model.text.vocab_size, "--vocab FILE")
+    captions, owner = caption_rows(entries)
+    if not captions:
+        raise ValueError(f"{source}: no entry has a 'caption' or 'captions' field")
+    ds = CaptionDataset(captions, Tokenizer(vocab, max_words=cfg.data.max_words), _word_mask(args))
+    return ds, captions, owner, vocab_path
+
+
 def _labelled_data(args: argparse.Namespace, modality: str) -> _Labelled:
     """The entries named by ``--data`` or the official split options; video files give audio for
     ``modality == 'audio'`` (their audio track)."""
@@ -332,9 +347,7 @@ def _write(result: dict[str, Any], json_out: str | None) -> None:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from mmv_torch import dist
-    from mmv_torch.data.captions import CaptionDataset, caption_rows, checkpoint_vocabulary
     from mmv_torch.data.datasets import LabelledDataset
-    from mmv_torch.data.text import Tokenizer
     from mmv_torch.eval.features import run_embed
 
     if args.modality == "image" and args.space != "repr":
@@ -344,12 +357,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     data = _labelled_data(args, args.modality)
     info: dict[str, Any] = {"checkpoint": args.checkpoint, "data": data.source}
     if args.modality == "text":
-        vocab, vocab_path = checkpoint_vocabulary(args.checkpoint, args.vocab, cfg.model.text.vocab_size,
-                                                  "--vocab FILE")
-        captions, owner = caption_rows(data.entries)
-        if not captions:
-            raise ValueError(f"{data.source}: no entry has a 'caption' or 'captions' field")
-        ds = CaptionDataset(captions, Tokenizer(vocab, max_words=cfg.data.max_words), _word_mask(args))
+        ds, captions, owner, vocab_path = _caption_dataset(args, cfg, data.entries, data.source)
         records = [{"caption": c, "entry": int(o), "path": data.entries[o].path} for c, o in zip(captions, owner)]
         info.update(vocab=str(vocab_path), word_mask=ds.word_mask, oov_words=int(ds.num_oov.sum()),
                     empty_captions=int((ds.num_words == 0).sum()))
@@ -433,9 +441,7 @@ def _cmd_eval_linear(args: argparse.Namespace) -> int:
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
-    from mmv_torch.data.captions import CaptionDataset, caption_rows, checkpoint_vocabulary
     from mmv_torch.data.datasets import LabelledDataset
-    from mmv_torch.data.text import Tokenizer
     from mmv_torch.eval.retrieval import embed_text_video, run_retrieval, text_video_retrieval
 
     space = args.space or ("vt" if args.pair == "text-video" else "va")
@@ -447,12 +453,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
         loader = _loader(videos, args)
         result = run_retrieval(model, loader, loader, "audio", "video", space, device=device)
     else:
-        vocab, vocab_path = checkpoint_vocabulary(args.checkpoint, args.vocab, cfg.model.text.vocab_size,
-                                                  "--vocab FILE")
-        captions, owner = caption_rows(videos.entries)
-        if not captions:
-            raise ValueError(f"{data.source}: no video entry has a 'caption' or 'captions' field")
-        texts = CaptionDataset(captions, Tokenizer(vocab, max_words=cfg.data.max_words), _word_mask(args))
+        texts, captions, owner, vocab_path = _caption_dataset(args, cfg, videos.entries, data.source)
         video_emb, text_emb = embed_text_video(model, _loader(videos, args), _loader(texts, args), space, device)
         r = text_video_retrieval(video_emb, text_emb, owner, device=device)
         result = {"task": f"zero-shot retrieval text<->video ({space})",
