@@ -1,8 +1,9 @@
 """The end-to-end demo at seconds-long sizes: data, training, evaluation and the report."""
 
+import dataclasses
 import json
 
-from mmv_torch.demo import QUICK, run_demo
+from mmv_torch.demo import QUICK, prepare_run_dir, run_demo
 
 
 def test_quick_demo_writes_report_and_plots(tmp_path):
@@ -18,3 +19,30 @@ def test_quick_demo_writes_report_and_plots(tmp_path):
     assert results["train"]["steps"] == QUICK.steps
     report = (tmp_path / "report.md").read_text()
     assert "text->video R@1" in report and "random init" in report
+
+    # Other settings (here the training length): the first run is moved aside, not resumed or deleted.
+    again = run_demo(tmp_path, dataclasses.replace(QUICK, steps=QUICK.steps + 1), progress=False, say=lambda m: None)
+    assert again["train"]["steps"] == QUICK.steps + 1
+    old = list(tmp_path.glob("run.old-*"))
+    assert len(old) == 1 and any((old[0] / "checkpoints").glob("*.pt"))
+
+
+def test_prepare_run_dir_resumes_only_a_run_with_the_same_settings(tmp_path):
+    run = tmp_path / "run"
+    msgs = []
+    assert prepare_run_dir(run, {"a": (1, 2)}, msgs.append) is False  # new folder
+    assert prepare_run_dir(run, {"a": [1, 2]}, msgs.append) is False  # same settings, no checkpoint yet
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "step_000001.pt").write_bytes(b"x")
+    assert prepare_run_dir(run, {"a": [1, 2]}, msgs.append) is True
+    assert not msgs
+    assert prepare_run_dir(run, {"a": [1, 3]}, msgs.append) is False
+    moved = list(tmp_path.glob("run.old-*"))
+    assert len(moved) == 1 and (moved[0] / "checkpoints" / "step_000001.pt").is_file()
+    assert run.is_dir() and not (run / "checkpoints").exists() and "moved to" in msgs[0]
+    # a folder from before the stamp existed (no demo_stamp.json) is moved aside too
+    (run / "demo_stamp.json").unlink()
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "step_000002.pt").write_bytes(b"x")
+    assert prepare_run_dir(run, {"a": [1, 3]}, msgs.append) is False
+    assert len(list(tmp_path.glob("run.old-*"))) == 2  # both moved folders are kept, even when moved within one second

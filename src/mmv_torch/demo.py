@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmv_torch.config import Config, apply_overrides, get_preset
+from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ supervised check on the motion probe clips, 400 steps: 54% against 26-40%), at t
 Colour jitter is off: the synthetic renderer has no lighting changes, and with jitter the tiny network
 spent the whole budget on the object and learned no motion (motion probe 19% with jitter, 32% without,
 2048 clips). README, "The demo", lists the runs behind these choices."""
+
+_OVERRIDES_TEXT = "video tower TSM-ResNet18 x1/4, no colour jitter"
+""":data:`DEMO_OVERRIDES` in words, for the progress messages and the report."""
 
 
 QUICK = DemoSettings(num_clips=24, num_probe_train=16, num_probe_test=16, num_retrieval=8, steps=3, batch_size=4,
@@ -245,7 +248,7 @@ def _report(results: dict[str, Any], s: DemoSettings, out: Path) -> str:
         f"Synthetic narrated videos: {s.num_clips} pretraining clips, probes {s.num_probe_train} train / "
         f"{s.num_probe_test} test, retrieval {s.num_retrieval} clips on held-out object x motion combinations"
         f"{' (reduced difficulty: mmv_torch.demo.EASY)' if s.easy else ''}. "
-        "`tiny` preset (video tower TSM-ResNet18 x1/4, no colour jitter: `mmv_torch.demo.DEMO_OVERRIDES`) "
+        f"`tiny` preset ({_OVERRIDES_TEXT}: `mmv_torch.demo.DEMO_OVERRIDES`) "
         f"trained {s.steps} steps at batch {s.batch_size} "
         f"({results['train']['wall_s']:.0f} s, {results['train']['clips_per_s']:.1f} clips/s). "
         f"Whole demo: {results['wall_s']:.0f} s.", "",
@@ -300,8 +303,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
 
     cfg = demo_config(s)
     run_dir = out / "run"
-    say(f"2/4 training the tiny preset (video tower: TSM-ResNet18 x1/4) for {s.steps} steps into {run_dir}")
-    resume = "latest" if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.pt")) else None
+    say(f"2/4 training the tiny preset ({_OVERRIDES_TEXT}) for {s.steps} steps into {run_dir}")
+    resume = "latest" if prepare_run_dir(run_dir, {"config": config_to_dict(cfg), "data": _data_settings(s)},
+                                         say) else None
     summary = train(cfg, [str(data_dir / "pretrain.jsonl")], run_dir, resume=resume, progress=progress)
     say(f"   trained in {summary['wall_s']:.0f} s, final loss {summary['final_loss']:.3f}")
 
@@ -339,6 +343,30 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
     print(text)
     say(f"done in {results['wall_s']:.0f} s: {out / 'report.md'}")
     return results
+
+
+def prepare_run_dir(run_dir: Path, stamp: dict[str, Any], say: Callable[[str], None] = _say) -> bool:
+    """Get ``run_dir`` ready for a demo training run described by ``stamp`` (JSON-able settings) and
+    return whether to resume from its checkpoints.
+
+    A run folder made with other settings (an earlier version of the demo, other sizes or data) is moved
+    aside to ``<run_dir>.old-<time>`` rather than resumed (its config would not match) or deleted.
+    """
+    stamp = json.loads(json.dumps(stamp))
+    file = run_dir / "demo_stamp.json"
+    if run_dir.exists():
+        if file.is_file() and json.loads(file.read_text()) == stamp:
+            return (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.pt"))
+        base = f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside = run_dir.with_name(base)
+        k = 1
+        while aside.exists():
+            aside, k = run_dir.with_name(f"{base}-{k}"), k + 1
+        run_dir.rename(aside)
+        say(f"   {run_dir} was made with other demo settings: moved to {aside}")
+    run_dir.mkdir(parents=True)
+    file.write_text(json.dumps(stamp, indent=1))
+    return False
 
 
 def _data_settings(s: DemoSettings) -> dict[str, Any]:
