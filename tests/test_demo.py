@@ -3,7 +3,9 @@
 import dataclasses
 import json
 
-from mmv_torch.demo import QUICK, prepare_run_dir, run_demo
+import pytest
+
+from mmv_torch.demo import DEMO_OVERRIDES, QUICK, DemoSettings, demo_config, prepare_run_dir, run_demo
 
 
 def test_quick_demo_writes_report_and_plots(tmp_path):
@@ -46,3 +48,14 @@ def test_prepare_run_dir_resumes_only_a_run_with_the_same_settings(tmp_path):
     (run / "checkpoints" / "step_000002.pt").write_bytes(b"x")
     assert prepare_run_dir(run, {"a": [1, 3]}, msgs.append) is False
     assert len(list(tmp_path.glob("run.old-*"))) == 2  # both moved folders are kept, even when moved within one second
+
+
+def test_demo_config_applies_the_demo_overrides_then_the_settings_overrides():
+    cfg = demo_config(DemoSettings())
+    got = {"model.video.backbone": cfg.model.video.backbone, "model.video.depth": cfg.model.video.depth,
+           "data.color_jitter": cfg.data.color_jitter}
+    assert got == DEMO_OVERRIDES
+    cfg = demo_config(DemoSettings(overrides=("model.video.backbone=s3d", "data.color_jitter=0.4")))
+    assert (cfg.model.video.backbone, cfg.data.color_jitter, cfg.train.steps) == ("s3d", 0.4, DemoSettings().steps)
+    with pytest.raises(ValueError, match="unknown config key"):
+        demo_config(DemoSettings(overrides=("data.colour_jitter=0.4",)))

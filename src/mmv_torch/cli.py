@@ -7,6 +7,7 @@ happen inside the command that needs them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,11 +88,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mmv_torch.demo import QUICK, DemoSettings, run_demo
+    from mmv_torch.demo import QUICK, DemoSettings, demo_config, run_demo
 
     settings = QUICK if args.quick else DemoSettings()
+    changes: dict[str, Any] = {"overrides": tuple(args.set or ())}
     if args.steps is not None:
-        settings = DemoSettings(**{**settings.__dict__, "steps": args.steps})
+        changes["steps"] = args.steps
+    if args.num_clips is not None:
+        changes["num_clips"] = args.num_clips
+    settings = dataclasses.replace(settings, **changes)
+    demo_config(settings)  # a wrong --set key fails here, before any data is written
     run_demo(args.out, settings, progress=not args.no_progress)
     return 0
 
@@ -592,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> train the tiny model -> evaluate -> report")
     p.add_argument("--out", default="runs/demo", help="output folder (data, run, report.md, plots)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's setting)")
+    p.add_argument("--num-clips", type=int, default=None, help="pretraining clips (default: the demo's setting)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides on top of the demo's, for ablations, e.g. data.color_jitter=0.4")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run with tiny sizes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)

@@ -58,6 +58,9 @@ class DemoSettings:
     easy: bool = True
     """Generate the data at reduced difficulty (see :data:`EASY`) so a few minutes of CPU training show
     learning; False uses the generator's default difficulty."""
+    overrides: tuple[str, ...] = ()
+    """Further config overrides (``"key=value"``, as ``mmv-torch train --set``) applied after
+    :data:`DEMO_OVERRIDES`, for ablations such as ``("model.video.backbone=s3d",)``."""
 
 
 EASY = {"palette_prob": 1.0, "p_distractor": 0.0, "p_offscreen": 0.0, "snr_db": (15.0, 30.0),
@@ -84,13 +87,15 @@ QUICK = DemoSettings(num_clips=24, num_probe_train=16, num_probe_test=16, num_re
 
 
 def demo_config(s: DemoSettings) -> Config:
-    """The tiny preset with the demo's video tower, augmentation (:data:`DEMO_OVERRIDES`) and training length."""
-    return apply_overrides(get_preset("tiny"), {
+    """The tiny preset with the demo's video tower, augmentation (:data:`DEMO_OVERRIDES`), training length
+    and the settings' own ``overrides``."""
+    cfg = apply_overrides(get_preset("tiny"), {
         **DEMO_OVERRIDES,
         "train.steps": s.steps, "train.batch_size": s.batch_size, "train.seed": s.seed,
         "train.warmup_steps": max(1, s.steps // 10), "train.ckpt_every": max(1, s.steps // 2),
         "train.log_every": max(1, s.steps // 25), "train.num_workers": min(s.workers, 2), "train.grad_clip": 0.0,
     })
+    return apply_overrides(cfg, list(s.overrides)) if s.overrides else cfg
 
 
 def _say(msg: str) -> None:
@@ -248,7 +253,8 @@ def _report(results: dict[str, Any], s: DemoSettings, out: Path) -> str:
         f"Synthetic narrated videos: {s.num_clips} pretraining clips, probes {s.num_probe_train} train / "
         f"{s.num_probe_test} test, retrieval {s.num_retrieval} clips on held-out object x motion combinations"
         f"{' (reduced difficulty: mmv_torch.demo.EASY)' if s.easy else ''}. "
-        f"`tiny` preset ({_OVERRIDES_TEXT}: `mmv_torch.demo.DEMO_OVERRIDES`) "
+        f"`tiny` preset ({_OVERRIDES_TEXT}: `mmv_torch.demo.DEMO_OVERRIDES`"
+        f"{'; then ' + ', '.join(s.overrides) if s.overrides else ''}) "
         f"trained {s.steps} steps at batch {s.batch_size} "
         f"({results['train']['wall_s']:.0f} s, {results['train']['clips_per_s']:.1f} clips/s). "
         f"Whole demo: {results['wall_s']:.0f} s.", "",
@@ -303,7 +309,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
 
     cfg = demo_config(s)
     run_dir = out / "run"
-    say(f"2/4 training the tiny preset ({_OVERRIDES_TEXT}) for {s.steps} steps into {run_dir}")
+    extra = f"; then {', '.join(s.overrides)}" if s.overrides else ""
+    say(f"2/4 training the tiny preset ({_OVERRIDES_TEXT}{extra}) for {s.steps} steps into {run_dir}")
     resume = "latest" if prepare_run_dir(run_dir, {"config": config_to_dict(cfg), "data": _data_settings(s)},
                                          say) else None
     summary = train(cfg, [str(data_dir / "pretrain.jsonl")], run_dir, resume=resume, progress=progress)
