@@ -241,6 +241,11 @@ def _plot_retrieval(sim: np.ndarray, captions: list[str], caption_video: np.ndar
     plt.close(fig)
 
 
+def _then(s: DemoSettings) -> str:
+    """The settings' own overrides as a suffix for the messages and the report ('' when none)."""
+    return f"; then {', '.join(s.overrides)}" if s.overrides else ""
+
+
 def _fmt(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -254,7 +259,7 @@ def _report(results: dict[str, Any], s: DemoSettings, out: Path) -> str:
         f"{s.num_probe_test} test, retrieval {s.num_retrieval} clips on held-out object x motion combinations"
         f"{' (reduced difficulty: mmv_torch.demo.EASY)' if s.easy else ''}. "
         f"`tiny` preset ({_OVERRIDES_TEXT}: `mmv_torch.demo.DEMO_OVERRIDES`"
-        f"{'; then ' + ', '.join(s.overrides) if s.overrides else ''}) "
+        f"{_then(s)}) "
         f"trained {s.steps} steps at batch {s.batch_size} "
         f"({results['train']['wall_s']:.0f} s, {results['train']['clips_per_s']:.1f} clips/s). "
         f"Whole demo: {results['wall_s']:.0f} s.", "",
@@ -309,8 +314,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
 
     cfg = demo_config(s)
     run_dir = out / "run"
-    extra = f"; then {', '.join(s.overrides)}" if s.overrides else ""
-    say(f"2/4 training the tiny preset ({_OVERRIDES_TEXT}{extra}) for {s.steps} steps into {run_dir}")
+    say(f"2/4 training the tiny preset ({_OVERRIDES_TEXT}{_then(s)}) for {s.steps} steps into {run_dir}")
     resume = "latest" if prepare_run_dir(run_dir, {"config": config_to_dict(cfg), "data": _data_settings(s)},
                                          say) else None
     summary = train(cfg, [str(data_dir / "pretrain.jsonl")], run_dir, resume=resume, progress=progress)
