@@ -10,6 +10,7 @@ import pytest
 
 from mmv_torch.data import synthetic as syn
 from mmv_torch.data.synthetic import (
+    GENERATOR_VERSION,
     MOTION_NAMES,
     MOTIONS,
     OBJECT_NAMES,
@@ -179,10 +180,15 @@ def test_unseen_synonyms_and_alignment_noise() -> None:
 def test_heldout_combinations() -> None:
     held = heldout_combinations(11)
     assert len(held) == 8 and len(set(held)) == 8
-    assert sorted(o for o, _ in held) == sorted(OBJECT_NAMES)
+    # Four objects with two held-out motions each (the object alone does not name a retrieval
+    # combination); every motion held out exactly once.
+    objects = [o for o, _ in held]
+    assert len(set(objects)) == 4 and all(objects.count(o) == 2 for o in objects)
     assert sorted(m for _, m in held) == sorted(MOTION_NAMES)
+    assert held == heldout_combinations(11) and any(heldout_combinations(s) != held for s in range(12, 20))
     pre = split_combinations(11, "pretrain")
     assert len(pre) == 56 and not set(pre) & set(held)
+    assert {o for o, _ in pre} == set(OBJECT_NAMES) and {m for _, m in pre} == set(MOTION_NAMES)
     assert set(split_combinations(11, "retrieval")) == set(held)
     assert len(set(split_combinations(11, "probe_train"))) == 64
     tiny = {"size": 16, "fps": 4.0, "duration": (0.5, 0.5), "sample_rate": 4000}
@@ -252,8 +258,10 @@ def test_write_dataset(tmp_path: Path) -> None:
     assert summary["counts"] == {"pretrain": 4, "probe_train": 2, "probe_test": 2, "retrieval": 2}
     pre = _read_jsonl(out / "pretrain.jsonl")
     assert [r["video"] for r in pre] == [f"clip_{i:06d}.mp4" for i in range(4)]
-    held = {tuple(c) for c in json.loads((out / "labels.json").read_text())["heldout_combinations"]}
+    labels = json.loads((out / "labels.json").read_text())
+    held = {tuple(c) for c in labels["heldout_combinations"]}
     assert held == set(heldout_combinations(5))
+    assert labels["generator_version"] == GENERATOR_VERSION
     for r in pre:
         assert set(r) <= {"video", "duration", "narration"} and "label" not in r
         side = json.loads((out / r["video"]).with_suffix(".json").read_text())

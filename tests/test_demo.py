@@ -1,11 +1,22 @@
 """The end-to-end demo at seconds-long sizes: data, training, evaluation and the report."""
 
 import dataclasses
+import functools
 import json
 
+import numpy as np
 import pytest
 
-from mmv_torch.demo import DEMO_OVERRIDES, QUICK, DemoSettings, demo_config, prepare_run_dir, run_demo
+from mmv_torch.config import get_preset
+from mmv_torch.demo import (
+    DEMO_OVERRIDES,
+    QUICK,
+    DemoSettings,
+    demo_config,
+    motion_given_object,
+    prepare_run_dir,
+    run_demo,
+)
 
 
 def test_quick_demo_writes_report_and_plots(tmp_path):
@@ -18,9 +29,12 @@ def test_quick_demo_writes_report_and_plots(tmp_path):
         assert t2v["queries"] == 2 * QUICK.num_retrieval and 1 <= t2v["median_rank"] <= QUICK.num_retrieval
         for task in ("motion", "sound"):
             assert 0.0 <= saved[which][task]["metrics"]["test_top1"] <= 1.0
+        # 8 retrieval clips, one per held-out combination: each held-out object has two, with two motions
+        mgo = saved[which]["retrieval"]["motion_given_object"]
+        assert mgo["queries"] == 2 * QUICK.num_retrieval and mgo["chance"] == 0.5 and 0.0 <= mgo["accuracy"] <= 1.0
     assert results["train"]["steps"] == QUICK.steps
     report = (tmp_path / "report.md").read_text()
-    assert "text->video R@1" in report and "random init" in report
+    assert "text->video R@1" in report and "random init" in report and "held-out motion, zero-shot" in report
 
     # Other settings (here the training length): the first run is moved aside, not resumed or deleted.
     again = run_demo(tmp_path, dataclasses.replace(QUICK, steps=QUICK.steps + 1), progress=False, say=lambda m: None)
@@ -52,10 +66,36 @@ def test_prepare_run_dir_resumes_only_a_run_with_the_same_settings(tmp_path):
 
 def test_demo_config_applies_the_demo_overrides_then_the_settings_overrides():
     cfg = demo_config(DemoSettings())
-    got = {"model.video.backbone": cfg.model.video.backbone, "model.video.depth": cfg.model.video.depth,
-           "data.color_jitter": cfg.data.color_jitter}
-    assert got == DEMO_OVERRIDES
+    tiny = get_preset("tiny")
+
+    def at(c, key):
+        return functools.reduce(getattr, key.split("."), c)
+
+    assert {k: at(cfg, k) for k in DEMO_OVERRIDES} == DEMO_OVERRIDES
+    assert all(at(tiny, k) != v for k, v in DEMO_OVERRIDES.items())  # each override changes the preset
     cfg = demo_config(DemoSettings(overrides=("model.video.backbone=s3d", "data.color_jitter=0.4")))
     assert (cfg.model.video.backbone, cfg.data.color_jitter, cfg.train.steps) == ("s3d", 0.4, DemoSettings().steps)
     with pytest.raises(ValueError, match="unknown config key"):
         demo_config(DemoSettings(overrides=("data.colour_jitter=0.4",)))
+
+
+def test_motion_given_object_against_a_loop_over_the_candidates():
+    rng = np.random.default_rng(0)
+    objects = ["ball", "ball", "ball", "cube", "cube", "star"]
+    motions = ["spin", "fall", "fall", "spin", "bounce", "orbit"]
+    caption_video = np.array([0, 1, 2, 3, 4, 5, 0, 4])
+    sim = rng.standard_normal((len(caption_video), len(objects)))
+    got = motion_given_object(sim, caption_video, objects, motions)
+    hits, chance = 0, 0.0
+    for row, video in enumerate(caption_video):
+        candidates = [j for j in range(len(objects)) if objects[j] == objects[video]]
+        best = max(candidates, key=lambda j: sim[row, j])
+        hits += motions[best] == motions[video]
+        chance += sum(motions[j] == motions[video] for j in candidates) / len(candidates)
+    assert got == {"accuracy": hits / 8, "chance": pytest.approx(chance / 8), "queries": 8}
+    # a video of another object scoring highest does not count: only the object's own clips compete
+    sim[:, 5] = 10.0
+    assert motion_given_object(sim, caption_video, objects, motions)["accuracy"] == got["accuracy"]
+    # the right clip scoring highest among its object's clips is always a hit
+    sim = np.eye(6)[caption_video]
+    assert motion_given_object(sim, caption_video, objects, motions)["accuracy"] == 1.0

@@ -126,6 +126,11 @@ CHITCHAT: tuple[str, ...] = (
     "hit the like button", "see you next time", "check the link below", "this took me a while",
 )
 
+GENERATOR_VERSION = 2
+"""Bumped whenever the same seed and options give other clips or splits (2: the held-out retrieval
+combinations are four objects with two motions each). Written to ``labels.json``; the demo regenerates
+a data set made by another version."""
+
 SPLITS: tuple[str, ...] = ("pretrain", "probe_train", "probe_test", "retrieval")
 NARRATION_MODES: tuple[str, ...] = ("aligned", "shifted", "unrelated")
 
@@ -221,11 +226,14 @@ def clip_seed(seed: int, split: str, index: int) -> int:
 def heldout_combinations(seed: int) -> list[tuple[str, str]]:
     """The 8 object x motion combinations held out of pretraining (12.5% of 64).
 
-    One per object and one per motion, so every object and every motion still appears in
-    pretraining and in the retrieval set.
+    Four objects with two held-out motions each, and every motion held out once: every object and
+    every motion still appears in pretraining, and in the retrieval set each object names two
+    combinations, so matching a caption to its clips takes the motion as well as the object.
     """
-    offset = int(np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(97,))).integers(8))
-    return [(OBJECTS[i].name, MOTIONS[(3 * i + offset) % 8].name) for i in range(8)]
+    rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(97,)))
+    objects = rng.permutation(8)[:4]
+    motions = rng.permutation(8)
+    return [(OBJECTS[int(objects[k // 2])].name, MOTIONS[int(motions[k])].name) for k in range(8)]
 
 
 def _all_combinations() -> list[tuple[str, str]]:
@@ -1024,7 +1032,8 @@ def write_dataset(out_dir: str | Path, num_clips: int, seed: int, size: int = 64
         "timbres": {o.name: o.timbre for o in OBJECTS}, "colours": list(COLOURS),
         "backgrounds": list(BACKGROUNDS),
         "heldout_combinations": [list(c) for c in heldout_combinations(seed)],
-        "counts": counts, "seed": seed, "size": size, "fps": fps, "duration": list(duration),
+        "generator_version": GENERATOR_VERSION, "counts": counts, "seed": seed, "size": size, "fps": fps,
+        "duration": list(duration),
         "sample_rate": sample_rate, "options": _options_dict(opts), "unseen_synonyms": unseen_synonyms,
         "manifests": {"pretrain": "pretrain.jsonl", "probe_motion": "probe_motion.jsonl",
                       "probe_sound": "probe_sound.jsonl", "retrieval": "retrieval.jsonl"},
