@@ -4,10 +4,11 @@
    narrations, probe clips labelled by motion and by sound class, and retrieval clips whose
    object x motion combinations never occur in pretraining.
 2. Train the ``tiny`` preset self-supervised (NCE video-audio + MIL-NCE video-narration), with the
-   demo's video tower and augmentation (:data:`DEMO_OVERRIDES`).
+   demo's video tower, frame rate and augmentation (:data:`DEMO_OVERRIDES`).
 3. Evaluate the trained network and the same network at random initialisation:
-   zero-shot text->video retrieval on the held-out combinations (R@1/5/10, median rank) and linear
-   probes (motion from video, sound class from audio).
+   zero-shot text->video retrieval on the held-out combinations (R@1/5/10, median rank, and the motion
+   given the object: :func:`motion_given_object`) and linear probes (motion from video, sound class
+   from audio).
 4. Write ``report.md``, ``results.json`` and PNG plots (loss curves, retrieval examples).
 
 Everything runs on a CPU; the default sizes take a few minutes on 2 cores.
