@@ -7,8 +7,9 @@
 ``supervised``: the demo's video tower (``mmv_torch.demo.demo_config`` plus ``--set`` overrides) and a
 linear layer trained with cross-entropy on the motion labels of the demo's pretraining clips (read from
 their sidecar JSON files; Adam, the demo's lr with warm-up and cosine decay, batch 16, training
-augmentation), then the demo's frozen motion probe on its ``repr``. The ceiling of the motion probe for
-this tower, data and training length when the labels are given.
+augmentation; its manifest goes to ``DEMO/checks``), then the demo's frozen motion probe on its
+``repr``. The ceiling of the motion probe for this tower, data and training length when the labels are
+given.
 
 ``recheck``: the demo's motion and sound probes of the trained and the random-initialisation network (built
 as the demo builds it) with ``--num-test`` probe-test clips instead of the demo's 160 (written once to
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -34,6 +34,7 @@ import torch
 from mmv_torch import demo
 from mmv_torch.config import apply_overrides
 from mmv_torch.models.mmv import build_video_backbone, create_model
+from mmv_torch.train import lr_at
 
 
 def _settings(demo_dir: Path) -> demo.DemoSettings:
@@ -56,13 +57,14 @@ class _VideoOnly(torch.nn.Module):
 def supervised(demo_dir: Path, steps: int, overrides: list[str], seed: int) -> dict[str, float]:
     s = _settings(demo_dir)
     cfg = apply_overrides(demo.demo_config(s), overrides) if overrides else demo.demo_config(s)
-    data = demo_dir / "data"
+    data, work = demo_dir / "data", demo_dir / "checks"
+    work.mkdir(exist_ok=True)
     rows = []
     for line in (data / "pretrain.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        side = json.loads((data / entry["video"]).with_suffix(".json").read_text())
-        rows.append({"video": entry["video"], "label": side["labels"]["motion"], "split": "train"})
-    manifest = data / "supervised_motion.jsonl"
+        video = (data / json.loads(line)["video"]).resolve()
+        side = json.loads(video.with_suffix(".json").read_text())
+        rows.append({"video": str(video), "label": side["labels"]["motion"], "split": "train"})
+    manifest = work / "supervised_motion.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     train_ds = demo._labelled(manifest, cfg, "video", "train", True, 1, seed)
     torch.manual_seed(seed)
@@ -71,7 +73,7 @@ def supervised(demo_dir: Path, steps: int, overrides: list[str], seed: int) -> d
         dim = backbone(torch.zeros(2, 3, cfg.data.num_frames, cfg.data.crop_size, cfg.data.crop_size)).shape[-1]
     net = torch.nn.Sequential(backbone, torch.nn.Linear(dim, len(train_ds.classes)))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr)
-    warmup = max(1, steps // 10)
+    warmup = max(1, steps // 10)  # as demo_config sets it for the demo's training length
     step, epoch, t0 = 0, 0, time.time()
     while step < steps:
         train_ds.set_epoch(epoch)
@@ -79,9 +81,8 @@ def supervised(demo_dir: Path, steps: int, overrides: list[str], seed: int) -> d
         loader = torch.utils.data.DataLoader(train_ds, batch_size=16, shuffle=True, num_workers=s.workers,
                                              generator=torch.Generator().manual_seed(seed + epoch), drop_last=True)
         for batch in loader:
-            lr = cfg.train.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr_at(step, cfg.train.lr, warmup, steps)
             net.train()
             loss = torch.nn.functional.cross_entropy(net(batch["video"]), batch["label"])
             opt.zero_grad(set_to_none=True)
