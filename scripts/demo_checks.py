@@ -149,11 +149,12 @@ def text_variance(demo_dir: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, model in (("trained", trained), ("random_init", random_init)):
         emb = torch.nn.functional.normalize(model(text=ids, word_mask=mask)["text"]["vt"], dim=-1).double().numpy()
-        total = ((emb - emb.mean(0)) ** 2).sum(1).mean()
+        centre = emb.mean(0)
+        total = ((emb - centre) ** 2).sum(1).mean()
         for factor, col in (("object", 1), ("motion", 2)):
             labels = np.array([r[col] for r in rows])
-            means = {c: emb[labels == c].mean(0) for c in set(labels)}
-            between = np.mean([((means[c] - emb.mean(0)) ** 2).sum() for c in labels])
+            spread = {c: ((emb[labels == c].mean(0) - centre) ** 2).sum() for c in set(labels)}
+            between = np.mean([spread[c] for c in labels])
             out[f"{factor}/{name}"] = float(between / total)
     return out
 
