@@ -69,9 +69,7 @@ def supervised(demo_dir: Path, steps: int, overrides: list[str], seed: int) -> d
     train_ds = demo._labelled(manifest, cfg, "video", "train", True, 1, seed)
     torch.manual_seed(seed)
     backbone = build_video_backbone(cfg.model.video, cfg.model.bn)
-    with torch.no_grad():
-        dim = backbone(torch.zeros(2, 3, cfg.data.num_frames, cfg.data.crop_size, cfg.data.crop_size)).shape[-1]
-    net = torch.nn.Sequential(backbone, torch.nn.Linear(dim, len(train_ds.classes)))
+    net = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.out_dim, len(train_ds.classes)))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr)
     warmup = max(1, steps // 10)  # as demo_config sets it for the demo's training length
     step, epoch, t0 = 0, 0, time.time()
