@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmv_torch.fileio import atomic_write_text
+
 VIDEO_BACKBONES = ("s3d", "tsm_resnet", "r2plus1d")
 S3D_STEMS = ("space_to_depth", "standard")
 GRAPHS = ("shared", "disjoint", "fac")
@@ -480,8 +482,8 @@ def config_from_dict(data: dict[str, Any], cls: type = Config) -> Any:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``cfg`` as JSON to ``path``."""
-    Path(path).write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    """Write ``cfg`` as JSON to ``path`` (atomically)."""
+    atomic_write_text(path, json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def load_config(path: str | Path) -> Config:

@@ -33,10 +33,8 @@ import collections
 import contextlib
 import dataclasses
 import io
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +55,7 @@ from mmv_torch.config import (
     get_preset,
     save_config,
 )
+from mmv_torch.fileio import atomic_write
 from mmv_torch.models.mmv import MMV
 
 ROOT = "text_audio_video/"
@@ -727,19 +726,6 @@ def official_outputs(model: MMV, video: np.ndarray, audio_spectrogram: np.ndarra
 # 4. Conversion to a checkpoint folder
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | Path) -> Path:
     """Convert an official checkpoint into ``out_dir/model.safetensors`` + ``out_dir/config.json``.
 
@@ -756,8 +742,8 @@ def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(out / "model.safetensors",
+    atomic_write(out / "model.safetensors",
                   lambda tmp: save_file(tensors, tmp, metadata={"source": "official MMV checkpoint",
                                                                  "format": "pt"}))
-    _atomic_write(out / "config.json", lambda tmp: save_config(cfg, tmp))
+    save_config(cfg, out / "config.json")
     return out

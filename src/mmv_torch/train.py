@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import re
 import sys
@@ -67,6 +66,7 @@ from mmv_torch.config import (
     load_config,
     save_config,
 )
+from mmv_torch.fileio import atomic_torch_save, atomic_write, atomic_write_text, remove_temporaries
 from mmv_torch.losses import mmv_loss
 from mmv_torch.models.mmv import MMV
 
@@ -314,40 +314,6 @@ def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0
 # Checkpoints
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``.
-
-    A crash at any point leaves either the old ``path`` or the new complete one, never a partial file
-    under that name; the temporary file (``.<name>.tmp.<pid>``) is removed on errors.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run, ``[(step, path)]`` sorted by step (temporary files ignored)."""
     d = Path(run_dir) / CKPT_DIR
@@ -407,14 +373,6 @@ def _prune_checkpoints(run_dir: Path, keep: int) -> None:
             p.unlink()
 
 
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    d = run_dir / CKPT_DIR
-    if d.is_dir():
-        for p in d.glob(".ckpt_*.tmp.*"):
-            with contextlib.suppress(OSError):
-                p.unlink()
-
-
 def _rng_state() -> dict[str, Any]:
     return {
         "python": random.getstate(),
@@ -469,9 +427,7 @@ class RunLogger:
         if self.path.exists():  # drop lines of steps after the resumed checkpoint (lost work of a killed run)
             kept = [ln for ln in self.path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
-            tmp = self.path.with_name(".log.jsonl.tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
         self.file = open(self.path, "a")  # noqa: SIM115 (closed in close())
         if tensorboard:
             try:
@@ -573,18 +529,11 @@ def export_model(model: nn.Module, cfg: Config, out: str | Path, words: Sequence
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
     save_config(cfg, out / "config.json")
     if words is not None:
-        _write_words(words, out / "vocab.txt")
+        atomic_write_text(out / "vocab.txt", "".join(w + "\n" for w in words))
     return out
-
-
-def _write_words(words: Sequence[str], path: Path) -> None:
-    """One word per line (line i = id i), replaced atomically: other ranks may be reading the old file."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text("".join(w + "\n" for w in words), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -672,9 +621,9 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     if dist.is_main():
         save_config(cfg, run_dir / "config.json")
         if tdata.words is not None:
-            _write_words(tdata.words, run_dir / "vocab.txt")
+            atomic_write_text(run_dir / "vocab.txt", "".join(w + "\n" for w in tdata.words))
         (run_dir / CKPT_DIR).mkdir(exist_ok=True)
-        _remove_stale_temporaries(run_dir)
+        remove_temporaries(run_dir / CKPT_DIR)
     dist.barrier()
 
     loader, sampler = make_loader(tdata, cfg, start_step, rank, world, pin_memory=dev.type == "cuda")

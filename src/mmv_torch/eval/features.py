@@ -22,7 +22,6 @@ the full ``(N, D)`` array.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from mmv_torch import dist
+from mmv_torch.fileio import atomic_write, atomic_write_text
 
 ITEM_DIMS = {"video": 4, "audio": 3, "text": 1, "image": 3}
 """Dimensions of one item of each modality (without batch and view axes)."""
@@ -159,12 +159,6 @@ def extract_epochs(model: Callable[..., Any], loader: Iterable[Mapping[str, Any]
     return np.concatenate(fs), np.concatenate(ix)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def index_path(out: str | Path) -> Path:
     """Where :func:`save_features` puts the index of ``out``: ``<out without .npy>.index.json``."""
     p = Path(out)
@@ -194,12 +188,13 @@ def save_features(out: str | Path, features: np.ndarray, index: np.ndarray,
             entry.update({k: v for k, v in records[i].items() if k not in entry})
         rows.append(entry)
     meta = {**(info or {}), "shape": list(features.shape), "dtype": str(features.dtype), "items": rows}
+
     def write_npy(t: Path) -> None:
         with open(t, "wb") as f:
             np.save(f, features)
 
-    _atomic_write(p, write_npy)
-    _atomic_write(index_path(p), lambda t: t.write_text(json.dumps(meta, indent=1)))
+    atomic_write(p, write_npy)
+    atomic_write_text(index_path(p), json.dumps(meta, indent=1))
     return p
 
 

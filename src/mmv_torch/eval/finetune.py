@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmv_torch.eval.metrics import topk_accuracy
+from mmv_torch.fileio import atomic_torch_save
 
 CHECKPOINT = "finetune.pt"
 LOG = "finetune_log.jsonl"
@@ -69,15 +69,6 @@ def evaluate_classifier(model: nn.Module, loader: Iterable[Mapping[str, Any]],
     if not scores:
         raise ValueError("evaluate_classifier: the loader yielded no batches")
     return topk_accuracy(np.concatenate(scores), np.concatenate(labels))
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _log(path: Path, record: Mapping[str, Any]) -> None:
@@ -151,7 +142,7 @@ def finetune(backbone: nn.Module, train_loader: Iterable[Mapping[str, Any]], tes
                   "test_top1": acc["top1"], "test_top5": acc["top5"], "seconds": time.time() - t0}
         history.append(record)
         _log(log_path, record)
-        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
                       "history": history, "rng": torch.get_rng_state()}, ckpt_path)
     final = history[-1]
     return {"task": "finetune",

@@ -7,12 +7,13 @@ dicts (e.g. ``{"t2v": {"R@1": ...}}``) are flattened to dotted names in the tabl
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mmv_torch.fileio import atomic_write_text
 
 
 def _plain(x: Any) -> Any:
@@ -71,15 +72,11 @@ def write_report(result: Mapping[str, Any], json_out: str | Path | None = None,
     if json_out is not None:
         jp = Path(json_out)
         jp.parent.mkdir(parents=True, exist_ok=True)
-        tmp = jp.with_name(jp.name + ".tmp")
-        tmp.write_text(json.dumps(clean, indent=2))
-        os.replace(tmp, jp)
+        atomic_write_text(jp, json.dumps(clean, indent=2))
         if md_out is None:
             md_out = jp.with_suffix(".md")
     if md_out is not None:
         mp = Path(md_out)
         mp.parent.mkdir(parents=True, exist_ok=True)
-        tmp = mp.with_name(mp.name + ".tmp")
-        tmp.write_text(markdown_table(clean))
-        os.replace(tmp, mp)
+        atomic_write_text(mp, markdown_table(clean))
     return clean

@@ -1,0 +1,103 @@
+"""Atomic file writes: the one helper behind every file the package writes (layer L0).
+
+A writer never leaves a partial file under its final name: the content goes to a hidden temporary
+file in the same folder (``.<name>.tmp.<pid>``), is flushed and fsynced, and ``os.replace`` moves it
+onto the final name (atomic on POSIX file systems). On any error, a ``KeyboardInterrupt`` included,
+the temporary file is removed and the target keeps its old content (or stays absent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TMP_INFIX = ".tmp."
+"""Temporary files are ``.<name>.tmp.<pid>``: hidden, and recognisable by :func:`is_temporary`."""
+
+
+def temporary_path(path: str | Path) -> Path:
+    """The temporary file that :func:`atomic_write` uses for ``path`` in this process."""
+    p = Path(path)
+    return p.with_name(f".{p.name}{TMP_INFIX}{os.getpid()}")
+
+
+def is_temporary(path: str | Path) -> bool:
+    """Whether ``path`` is a temporary file left by an interrupted :func:`atomic_write`."""
+    name = Path(path).name
+    return name.startswith(".") and TMP_INFIX in name
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entries (the rename) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any], *, fsync: bool = True) -> Path:
+    """Call ``write(tmp)`` to fill a temporary file next to ``path``, then move it onto ``path``.
+
+    ``write`` receives the temporary file's path and must write the whole content there (by path:
+    ``save_file(tensors, tmp)``, ``np.save(open(tmp, "wb"), ...)``). With ``fsync`` the file and the
+    folder are flushed to disk. The parent folder must exist. Returns ``path``.
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8", fsync: bool = True) -> Path:
+    """Replace ``path`` with ``text`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding=encoding), fsync=fsync)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
+    """Replace ``path`` with ``data`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), fsync=fsync)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` onto ``path`` atomically (checkpoints)."""
+    import torch
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return atomic_write(path, write)
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files that interrupted writes left in ``folder``; how many were removed."""
+    d = Path(folder)
+    if not d.is_dir():
+        return 0
+    count = 0
+    for p in d.iterdir():
+        if is_temporary(p) and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                count += 1
+    return count

@@ -1,0 +1,65 @@
+"""The atomic-write helper behind every writer of the package."""
+
+import os
+
+import pytest
+import torch
+
+from mmv_torch.fileio import (
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_text,
+    is_temporary,
+    remove_temporaries,
+    temporary_path,
+)
+
+
+def test_replaces_whole_content(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("old content that is longer")
+    atomic_write_text(p, "new")
+    assert p.read_text() == "new"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_failure_keeps_old_file_and_removes_temporary(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("old")
+
+    def write(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt  # an interrupt mid-write, not only an Exception
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(p, write)
+    assert p.read_text() == "old"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_failure_before_first_write_leaves_nothing(tmp_path):
+    p = tmp_path / "b.bin"
+
+    def write(tmp):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(p, write)
+    assert os.listdir(tmp_path) == []
+
+
+def test_torch_save_round_trip(tmp_path):
+    p = tmp_path / "ckpt.pt"
+    atomic_torch_save({"x": torch.arange(3)}, p)
+    assert torch.equal(torch.load(p)["x"], torch.arange(3))
+
+
+def test_temporaries_are_recognised_and_removed(tmp_path):
+    keep = tmp_path / "model.safetensors"
+    keep.write_text("x")
+    stale = temporary_path(keep)
+    stale.write_text("partial")
+    assert is_temporary(stale) and not is_temporary(keep)
+    assert not is_temporary(tmp_path / ".hidden")
+    assert remove_temporaries(tmp_path) == 1
+    assert os.listdir(tmp_path) == ["model.safetensors"]
