@@ -230,20 +230,6 @@ def test_bad_arguments_are_clear_errors(setup, capsys):
     assert "use --space repr" in capsys.readouterr().err
 
 
-def test_epoch_loader_reseeds_each_pass():
-    from mmv_torch.cli import _EpochLoader
-
-    class Recorder:
-        epochs = []
-
-        def set_epoch(self, e):
-            self.epochs.append(e)
-
-    ds = Recorder()
-    loader = _EpochLoader([1, 2], ds, start_epoch=3)
-    assert [list(loader), list(loader)] == [[1, 2], [1, 2]] and ds.epochs == [3, 4] and len(loader) == 2
-
-
 def test_official_split_files(setup, capsys):
     """UCF101 split files (train/test) and the ESC-50 meta CSV (--folds) over the synthetic clips."""
     data, root = setup["data"], setup["root"]
@@ -277,3 +263,24 @@ def test_official_split_files(setup, capsys):
                  str(data), "--modality", "audio", "--folds", *FAST, "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert sorted(r["per_fold"]) == ["1", "2"] and r["settings"]["classes"] == len(names)
+
+
+def test_embed_a_plain_folder_of_videos(setup, capsys):
+    """A folder of one's own videos (nested, no class folders) embeds without a manifest."""
+    import shutil
+
+    data, root = setup["data"], setup["root"]
+    videos = sorted(p for p in data.rglob("*.mp4"))[:3]
+    mine = root / "my_videos"
+    (mine / "trip").mkdir(parents=True)
+    shutil.copy(videos[0], mine / "a.mp4")
+    shutil.copy(videos[1], mine / "trip" / "b.mp4")
+    shutil.copy(videos[2], mine / "trip" / "c.mp4")
+    out = root / "e" / "mine"
+    assert main(["embed", "--checkpoint", setup["ckpt"], "--data", str(mine), "--modality", "video",
+                 "--space", "va", *FAST, "--out", str(out)]) == 0
+    emb = np.load(str(out) + ".npy")
+    index = json.loads((root / "e" / "mine.index.json").read_text())
+    assert emb.shape[0] == 3 and np.isfinite(emb).all()
+    assert [item["video"] for item in index["items"]] == [str(mine / "a.mp4"), str(mine / "trip" / "b.mp4"),
+                                                          str(mine / "trip" / "c.mp4")]

@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 
@@ -103,47 +102,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation and feature extraction: shared pieces
-
-
-class _EpochLoader:
-    """Iterate ``loader`` once per ``iter()``, calling ``dataset.set_epoch(e)`` before pass ``e``.
-
-    The labelled data sets seed their augmentation from (seed, epoch, index), so without this every
-    pass of a multi-epoch feature extraction or fine-tuning would see the same crops.
-    """
-
-    def __init__(self, loader: Any, dataset: Any, start_epoch: int = 0) -> None:
-        self.loader, self.dataset, self.epoch = loader, dataset, start_epoch
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Any:
-        self.dataset.set_epoch(self.epoch)
-        self.epoch += 1
-        return iter(self.loader)
-
-
-@dataclass
-class _Labelled:
-    """Entries of a labelled data source with what the manifest adds (aligned lists)."""
-
-    entries: list[Any]
-    """LabelledEntry per item."""
-    records: list[dict[str, Any]]
-    """Per entry, what the index JSON / reports show (the manifest line, or the split file's facts)."""
-    source: str
-    """Where the entries came from, for settings and messages."""
-    classes: list[str] | None = None
-    """Class order when the source defines one (official split files)."""
-    folds: list[Any] | None = None
-    """Per entry, its cross-validation fold (ESC-50 meta CSV)."""
-
-    def rows(self, ds: Any) -> list[int]:
-        """Position in ``entries`` of every item of a LabelledDataset built from them."""
-        pos = {id(e): i for i, e in enumerate(self.entries)}
-        return [pos[id(e)] for e in ds.entries]
+# embed / eval commands: options -> library calls (mmv_torch.evaluate, mmv_torch.data.sources)
 
 
 def _device(name: str | None) -> str:
@@ -181,129 +140,43 @@ def _load_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return model.eval(), cfg, device
 
 
-def _class_folders(root: Any) -> _Labelled:
-    """Kinetics/ImageNet-style class folders (``root/<class>/*`` or ``root/train|val|test/<class>/*``)."""
-    from mmv_torch.data.datasets import read_class_folders
+def _source(args: argparse.Namespace, modality: str) -> Any:
+    """The data source named by ``--data`` or the official split options."""
+    from mmv_torch.data.sources import open_source
 
-    entries, classes = read_class_folders(root)
-    records = [{e.modality: e.path, "label": e.label, "split": e.split} for e in entries]
-    return _Labelled(entries, records, str(root), classes)
-
-
-def _caption_dataset(args: argparse.Namespace, cfg: Any, entries: list[Any],
-                     source: str) -> tuple[Any, list[str], Any, Any]:
-    """Tokenised captions of ``entries`` with the checkpoint's (or ``--vocab``) word list: (dataset, captions,
-    entry row of each caption, vocabulary path). No vocabulary raises ``MissingVocabularyError``."""
-    from mmv_torch.data.captions import CaptionDataset, caption_rows, checkpoint_vocabulary
-    from mmv_torch.data.text import Tokenizer
-
-    vocab, vocab_path = checkpoint_vocabulary(args.checkpoint, args.vocab, cfg.model.text.vocab_size, "--vocab FILE")
-    captions, owner = caption_rows(entries)
-    if not captions:
-        raise ValueError(f"{source}: no entry has a 'caption' or 'captions' field")
-    ds = CaptionDataset(captions, Tokenizer(vocab, max_words=cfg.data.max_words), _word_mask(args))
-    return ds, captions, owner, vocab_path
+    return open_source(modality, data=args.data, ucf101_splits=getattr(args, "ucf101_splits", None),
+                       hmdb51_splits=getattr(args, "hmdb51_splits", None), video_root=getattr(args, "video_root", None),
+                       esc50_meta=getattr(args, "esc50_meta", None), audio_root=getattr(args, "audio_root", None),
+                       split=getattr(args, "split", 1))
 
 
-def _labelled_data(args: argparse.Namespace, modality: str) -> _Labelled:
-    """The entries named by ``--data`` or the official split options; video files give audio for
-    ``modality == 'audio'`` (their audio track)."""
-    from dataclasses import replace
+def _loader_options(args: argparse.Namespace) -> Any:
+    from mmv_torch.data.sources import default_workers
+    from mmv_torch.evaluate import LoaderOptions
+
+    workers = default_workers() if args.workers is None else args.workers
+    return LoaderOptions(batch_size=args.batch_size, workers=workers, seed=args.seed)
+
+
+def _word_mask(args: argparse.Namespace) -> bool:
+    """Whether text is max-pooled over its real words only: ``auto`` = yes for a checkpoint with its own
+    vocab.txt (trained by this library, which masks padding), no otherwise (the official model pools
+    over all positions)."""
     from pathlib import Path
 
-    from mmv_torch.data.datasets import (
-        read_esc50,
-        read_hmdb51_split,
-        read_jsonl,
-        read_labelled_manifest,
-        read_ucf101_split,
-    )
-
-    given = [o for o in ("data", "ucf101_splits", "hmdb51_splits", "esc50_meta") if getattr(args, o, None)]
-    if len(given) != 1:
-        raise ValueError("give exactly one of --data, --ucf101-splits, --hmdb51-splits, --esc50-meta; got "
-                         f"{['--' + g.replace('_', '-') for g in given] or 'none'}")
-    split = getattr(args, "split", 1)
-    data = None
-    if args.data:
-        path = Path(args.data)
-        if path.is_dir():
-            data = _class_folders(path)
-        else:
-            entries = read_labelled_manifest(path)
-            records = [obj for _, obj in read_jsonl(path)]
-            data = _Labelled(entries, records, str(path))
-    elif getattr(args, "esc50_meta", None):
-        if not args.audio_root:
-            raise ValueError("--esc50-meta needs --audio-root (the folder of the ESC-50 .wav files)")
-        entries, classes = read_esc50(args.esc50_meta, args.audio_root, test_fold=split)
-        folds: list[Any] = [None] * len(entries)
-        for k in range(1, 6):  # ESC-50's five folds: an entry is in fold k where it is the test split
-            for i, e in enumerate(read_esc50(args.esc50_meta, args.audio_root, test_fold=k)[0]):
-                if e.split == "test":
-                    folds[i] = k
-        if any(f is None for f in folds):
-            raise ValueError(f"{args.esc50_meta}: some rows have a fold outside 1..5")
-        records = [{"audio": e.path, "label": e.label, "split": e.split, "fold": f} for e, f in zip(entries, folds)]
-        data = _Labelled(entries, records, str(args.esc50_meta), classes, folds)
-    else:
-        split_dir = args.ucf101_splits or args.hmdb51_splits
-        if not args.video_root:
-            raise ValueError("--ucf101-splits / --hmdb51-splits need --video-root (the folder of the videos)")
-        reader = read_ucf101_split if args.ucf101_splits else read_hmdb51_split
-        entries, classes = reader(split_dir, args.video_root, split)
-        records = [{"video": e.path, "label": e.label, "split": e.split} for e in entries]
-        data = _Labelled(entries, records, str(split_dir), classes)
-    if modality == "audio":
-        data.entries = [replace(e, modality="audio") if e.modality == "video" else e for e in data.entries]
-    return data
+    if args.word_mask == "auto":
+        return (Path(args.checkpoint) / "vocab.txt").is_file()
+    return args.word_mask == "yes"
 
 
-def _loader(ds: Any, args: argparse.Namespace, shuffle: bool = False, distributed: bool = False) -> Any:
-    import torch
+def _tokenizer(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any]:
+    """The tokenizer of the checkpoint's word table (or ``--vocab``) and the word list's path. No
+    vocabulary raises ``MissingVocabularyError``."""
+    from mmv_torch.data.captions import checkpoint_vocabulary
+    from mmv_torch.data.text import Tokenizer
 
-    from mmv_torch import dist
-
-    sampler = None
-    if distributed and dist.world_size() > 1:
-        sampler = torch.utils.data.DistributedSampler(ds, shuffle=False)
-    return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=shuffle, sampler=sampler,
-                                       num_workers=args.workers)
-
-
-def _class_labels(ds: Any, data: _Labelled) -> Any:
-    """Integer label per dataset row (``ds.classes`` order); an unlabelled entry is an error."""
-    import numpy as np
-
-    index = {c: i for i, c in enumerate(ds.classes)}
-    missing = [e.path for e in ds.entries if e.label not in index]
-    if missing:
-        raise ValueError(f"{data.source}: {len(missing)} entries have no label, e.g. {missing[0]}")
-    return np.array([index[e.label] for e in ds.entries], dtype=np.int64)
-
-
-def _multilabel(data: _Labelled) -> tuple[list[str], Any]:
-    """Multi-hot labels from the manifest's ``"labels"`` (or list-valued ``"label"``) fields:
-    (classes sorted, (N, C) per entry). The entries' labels are cleared (they are not class names)."""
-    from dataclasses import replace
-
-    import numpy as np
-
-    lists = []
-    for i, rec in enumerate(data.records):
-        labels = rec.get("labels", rec.get("label"))
-        if isinstance(labels, str):
-            labels = [labels]
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise ValueError(f"{data.source}: entry {i} needs 'labels' (a list of class names) for --multilabel")
-        lists.append(labels)
-    classes = sorted({x for labels in lists for x in labels})
-    col = {c: j for j, c in enumerate(classes)}
-    hot = np.zeros((len(lists), len(classes)), dtype=np.float32)
-    for i, labels in enumerate(lists):
-        hot[i, [col[x] for x in labels]] = 1.0
-    data.entries = [replace(e, label="") for e in data.entries]
-    return classes, hot
+    vocab, path = checkpoint_vocabulary(args.checkpoint, args.vocab, cfg.model.text.vocab_size, "--vocab FILE")
+    return Tokenizer(vocab, max_words=cfg.data.max_words), path
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -336,208 +209,100 @@ def _probe_kwargs(args: argparse.Namespace, multilabel: bool, hidden_default: st
     return {"seed": args.seed, **({"weight_decays": wds} if wds else {})}
 
 
-def _write(result: dict[str, Any], json_out: str | None) -> None:
+def _write(result: dict[str, Any], args: argparse.Namespace) -> int:
     from mmv_torch.eval.report import markdown_table, write_report
 
-    clean = write_report(result, json_out)
+    result["settings"] = {"checkpoint": args.checkpoint, **result["settings"]}
+    clean = write_report(result, args.json)
     print(markdown_table(clean), end="")
-    if json_out:
+    if args.json:
         from pathlib import Path
 
-        print(f"wrote {json_out} and {Path(json_out).with_suffix('.md')}")
-
-
-# ---------------------------------------------------------------------------------------------
-# embed / eval commands
+        print(f"wrote {args.json} and {Path(args.json).with_suffix('.md')}")
+    return 0
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from mmv_torch import dist
-    from mmv_torch.data.datasets import LabelledDataset
-    from mmv_torch.eval.features import run_embed
+    from mmv_torch.evaluate import embed
 
     if args.modality == "image" and args.space != "repr":
         raise ValueError("image embeddings are the deflated video backbone's representation: use --space repr")
     dist.init_distributed()
     model, cfg, device = _load_checkpoint(args)
-    data = _labelled_data(args, args.modality)
-    info: dict[str, Any] = {"checkpoint": args.checkpoint, "data": data.source}
+    source = _source(args, args.modality)
+    info: dict[str, Any] = {"checkpoint": args.checkpoint}
+    tokenizer, word_mask = None, _word_mask(args)
     if args.modality == "text":
-        ds, captions, owner, vocab_path = _caption_dataset(args, cfg, data.entries, data.source)
-        records = [{"caption": c, "entry": int(o), "path": data.entries[o].path} for c, o in zip(captions, owner)]
-        info.update(vocab=str(vocab_path), word_mask=ds.word_mask, oov_words=int(ds.num_oov.sum()),
-                    empty_captions=int((ds.num_words == 0).sum()))
-    else:
-        ds = LabelledDataset(data.entries, cfg.data, args.modality, classes=data.classes,
-                             num_windows=args.windows, seed=args.seed)
-        records = [data.records[r] for r in data.rows(ds)]
-        info.update(windows=args.windows if args.modality == "video" else 1)
-    loader = _loader(ds, args, distributed=True)
-    if args.modality == "image":
-        from mmv_torch.deflate import image_encoder
-
-        # BN re-training sees the whole set on every rank (same data and seed), so ranks agree.
-        model, settings = image_encoder(model.video, args.image_strategy, cfg.data.num_frames,
-                                        bn_images=_loader(ds, args), bn_steps=args.bn_steps, bn_lr=args.bn_lr,
-                                        device=device)
-        info.update(image=settings)
-    out = run_embed(model, loader, args.modality, args.space, args.out, records, device, info)
+        tokenizer, vocab_path = _tokenizer(args, cfg)
+        info["vocab"] = str(vocab_path)
+    out = embed(model, cfg, source, _loader_options(args), args.out, modality=args.modality, space=args.space,
+                windows=args.windows, tokenizer=tokenizer, word_mask=word_mask, image_strategy=args.image_strategy,
+                bn_steps=args.bn_steps, bn_lr=args.bn_lr, info=info, device=device)
     if dist.is_main():
         print(f"wrote {out['path']} {tuple(out['shape'])} and {out['index_path']}")
     return 0
 
 
-def _word_mask(args: argparse.Namespace) -> bool:
-    """Whether text is max-pooled over its real words only: ``auto`` = yes for a checkpoint with its own
-    vocab.txt (trained by this library, which masks padding), no otherwise (the official model pools
-    over all positions)."""
-    from pathlib import Path
-
-    if args.word_mask == "auto":
-        return (Path(args.checkpoint) / "vocab.txt").is_file()
-    return args.word_mask == "yes"
-
-
 def _cmd_eval_linear(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from mmv_torch.data.datasets import LabelledDataset
-    from mmv_torch.eval.features import extract_features
-    from mmv_torch.eval.linear_probe import cross_validate, run_linear
+    from mmv_torch.evaluate import linear_probe
 
     model, cfg, device = _load_checkpoint(args)
-    data = _labelled_data(args, args.modality)
-    classes, hot = _multilabel(data) if args.multilabel else (data.classes, None)
-    kwargs = _probe_kwargs(args, args.multilabel, "512")
-
-    def dataset(split: str | None, train: bool) -> Any:
-        return LabelledDataset(data.entries, cfg.data, args.modality, split=split, classes=classes, train=train,
-                               num_windows=1 if train else args.test_windows, seed=args.seed)
-
-    def labels(ds: Any) -> Any:
-        return hot[data.rows(ds)] if hot is not None else _class_labels(ds, data)
-
-    if args.folds:
-        if args.multilabel:
-            raise ValueError("--folds runs single-label cross-validation; it cannot be combined with --multilabel")
-        ds = dataset(None, False)
-        rows = data.rows(ds)
-        folds = data.folds if data.folds is not None else [rec.get("fold") for rec in data.records]
-        fold = [folds[r] for r in rows]
-        if any(f is None for f in fold):
-            raise ValueError(f"{data.source}: --folds needs a 'fold' field on every {args.modality} entry")
-        x, idx = extract_features(model, _loader(ds, args), args.modality, args.space, "none", device)
-        if args.classifier == "logistic":
-            kwargs["device"] = device
-        res = cross_validate(x, labels(ds)[idx], np.asarray(fold)[idx], args.classifier, **kwargs)
-        res["settings"].update(modality=args.modality, space=args.space)
-        result = {"task": f"linear probe, {len(res['per_fold'])}-fold cross-validation ({args.modality}, "
-                          f"{args.space})", **res}
-        n_classes = len(ds.classes)
-    else:
-        train_ds, test_ds = dataset("train", True), dataset("test", False)
-        result = run_linear(model, _loader(train_ds, args), _loader(test_ds, args), labels(train_ds), labels(test_ds),
-                            args.modality, args.space, args.train_epochs, args.classifier, args.multilabel,
-                            device, None, **kwargs)
-        n_classes = len(train_ds.classes)
-    result["settings"].update(checkpoint=args.checkpoint, data=data.source, seed=args.seed, classes=n_classes)
-    _write(result, args.json)
-    return 0
+    source = _source(args, args.modality)
+    result = linear_probe(model, cfg, source, _loader_options(args), modality=args.modality, space=args.space,
+                          classifier=args.classifier, multilabel=args.multilabel, folds=args.folds,
+                          train_epochs=args.train_epochs, test_windows=args.test_windows,
+                          probe_kwargs=_probe_kwargs(args, args.multilabel, "512"), device=device)
+    return _write(result, args)
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from mmv_torch.evaluate import retrieval
 
-    from mmv_torch.data.datasets import LabelledDataset
-    from mmv_torch.eval.retrieval import embed_text_video, run_retrieval, text_video_retrieval
-
-    space = args.space or ("vt" if args.pair == "text-video" else "va")
     model, cfg, device = _load_checkpoint(args)
-    data = _labelled_data(args, "video")
-    videos = LabelledDataset(data.entries, cfg.data, "video", classes=[""], num_windows=args.windows, seed=args.seed)
-    settings: dict[str, Any] = {"checkpoint": args.checkpoint, "data": data.source, "windows": args.windows}
-    if args.pair == "audio-video":
-        loader = _loader(videos, args)
-        result = run_retrieval(model, loader, loader, "audio", "video", space, device=device)
-    else:
-        texts, captions, owner, vocab_path = _caption_dataset(args, cfg, videos.entries, data.source)
-        video_emb, text_emb = embed_text_video(model, _loader(videos, args), _loader(texts, args), space, device)
-        r = text_video_retrieval(video_emb, text_emb, owner, device=device)
-        result = {"task": f"zero-shot retrieval text<->video ({space})",
-                  "metrics": {"text2video": r["t2v"], "video2text": r["v2t"]},
-                  "settings": {"space": space, "normalize": True, "videos": len(videos), "captions": len(captions),
-                               "video2text": "rank of the best-ranked caption of the video",
-                               "vocab": str(vocab_path), "word_mask": texts.word_mask,
-                               "oov_words": int(texts.num_oov.sum()),
-                               "empty_captions": int((texts.num_words == 0).sum())}}
-    result["settings"].update(settings)
-    _write(result, args.json)
-    return 0
+    source = _source(args, "video")
+    tokenizer, extra = None, {}
+    if args.pair == "text-video":
+        tokenizer, vocab_path = _tokenizer(args, cfg)
+        extra["vocab"] = str(vocab_path)
+    result = retrieval(model, cfg, source, _loader_options(args), pair=args.pair, space=args.space,
+                       windows=args.windows, tokenizer=tokenizer, word_mask=_word_mask(args), device=device)
+    result["settings"].update(extra)
+    return _write(result, args)
 
 
 def _cmd_eval_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
-    from mmv_torch.data.datasets import LabelledDataset
-    from mmv_torch.eval.finetune import CHECKPOINT, finetune
+    from mmv_torch.eval.finetune import CHECKPOINT
+    from mmv_torch.evaluate import finetune_classifier
 
     ckpt = Path(args.out) / CHECKPOINT
     if ckpt.is_file() and args.resume is None:
         raise ValueError(f"{ckpt} exists: pass --resume latest to continue it, or choose another --out")
     model, cfg, device = _load_checkpoint(args)
-    data = _labelled_data(args, "video")
-
-    def dataset(split: str, train: bool) -> Any:
-        return LabelledDataset(data.entries, cfg.data, "video", split=split, classes=data.classes, train=train,
-                               num_windows=1 if train else args.test_windows, seed=args.seed)
-
-    train_ds, test_ds = dataset("train", True), dataset("test", False)
-    _class_labels(train_ds, data)
-    _class_labels(test_ds, data)
-    start = 0
-    if args.resume is not None and ckpt.is_file():
-        start = int(torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1
-    train_loader = _EpochLoader(_loader(train_ds, args, shuffle=True), train_ds, start)
-    result = finetune(model.video, train_loader, _loader(test_ds, args), len(train_ds.classes), args.out,
-                      args.epochs, args.lr, args.backbone_lr, args.weight_decay, args.warmup_steps,
-                      resume=args.resume is not None, device=device, seed=args.seed)
-    result.pop("model")
-    settings = result["settings"]
-    settings["finetune_checkpoint"] = settings.pop("checkpoint")
-    settings.update(checkpoint=args.checkpoint, data=data.source, test_windows=args.test_windows,
-                    batch_size=args.batch_size, seed=args.seed)
-    _write(result, args.json)
-    return 0
+    source = _source(args, "video")
+    result = finetune_classifier(model, cfg, source, _loader_options(args), args.out, epochs=args.epochs, lr=args.lr,
+                                 backbone_lr=args.backbone_lr, weight_decay=args.weight_decay,
+                                 warmup_steps=args.warmup_steps, test_windows=args.test_windows,
+                                 resume=args.resume is not None, device=device)
+    return _write(result, args)
 
 
 def _cmd_eval_image(args: argparse.Namespace) -> int:
-    from mmv_torch.data.datasets import LabelledDataset
-    from mmv_torch.deflate import STRATEGIES, run_image_eval
+    from mmv_torch.deflate import STRATEGIES
+    from mmv_torch.evaluate import image_probe
 
     strategies = [s for s in args.strategies.split(",") if s]
     unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown or not strategies:
+    if unknown or not strategies:  # checked before the model is loaded
         raise ValueError(f"--strategies takes names of {list(STRATEGIES)}, got {args.strategies!r}")
     model, cfg, device = _load_checkpoint(args)
-    data = _labelled_data(args, "image")
-    classes, hot = _multilabel(data) if args.multilabel else (data.classes, None)
-    kwargs = _probe_kwargs(args, args.multilabel, "")
-    train_ds, test_ds = (LabelledDataset(data.entries, cfg.data, "image", split=s, classes=classes, seed=args.seed)
-                         for s in ("train", "test"))
-
-    def labels(ds: Any) -> Any:
-        return hot[data.rows(ds)] if hot is not None else _class_labels(ds, data)
-
-    train_loader = _loader(train_ds, args)
-    result = run_image_eval(model.video, strategies, cfg.data.num_frames, train_loader, labels(train_ds),
-                            _loader(test_ds, args), labels(test_ds), args.multilabel, args.classifier,
-                            bn_images=train_loader, bn_steps=args.bn_steps, bn_lr=args.bn_lr, device=device,
-                            **kwargs)
-    result["settings"] = {**result["settings"], "checkpoint": args.checkpoint, "data": data.source,
-                          "train_images": len(train_ds), "test_images": len(test_ds), "seed": args.seed}
-    _write(result, args.json)
-    return 0
+    source = _source(args, "image")
+    result = image_probe(model, cfg, source, _loader_options(args), strategies, classifier=args.classifier,
+                         multilabel=args.multilabel, bn_steps=args.bn_steps, bn_lr=args.bn_lr,
+                         probe_kwargs=_probe_kwargs(args, args.multilabel, ""), device=device)
+    return _write(result, args)
 
 
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
@@ -545,7 +310,8 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
                    help="config.json + model.safetensors: a training run's export/ or a `mmv-torch convert` output")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--batch-size", type=int, default=8, help="items per batch (each with its windows)")
-    p.add_argument("--workers", type=int, default=4, help="data-loading processes (0: in the main process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading processes (0: in the main process; default: the cores less one, at most 4)")
     p.add_argument("--seed", type=int, default=0, help="augmentation and probe seed")
     p.add_argument("--set", nargs="*", metavar="data.KEY=VALUE",
                    help="override data settings of the checkpoint's config, e.g. data.num_frames=16")

@@ -106,35 +106,18 @@ def _say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _loader(ds: Any, workers: int, batch_size: int = 16) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
-
-
-def _labelled(manifest: Path, cfg: Config, modality: str, split: str, train: bool, windows: int, seed: int) -> Any:
-    from mmv_torch.data.datasets import LabelledDataset, read_labelled_manifest
-
-    entries = read_labelled_manifest(manifest)
-    return LabelledDataset(entries, cfg.data, modality, split=split, train=train, num_windows=windows, seed=seed)
-
-
-def _labels(ds: Any) -> np.ndarray:
-    index = {c: i for i, c in enumerate(ds.classes)}
-    return np.array([index[e.label] for e in ds.entries], dtype=np.int64)
-
-
-def _probe(model: torch.nn.Module, data_dir: Path, cfg: Config, s: DemoSettings, task: str) -> dict[str, Any]:
-    """Linear probe: ``task`` is 'motion' (video features) or 'sound' (audio features)."""
-    from mmv_torch.eval.linear_probe import run_linear
+def probe_task(model: torch.nn.Module, data_dir: Path, cfg: Config, s: DemoSettings, task: str) -> dict[str, Any]:
+    """The demo's linear probe on ``data_dir/probe_<task>.jsonl``: ``task`` is 'motion' (video features) or
+    'sound' (audio features); logistic regression on ``repr`` with the demo's epochs and windows."""
+    from mmv_torch.data.sources import manifest_source
+    from mmv_torch.evaluate import LoaderOptions, linear_probe
 
     modality = "video" if task == "motion" else "audio"
-    manifest = data_dir / f"probe_{task}.jsonl"
-    train_ds = _labelled(manifest, cfg, modality, "train", True, 1, s.seed)
-    test_ds = _labelled(manifest, cfg, modality, "test", False, s.eval_windows if modality == "video" else 1,
-                        s.seed)
-    res = run_linear(model, _loader(train_ds, s.workers), _loader(test_ds, s.workers), _labels(train_ds),
-                     _labels(test_ds), modality=modality, space="repr", train_epochs=s.probe_epochs,
-                     classifier="logistic")
-    res["chance"] = 1.0 / len(train_ds.classes)
+    source = manifest_source(data_dir / f"probe_{task}.jsonl").as_modality(modality)
+    res = linear_probe(model, cfg, source, LoaderOptions(batch_size=16, workers=s.workers, seed=s.seed),
+                       modality=modality, space="repr", classifier="logistic", train_epochs=s.probe_epochs,
+                       test_windows=s.eval_windows)
+    res["chance"] = 1.0 / res["settings"]["classes"]
     return res
 
 
@@ -142,16 +125,16 @@ def _retrieval(model: torch.nn.Module, data_dir: Path, cfg: Config, vocab_file: 
                ) -> tuple[dict[str, Any], np.ndarray, list[str], np.ndarray, list[str]]:
     """Zero-shot text->video retrieval in the coarse space S_vat. Returns metrics, the similarity matrix
     (captions x videos), the captions, each caption's video row and the video paths."""
-    from mmv_torch.data.captions import CaptionDataset, caption_rows
-    from mmv_torch.data.datasets import LabelledDataset, read_labelled_manifest
+    from mmv_torch.data.sources import manifest_source
     from mmv_torch.data.text import Tokenizer, Vocabulary
-    from mmv_torch.eval.retrieval import embed_text_video, text_video_retrieval
+    from mmv_torch.eval.retrieval import text_video_retrieval
+    from mmv_torch.evaluate import LoaderOptions, text_video_embeddings
 
-    ds = LabelledDataset(read_labelled_manifest(data_dir / "retrieval.jsonl"), cfg.data, "video", classes=[""],
-                         num_windows=s.eval_windows, seed=s.seed)
-    captions, caption_video = caption_rows(ds.entries)
-    texts = CaptionDataset(captions, Tokenizer(Vocabulary.from_word_list(vocab_file), max_words=cfg.data.max_words))
-    video_emb, text_emb = embed_text_video(model, _loader(ds, s.workers), _loader(texts, 0, 64), "vt")
+    tokenizer = Tokenizer(Vocabulary.from_word_list(vocab_file), max_words=cfg.data.max_words)
+    video_emb, text_emb, ds, texts = text_video_embeddings(
+        model, cfg, manifest_source(data_dir / "retrieval.jsonl"), LoaderOptions(16, s.workers, s.seed), tokenizer,
+        word_mask=True, space="vt", windows=s.eval_windows, text_batch_size=64)
+    caption_video = texts.owner
     metrics = text_video_retrieval(video_emb, text_emb, caption_video)
     v = torch.nn.functional.normalize(torch.as_tensor(video_emb), dim=-1)
     t = torch.nn.functional.normalize(torch.as_tensor(text_emb), dim=-1)
@@ -159,7 +142,7 @@ def _retrieval(model: torch.nn.Module, data_dir: Path, cfg: Config, vocab_file: 
     labels = [json.loads(Path(e.path).with_suffix(".json").read_text())["labels"] for e in ds.entries]
     metrics["motion_given_object"] = motion_given_object(sim, caption_video, [x["object"] for x in labels],
                                                          [x["motion"] for x in labels])
-    return metrics, sim, captions, caption_video, [e.path for e in ds.entries]
+    return metrics, sim, texts.captions, caption_video, [e.path for e in ds.entries]
 
 
 def motion_given_object(sim: np.ndarray, caption_video: np.ndarray, objects: list[str], motions: list[str]
@@ -360,8 +343,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
     for i, (name, model) in enumerate((("trained", trained), ("random_init", random_init))):
         say(f"3/4 evaluating the {name.replace('_', ' ')} network ({i + 1}/2): retrieval and probes")
         metrics, sim, captions, caption_video, videos = _retrieval(model, data_dir, cfg, export / "vocab.txt", s)
-        res = {"retrieval": metrics, "motion": _probe(model, data_dir, cfg, s, "motion"),
-               "sound": _probe(model, data_dir, cfg, s, "sound")}
+        res = {"retrieval": metrics, "motion": probe_task(model, data_dir, cfg, s, "motion"),
+               "sound": probe_task(model, data_dir, cfg, s, "sound")}
         results[name] = res
         if name == "trained":
             retrieval_plot = (sim, captions, caption_video, videos)

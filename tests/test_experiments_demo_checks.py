@@ -1,4 +1,4 @@
-"""scripts/demo_checks.py (the README's demo checks) on a seconds-long demo."""
+"""experiments/demo_checks.py (the demo's checks in docs/demo.md) on a seconds-long demo."""
 
 import importlib.util
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from mmv_torch.demo import QUICK, run_demo
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "demo_checks.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "demo_checks.py"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,254 @@
+"""Evaluation pipelines: a model, a :class:`~mmv_torch.data.sources.LabelledSource` and options in,
+a result dict out (layer L3).
+
+These are what ``mmv-torch embed`` and ``mmv-torch eval linear|retrieval|finetune|image`` run, and
+what the demo and experiments call: each builds the data sets of its protocol, extracts features or
+trains, and returns ``{"task", "metrics", "settings"}`` (reports are written by the caller with
+:func:`mmv_torch.eval.report.write_report`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmv_torch.config import Config
+from mmv_torch.data.captions import CaptionDataset, caption_rows
+from mmv_torch.data.datasets import LabelledDataset
+from mmv_torch.data.sources import (
+    EpochLoader,
+    LabelledSource,
+    class_labels,
+    make_loader,
+    multilabel_targets,
+)
+from mmv_torch.data.text import Tokenizer
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How evaluation data are loaded: items per batch, loader processes, augmentation seed."""
+
+    batch_size: int = 8
+    workers: int = 0
+    seed: int = 0
+
+    def loader(self, ds: Any, shuffle: bool = False, distributed: bool = False, batch_size: int | None = None
+               ) -> Any:
+        """A DataLoader over ``ds`` with these options."""
+        return make_loader(ds, batch_size or self.batch_size, self.workers, shuffle=shuffle, distributed=distributed)
+
+
+@dataclass
+class CaptionSet:
+    """The captions of a source's entries, tokenised: the data set, the caption strings and, per caption,
+    the row of its entry (``owner``)."""
+
+    dataset: CaptionDataset
+    captions: list[str]
+    owner: np.ndarray
+
+    def stats(self) -> dict[str, Any]:
+        """What reports show about the captions: count, unknown words, empty captions, masking."""
+        ds = self.dataset
+        return {"captions": len(self.captions), "word_mask": ds.word_mask, "oov_words": int(ds.num_oov.sum()),
+                "empty_captions": int((ds.num_words == 0).sum())}
+
+
+def caption_set(entries: list[Any], tokenizer: Tokenizer, word_mask: bool, source: str) -> CaptionSet:
+    """Every caption of ``entries`` tokenised; a source without captions is an error naming it."""
+    captions, owner = caption_rows(entries)
+    if not captions:
+        raise ValueError(f"{source}: no entry has a 'caption' or 'captions' field")
+    return CaptionSet(CaptionDataset(captions, tokenizer, word_mask), captions, owner)
+
+
+def linear_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions, *,
+                 modality: str = "video", space: str = "repr", classifier: str = "svm", multilabel: bool = False,
+                 folds: bool = False, train_epochs: int = 10, test_windows: int = 10,
+                 probe_kwargs: dict[str, Any] | None = None, device: str | torch.device | None = None
+                 ) -> dict[str, Any]:
+    """Linear probe on frozen features: train/test splits of ``source`` (``train_epochs`` augmented passes;
+    ``test_windows`` linearly spaced test windows), or k-fold cross-validation over the entries' folds
+    (``folds``). ``probe_kwargs`` go to the classifier (C grid, weight decays, seed, ...)."""
+    from mmv_torch.eval.features import extract_features
+    from mmv_torch.eval.linear_probe import cross_validate, run_linear
+
+    kwargs = dict(probe_kwargs or {})
+    classes, hot = multilabel_targets(source) if multilabel else (source.classes, None)
+
+    def dataset(split: str | None, train: bool) -> LabelledDataset:
+        return LabelledDataset(source.entries, cfg.data, modality, split=split, classes=classes, train=train,
+                               num_windows=1 if train else test_windows, seed=opts.seed)
+
+    def labels(ds: LabelledDataset) -> np.ndarray:
+        return hot[source.rows(ds)] if hot is not None else class_labels(ds, source)
+
+    if folds:
+        if multilabel:
+            raise ValueError("--folds runs single-label cross-validation; it cannot be combined with --multilabel")
+        ds = dataset(None, False)
+        per_entry = source.folds if source.folds is not None else [rec.get("fold") for rec in source.records]
+        fold = [per_entry[r] for r in source.rows(ds)]
+        if any(f is None for f in fold):
+            raise ValueError(f"{source.source}: --folds needs a 'fold' field on every {modality} entry")
+        x, idx = extract_features(model, opts.loader(ds), modality, space, "none", device)
+        if classifier == "logistic":
+            kwargs["device"] = device
+        res = cross_validate(x, labels(ds)[idx], np.asarray(fold)[idx], classifier, **kwargs)
+        res["settings"].update(modality=modality, space=space)
+        result = {"task": f"linear probe, {len(res['per_fold'])}-fold cross-validation ({modality}, {space})", **res}
+        n_classes = len(ds.classes)
+    else:
+        train_ds, test_ds = dataset("train", True), dataset("test", False)
+        result = run_linear(model, opts.loader(train_ds), opts.loader(test_ds), labels(train_ds), labels(test_ds),
+                            modality, space, train_epochs, classifier, multilabel, device, None, **kwargs)
+        n_classes = len(train_ds.classes)
+    result["settings"].update(data=source.source, seed=opts.seed, classes=n_classes)
+    return result
+
+
+def text_video_embeddings(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
+                          tokenizer: Tokenizer, word_mask: bool, *, space: str = "vt", windows: int = 1,
+                          text_batch_size: int | None = None, device: str | torch.device | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, LabelledDataset, CaptionSet]:
+    """Video embeddings (``windows`` averaged) of the source's videos and text embeddings of their
+    captions in ``space``: ``(video_emb (V, D), text_emb (C, D), videos, captions)``."""
+    from mmv_torch.eval.retrieval import embed_text_video
+
+    videos = LabelledDataset(source.entries, cfg.data, "video", classes=[""], num_windows=windows, seed=opts.seed)
+    texts = caption_set(videos.entries, tokenizer, word_mask, source.source)
+    text_loader = make_loader(texts.dataset, text_batch_size or opts.batch_size,
+                              0 if text_batch_size else opts.workers)
+    video_emb, text_emb = embed_text_video(model, opts.loader(videos), text_loader, space, device)
+    return video_emb, text_emb, videos, texts
+
+
+def retrieval(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions, *,
+              pair: str = "text-video", space: str | None = None, windows: int = 1,
+              tokenizer: Tokenizer | None = None, word_mask: bool = True,
+              device: str | torch.device | None = None) -> dict[str, Any]:
+    """Zero-shot retrieval on ``source``: text<->video (every caption a query; ``tokenizer`` needed) or
+    audio<->video, R@1/5/10 and ranks. Labels of the entries are not used."""
+    from mmv_torch.eval.retrieval import run_retrieval, text_video_retrieval
+
+    space = space or ("vt" if pair == "text-video" else "va")
+    settings: dict[str, Any] = {"data": source.source, "windows": windows}
+    if pair == "audio-video":
+        videos = LabelledDataset(source.entries, cfg.data, "video", classes=[""], num_windows=windows,
+                                 seed=opts.seed)
+        loader = opts.loader(videos)
+        result = run_retrieval(model, loader, loader, "audio", "video", space, device=device)
+    elif pair == "text-video":
+        if tokenizer is None:
+            raise ValueError("text-video retrieval needs a tokenizer (the checkpoint's vocabulary)")
+        video_emb, text_emb, videos, texts = text_video_embeddings(model, cfg, source, opts, tokenizer, word_mask,
+                                                                   space=space, windows=windows, device=device)
+        r = text_video_retrieval(video_emb, text_emb, texts.owner, device=device)
+        result = {"task": f"zero-shot retrieval text<->video ({space})",
+                  "metrics": {"text2video": r["t2v"], "video2text": r["v2t"]},
+                  "settings": {"space": space, "normalize": True, "videos": len(videos), **texts.stats(),
+                               "video2text": "rank of the best-ranked caption of the video"}}
+    else:
+        raise ValueError(f"pair must be 'text-video' or 'audio-video', got {pair!r}")
+    result["settings"].update(settings)
+    return result
+
+
+def finetune_classifier(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
+                        out_dir: str | Path, *, epochs: int = 10, lr: float = 1e-3, backbone_lr: float | None = None,
+                        weight_decay: float = 1e-4, warmup_steps: int = 0, test_windows: int = 10,
+                        resume: bool = False, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Fine-tune the video backbone with a linear head on the source's train split, test on its test
+    split (``test_windows`` windows, logits averaged); checkpoint and log in ``out_dir``. ``resume``
+    continues ``out_dir``'s fine-tuning checkpoint when there is one."""
+    from mmv_torch.eval.finetune import CHECKPOINT, finetune
+
+    def dataset(split: str, train: bool) -> LabelledDataset:
+        return LabelledDataset(source.entries, cfg.data, "video", split=split, classes=source.classes, train=train,
+                               num_windows=1 if train else test_windows, seed=opts.seed)
+
+    train_ds, test_ds = dataset("train", True), dataset("test", False)
+    class_labels(train_ds, source)
+    class_labels(test_ds, source)
+    ckpt = Path(out_dir) / CHECKPOINT
+    start = 0
+    if resume and ckpt.is_file():
+        start = int(torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1
+    train_loader = EpochLoader(opts.loader(train_ds, shuffle=True), train_ds, start)
+    result = finetune(model.video, train_loader, opts.loader(test_ds), len(train_ds.classes), out_dir, epochs, lr,
+                      backbone_lr, weight_decay, warmup_steps, resume=resume, device=device, seed=opts.seed)
+    result.pop("model")
+    settings = result["settings"]
+    settings["finetune_checkpoint"] = settings.pop("checkpoint")
+    settings.update(data=source.source, test_windows=test_windows, batch_size=opts.batch_size, seed=opts.seed)
+    return result
+
+
+def image_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
+                strategies: list[str], *, classifier: str = "svm", multilabel: bool = False, bn_steps: int = 200,
+                bn_lr: float = 1e-3, probe_kwargs: dict[str, Any] | None = None,
+                device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Image probes with the video network turned into an image network by each of ``strategies``
+    (naive deflation, BN re-trained, inflation), on the source's train/test images."""
+    from mmv_torch.deflate import STRATEGIES, run_image_eval
+
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ValueError(f"strategies are names of {list(STRATEGIES)}, got {strategies}")
+    classes, hot = multilabel_targets(source) if multilabel else (source.classes, None)
+    train_ds, test_ds = (LabelledDataset(source.entries, cfg.data, "image", split=s, classes=classes, seed=opts.seed)
+                         for s in ("train", "test"))
+
+    def labels(ds: LabelledDataset) -> np.ndarray:
+        return hot[source.rows(ds)] if hot is not None else class_labels(ds, source)
+
+    train_loader = opts.loader(train_ds)
+    result = run_image_eval(model.video, strategies, cfg.data.num_frames, train_loader, labels(train_ds),
+                            opts.loader(test_ds), labels(test_ds), multilabel, classifier, bn_images=train_loader,
+                            bn_steps=bn_steps, bn_lr=bn_lr, device=device, **(probe_kwargs or {}))
+    result["settings"] = {**result["settings"], "data": source.source, "train_images": len(train_ds),
+                          "test_images": len(test_ds), "seed": opts.seed}
+    return result
+
+
+def embed(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions, out: str | Path, *,
+          modality: str, space: str = "repr", windows: int = 1, tokenizer: Tokenizer | None = None,
+          word_mask: bool = True, image_strategy: str = "naive", bn_steps: int = 200, bn_lr: float = 1e-3,
+          info: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Embeddings of the source's entries (``modality`` video/audio/image, or text: their captions) in
+    ``space``, written to ``out`` (``.npy`` + ``.index.json``); runs across ranks under torchrun.
+    Returns what :func:`mmv_torch.eval.features.run_embed` returns."""
+    from mmv_torch.eval.features import run_embed
+
+    if modality == "image" and space != "repr":
+        raise ValueError("image embeddings are the deflated video backbone's representation: use --space repr")
+    info = dict(info or {}, data=source.source)
+    ds: Any
+    if modality == "text":
+        if tokenizer is None:
+            raise ValueError("text embeddings need a tokenizer (the checkpoint's vocabulary)")
+        texts = caption_set(source.entries, tokenizer, word_mask, source.source)
+        ds = texts.dataset
+        records = [{"caption": c, "entry": int(o), "path": source.entries[o].path}
+                   for c, o in zip(texts.captions, texts.owner)]
+        stats = texts.stats()
+        info.update(word_mask=stats["word_mask"], oov_words=stats["oov_words"], empty_captions=stats["empty_captions"])
+    else:
+        ds = LabelledDataset(source.entries, cfg.data, modality, classes=source.classes, num_windows=windows,
+                             seed=opts.seed)
+        records = [source.records[r] for r in source.rows(ds)]
+        info.update(windows=windows if modality == "video" else 1)
+    loader = opts.loader(ds, distributed=True)
+    if modality == "image":
+        from mmv_torch.deflate import image_encoder
+
+        # BN re-training sees the whole set on every rank (same data and seed), so ranks agree.
+        model, settings = image_encoder(model.video, image_strategy, cfg.data.num_frames, bn_images=opts.loader(ds),
+                                        bn_steps=bn_steps, bn_lr=bn_lr, device=device)
+        info.update(image=settings)
+    return run_embed(model, loader, modality, space, out, records, device, info)
