@@ -1,6 +1,6 @@
 """Evaluation benchmarks: feature-extraction clips/s and chunked retrieval time at 1M x 256-d.
 
-Usage (prints a markdown table; numbers go to benchmarks/RESULTS_eval.md by hand, with the machine):
+Usage (prints a markdown table; numbers go by hand, with the machine, to benchmarks/RESULTS.md, "Evaluation"):
 
     python benchmarks/bench_eval.py extract --device cpu
     python benchmarks/bench_eval.py retrieval --queries 1000 --gallery 1000000 --dim 256 --device cpu

@@ -1,4 +1,4 @@
-"""The layering of architecture.md: a module imports only from layers below it, L1 siblings do not
+"""The layering of docs/architecture.md: a module imports only from layers below it, L1 siblings do not
 import each other, and ``import mmv_torch`` needs only torch and numpy."""
 
 import ast

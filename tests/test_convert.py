@@ -299,7 +299,7 @@ def test_parity_outputs_and_intermediates(loaded, config) -> None:
 
 
 EXTRA_CASES = sorted(p.stem for p in (ref.DATA / "extra").glob("*.npz"))
-# Parameter counts of the official models (official_mmv_spec.md §6.3): video, audio, text, heads, total.
+# Parameter counts of the official models (docs/official_checkpoints.md): video, audio, text, heads, total.
 PARAM_COUNTS = {
     "s3d": (9_146_000, 23_494_080, 20_277_248, 4_592_640, 57_509_968),
     "tsm_resnet_x1": (23_500_352, 23_494_080, 20_277_248, 5_116_928, 72_388_608),

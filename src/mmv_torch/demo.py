@@ -78,7 +78,7 @@ supervised check on the motion probe clips, 400 steps: 54% against 26-40%), at t
 Colour jitter is off: the synthetic renderer has no lighting changes, and with jitter the tiny network
 spent the whole budget on the object and learned no motion (motion probe 19% with jitter, 32% without,
 2048 clips). The 8 frames are taken at 4 fps (a 2-s window, with 2 s of audio) instead of 8 fps: at the
-same cost per step the motion probe rose from 32% to 42%. README, "The demo", lists the runs behind these
+same cost per step the motion probe rose from 32% to 42%. docs/demo.md lists the runs behind these
 choices."""
 
 _OVERRIDES_TEXT = "video tower TSM-ResNet18 x1/4, 8 frames at 4 fps with 2 s of audio, no colour jitter"

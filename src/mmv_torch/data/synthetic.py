@@ -1,4 +1,4 @@
-"""Synthetic narrated videos whose video, audio and text are correlated (docs: synthetic_data.md).
+"""Synthetic narrated videos whose video, audio and text are correlated (docs/synthetic_data.md).
 
 Each clip is drawn from independent latent factors:
 
@@ -154,7 +154,7 @@ def vocabulary_words() -> list[str]:
 
 @dataclass(frozen=True)
 class GeneratorOptions:
-    """Difficulty knobs of the generator (defaults follow synthetic_data.md)."""
+    """Difficulty knobs of the generator (described in docs/synthetic_data.md)."""
 
     palette_prob: float = 0.8
     """Probability that the object uses its class palette (else random colours)."""

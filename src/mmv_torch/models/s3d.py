@@ -233,7 +233,7 @@ class S3D(nn.Module):
 
     ``forward``: ``(B, 3, T, H, W)`` RGB in [0, 1] (or ``(B, 24, T/2, H/2, W/2)`` space-to-depth
     input with the s2d stem) → ``(B, out_dim)`` with ``out_dim = 1024 * width_mult`` (rounded per
-    branch). The official endpoint shapes for a 32x224x224 clip are in ``official_mmv_spec.md`` §3.1.
+    branch). The official endpoint shapes for a 32x224x224 clip are in ``docs/official_checkpoints.md`` (S3D-G).
     """
 
     def __init__(self, cfg: VideoConfig, bn: BatchNormConfig | None = None) -> None:

@@ -1,0 +1,109 @@
+"""The documents the repository cites exist, and the README stays a short user document.
+
+Every path-like token ending in ``.md`` in code, tests, benchmarks, scripts, experiments, docs, the README
+or the Makefile must name a file that exists: relative to the repository root, relative to the citing
+file's folder, or (a bare name) under ``docs/``.
+"""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Folders and top-level files whose text is scanned for ``*.md`` references.
+SCANNED_DIRS = ("src", "tests", "benchmarks", "scripts", "experiments", "docs", ".github")
+SCANNED_FILES = ("README.md", "Makefile", "pyproject.toml")
+SCANNED_SUFFIXES = {".py", ".md", ".sh", ".toml", ".cfg", ".txt", ".yml", ".yaml"}
+
+# Markdown files the code writes (not documents of the repository): the ``--json OUT`` reports' ``OUT.md``,
+# the demo's ``report.md`` (e.g. ``runs/demo/report.md``) and the tests' ``lin.md``. A citation under
+# ``docs/`` is never exempt.
+OUTPUT_NAMES = {"OUT.md", "report.md", "lin.md"}
+
+README_MAX_LINES = 200
+
+_MD_TOKEN = re.compile(r"[\w./:-]*\w\.md\b")
+
+
+def _scanned_files(root: Path) -> list[Path]:
+    files = [root / name for name in SCANNED_FILES if (root / name).is_file()]
+    for folder in SCANNED_DIRS:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file() and (path.suffix in SCANNED_SUFFIXES or path.name == "Makefile") and \
+                    "__pycache__" not in path.parts and path.resolve() != Path(__file__).resolve():
+                files.append(path)  # this file is left out: its fixtures cite made-up documents
+    return files
+
+
+def _resolves(root: Path, citing: Path, token: str) -> bool:
+    candidates = [root / token, citing.parent / token]
+    if "/" not in token:
+        candidates.append(root / "docs" / token)
+    return any(c.is_file() for c in candidates)
+
+
+def missing_md_references(root: Path) -> list[str]:
+    """``"file:line: token"`` for every ``*.md`` path cited under ``root`` that names no existing file."""
+    missing = []
+    for path in _scanned_files(root):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for lineno, line in enumerate(text.splitlines(), 1):
+            for match in _MD_TOKEN.finditer(line):
+                token = match.group(0).rstrip(".")
+                if "://" in token:
+                    continue  # a web address, not a repository path
+                token = token.removeprefix("./")
+                if Path(token).name in OUTPUT_NAMES and not token.startswith("docs/"):
+                    continue
+                if not _resolves(root, path, token):
+                    missing.append(f"{path.relative_to(root)}:{lineno}: {token}")
+    return missing
+
+
+def test_every_cited_md_file_exists():
+    assert missing_md_references(ROOT) == []
+
+
+def test_checker_reports_a_missing_document(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "guide.md").write_text("See [data](data.md) and [top](../NOTES.md).\n")
+    (tmp_path / "docs" / "data.md").write_text("Back to the guide: guide.md.\n")
+    (tmp_path / "NOTES.md").write_text("notes\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "mod.py").write_text(
+        '"""Details in docs/nonexistent.md; layout in docs/guide.md; also guide.md."""\n'
+        'OUT = "the report goes to OUT.md and runs/demo/report.md"\n'
+        'URL = "https://example.org/missing.md"\n')
+    assert missing_md_references(tmp_path) == ["src/mod.py:1: docs/nonexistent.md"]
+
+
+def test_output_names_do_not_exempt_docs(tmp_path):
+    (tmp_path / "README.md").write_text("Read docs/report.md.\n")
+    assert missing_md_references(tmp_path) == ["README.md:1: docs/report.md"]
+
+
+def test_readme_is_short():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines (at most {README_MAX_LINES})"
+
+
+def _documented_layers(text: str) -> dict[str, int]:
+    """``{module: layer}`` from the rows ``| L<n> | `a`, `b` | ... |`` of the layering table."""
+    layers = {}
+    for match in re.finditer(r"^\| L(-?\d+) \| ([^|]+) \|", text, flags=re.MULTILINE):
+        for name in re.findall(r"`([\w/]+)`", match.group(2)):
+            layers[name] = int(match.group(1))
+    return layers
+
+
+def test_architecture_doc_lists_every_layer():
+    from test_architecture import LAYERS
+
+    documented = _documented_layers((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
+    wrong = {name: (layer, documented.get(name)) for name, layer in LAYERS.items() if documented.get(name) != layer}
+    assert wrong == {}, f"docs/architecture.md: layer (in LAYERS, in the doc) differs for {wrong}"
+
+
+def test_documented_layers_are_parsed():
+    table = "| layer | modules |\n|---|---|\n| L-1 | `fileio` | writes |\n| L2 | `convert`, `deflate` | x |\n"
+    assert _documented_layers(table) == {"fileio": -1, "convert": 2, "deflate": 2}
