@@ -1,4 +1,4 @@
-"""Checks behind the README's demo section, on a finished ``make demo`` folder.
+"""Checks behind the demo's numbers in docs/demo.md, on a finished ``make demo`` folder.
 
     python experiments/demo_checks.py supervised --demo runs/demo [--steps 1400] [--set KEY=VALUE ...]
     python experiments/demo_checks.py recheck --demo runs/demo [--num-test 800]
