@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) -m mmv_torch demo --out runs/demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks scripts experiments
+	$(VENV)/bin/ruff check src tests benchmarks experiments
 
 test: lint
 	$(PY) -m pytest

@@ -284,3 +284,22 @@ def test_embed_a_plain_folder_of_videos(setup, capsys):
     assert emb.shape[0] == 3 and np.isfinite(emb).all()
     assert [item["video"] for item in index["items"]] == [str(mine / "a.mp4"), str(mine / "trip" / "b.mp4"),
                                                           str(mine / "trip" / "c.mp4")]
+
+
+def test_data_frames_then_image_eval(setup, capsys):
+    """``data frames`` turns a labelled video manifest into an image set that ``eval image`` reads."""
+    from PIL import Image
+
+    data, root = setup["data"], setup["root"]
+    out = root / "frames"
+    assert main(["data", "frames", str(data / "probe_motion.jsonl"), str(out)]) == 0
+    rows = [json.loads(x) for x in (out / "images.jsonl").read_text().splitlines()]
+    src = [json.loads(x) for x in (data / "probe_motion.jsonl").read_text().splitlines()]
+    assert [(r["label"], r["split"]) for r in rows] == [(x["label"], x["split"]) for x in src]
+    img = np.asarray(Image.open(out / rows[0]["image"]))
+    assert img.shape == (32, 32, 3) and img.std() > 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert main(["eval", "image", "--checkpoint", setup["ckpt"], "--data", str(out / "images.jsonl"),
+                 "--strategies", "naive", "--classifier", "logistic", *FAST]) == 0
+    assert main(["data", "frames", str(data / "probe_sound.jsonl"), str(root / "frames2")]) == 2
+    assert "are not videos" in capsys.readouterr().err

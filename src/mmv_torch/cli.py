@@ -62,6 +62,14 @@ def _cmd_data_shard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_frames(args: argparse.Namespace) -> int:
+    from mmv_torch.data.frames import write_middle_frames
+
+    path = write_middle_frames(args.manifest, args.out_dir)
+    print(f"wrote {path}; evaluate with: mmv-torch eval image --data {path} --checkpoint CKPT")
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from mmv_torch.convert import convert_checkpoint
 
@@ -453,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_image)
 
-    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards").add_subparsers(
+    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards, frames").add_subparsers(
         dest="data_command", required=True)
     p = data.add_parser("synthetic", help="write a synthetic narrated-video data set (mp4 + manifests)")
     p.add_argument("out_dir")
@@ -478,6 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-shard", type=int, default=1000)
     p.add_argument("--no-verify", action="store_true", help="do not decode each file before sharding it")
     p.set_defaults(func=_cmd_data_shard)
+    p = data.add_parser("frames", help="the middle frame of every video of a labelled manifest, as an image set")
+    p.add_argument("manifest", help="labelled JSONL manifest whose entries are videos")
+    p.add_argument("out_dir", help="folder for img_NNNN.png and images.jsonl")
+    p.set_defaults(func=_cmd_data_frames)
     return parser
 
 
