@@ -63,3 +63,41 @@ def test_temporaries_are_recognised_and_removed(tmp_path):
     assert not is_temporary(tmp_path / ".hidden")
     assert remove_temporaries(tmp_path) == 1
     assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_check_output_catches_bad_paths_before_work(tmp_path):
+    from mmv_torch.fileio import check_output
+
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    assert check_output(tmp_path / "new" / "deeper" / "out.json", "--json") == tmp_path / "new" / "deeper" / "out.json"
+    assert check_output(tmp_path / "dir", "--out", folder=True) == tmp_path / "dir"
+    with pytest.raises(ValueError, match="--json .*is a folder"):
+        check_output(tmp_path / "dir", "--json")
+    with pytest.raises(ValueError, match="--out .*is a file, expected a folder"):
+        check_output(tmp_path / "file.txt", "--out", folder=True)
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        check_output(tmp_path / "file.txt" / "out.json", "--json")
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        check_output(tmp_path / "file.txt", "--clean", inputs=(str(tmp_path / "dir" / ".." / "file.txt"),))
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        check_output(tmp_path / "file", "--out", inputs=(tmp_path / "file.txt",), suffixes=(".txt",))
+    with pytest.raises(ValueError, match="empty path"):
+        check_output("", "--json")
+
+
+def test_check_output_unwritable_folder(tmp_path):
+    from mmv_torch.fileio import check_output
+
+    with pytest.raises(ValueError, match="--json /sys/x.json: cannot write in /sys"):  # read-only even for root
+        check_output("/sys/x.json", "--json")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.geteuid() != 0:  # root ignores permission bits
+            with pytest.raises(ValueError, match="cannot write"):
+                check_output(ro / "x.json", "--json")
+    finally:
+        ro.chmod(0o700)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mmv-write-test-")]

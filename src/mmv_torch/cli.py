@@ -8,9 +8,49 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``mmv-torch CMD: error: ...``) with exit status 2, no usage dump."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(lo: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def _float_above(lo: float, inclusive: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < lo or (value == lo and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>=' if inclusive else '>'} {lo:g}, "
+                                             f"got {text}")
+        return value
+
+    parse.__name__ = f"number {'>=' if inclusive else '>'} {lo:g}"
+    return parse
+
+
+_COUNT, _POSITIVE, _RATE, _NONNEG = _int_at_least(0), _int_at_least(1), _float_above(0.0), _float_above(0.0, True)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -78,17 +118,31 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_launcher_rank0() -> bool:
+    """Rank 0 of a torchrun launch (or a plain process): the one that owns the run folder."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from mmv_torch.runs import claim_run_dir
     from mmv_torch.train import TrainingDivergedError, run_train
 
-    if args.preset is None and args.config is None:
-        raise ValueError("train needs --preset NAME or --config run.json")
-    try:
-        summary = run_train(args.preset, [d for d in args.data.split(",") if d], args.out, args.set or [],
-                            args.resume, args.config)
-    except TrainingDivergedError as e:
-        print(f"mmv-torch train: stopped: {e}", file=sys.stderr)
-        return 3
+    if (args.preset is None) == (args.config is None):
+        raise ValueError("train needs exactly one of --preset NAME or --config run.json"
+                         + (" (got both: --config holds the whole config)" if args.preset else ""))
+    owner = (claim_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
+             if _is_launcher_rank0() else contextlib.nullcontext())
+    with owner:
+        try:
+            summary = run_train(args.preset, [d for d in args.data.split(",") if d], args.out, args.set or [],
+                                args.resume, args.config)
+        except TrainingDivergedError as e:
+            print(f"mmv-torch train: stopped: {e}", file=sys.stderr)
+            return 3
     print(f"done: {summary.get('steps', '?')} steps, final loss {summary.get('final_loss')}, "
           f"export {summary.get('export')}")
     return 0
@@ -120,6 +174,8 @@ def _device(name: str | None) -> str:
 
     if name is None:
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device cuda: no CUDA device is available to this torch {torch.__version__} build")
     if name == "cuda" and dist.is_initialized():
         name = f"cuda:{dist.local_rank()}"
     return name
@@ -280,20 +336,20 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_finetune(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from mmv_torch.eval.finetune import CHECKPOINT
+    from mmv_torch.eval.finetune import CHECKPOINT, LOG
     from mmv_torch.evaluate import finetune_classifier
+    from mmv_torch.runs import claim_run_dir, run_contents
 
-    ckpt = Path(args.out) / CHECKPOINT
-    if ckpt.is_file() and args.resume is None:
-        raise ValueError(f"{ckpt} exists: pass --resume latest to continue it, or choose another --out")
-    model, cfg, device = _load_checkpoint(args)
-    source = _source(args, "video")
-    result = finetune_classifier(model, cfg, source, _loader_options(args), args.out, epochs=args.epochs, lr=args.lr,
-                                 backbone_lr=args.backbone_lr, weight_decay=args.weight_decay,
-                                 warmup_steps=args.warmup_steps, test_windows=args.test_windows,
-                                 resume=args.resume is not None, device=device)
+    with claim_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite,
+                       command="mmv-torch eval finetune", markers=(CHECKPOINT, LOG)):
+        if args.resume is not None and not run_contents(args.out, (CHECKPOINT,)):
+            raise ValueError(f"--resume latest: {args.out} holds no {CHECKPOINT} to continue")
+        model, cfg, device = _load_checkpoint(args)
+        source = _source(args, "video")
+        result = finetune_classifier(model, cfg, source, _loader_options(args), args.out, epochs=args.epochs,
+                                     lr=args.lr, backbone_lr=args.backbone_lr, weight_decay=args.weight_decay,
+                                     warmup_steps=args.warmup_steps, test_windows=args.test_windows,
+                                     resume=args.resume is not None, device=device)
     return _write(result, args)
 
 
@@ -317,8 +373,8 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="config.json + model.safetensors: a training run's export/ or a `mmv-torch convert` output")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    p.add_argument("--batch-size", type=int, default=8, help="items per batch (each with its windows)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--batch-size", type=_POSITIVE, default=8, help="items per batch (each with its windows)")
+    p.add_argument("--workers", type=_COUNT, default=None,
                    help="data-loading processes (0: in the main process; default: the cores less one, at most 4)")
     p.add_argument("--seed", type=int, default=0, help="augmentation and probe seed")
     p.add_argument("--set", nargs="*", metavar="data.KEY=VALUE",
@@ -333,7 +389,7 @@ def _add_data_args(p: argparse.ArgumentParser, what: str) -> None:
     g.add_argument("--video-root", metavar="DIR", help="videos of --ucf101-splits / --hmdb51-splits")
     g.add_argument("--esc50-meta", metavar="CSV", help="ESC-50 meta/esc50.csv")
     g.add_argument("--audio-root", metavar="DIR", help="audio files of --esc50-meta")
-    g.add_argument("--split", type=int, default=1, help="official split (UCF101/HMDB51: 1-3) or ESC-50 test fold")
+    g.add_argument("--split", type=_POSITIVE, default=1, help="official split (UCF101/HMDB51: 1-3) or ESC-50 test fold")
 
 
 def _add_text_args(p: argparse.ArgumentParser) -> None:
@@ -357,13 +413,13 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
                    help="multi-label probe scored by mAP; the manifest gives 'labels': [class, ...]")
     p.add_argument("--hidden", default=None, metavar="H[,H...]",
                    help="hidden sizes of the multi-label probe ('' for linear)")
-    p.add_argument("--probe-epochs", type=int, default=100, help="epochs of the multi-label probe")
+    p.add_argument("--probe-epochs", type=_POSITIVE, default=100, help="epochs of the multi-label probe")
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
+    parser = _Parser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the model presets with parameter counts per tower")
@@ -371,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthetic data -> train the tiny model -> evaluate -> report")
     p.add_argument("--out", default="runs/demo", help="output folder (data, run, report.md, plots)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's setting)")
-    p.add_argument("--num-clips", type=int, default=None, help="pretraining clips (default: the demo's setting)")
+    p.add_argument("--steps", type=_POSITIVE, default=None, help="training steps (default: the demo's setting)")
+    p.add_argument("--num-clips", type=_POSITIVE, default=None, help="pretraining clips (default: the demo's setting)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
                    help="config overrides on top of the demo's, for ablations, e.g. data.color_jitter=0.4")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run with tiny sizes")
@@ -392,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-3")
     p.add_argument("--resume", default=None, help="'latest' or a checkpoint path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out holds a run: move it aside to OUT.old-<time> (never deleted) and start afresh")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("embed", help="embeddings of a manifest's videos, audio, captions or images (npy + index)")
@@ -402,12 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", choices=["va", "vt", "at", "repr"], default="repr",
                    help="embedding space, or repr (the backbone representation)")
     p.add_argument("--out", required=True, metavar="FILE", help="writes FILE.npy and FILE.index.json")
-    p.add_argument("--windows", type=int, default=1, help="linearly spaced video windows, embeddings averaged")
+    p.add_argument("--windows", type=_POSITIVE, default=1, help="linearly spaced video windows, embeddings averaged")
     _add_text_args(p)
     p.add_argument("--image-strategy", choices=["naive", "bn_retrained", "inflation"], default="naive",
                    help="video network on images: deflated, deflated + BN re-trained, or static-video input")
-    p.add_argument("--bn-steps", type=int, default=200, help="BN re-training steps (bn_retrained)")
-    p.add_argument("--bn-lr", type=float, default=1e-3, help="BN re-training learning rate (bn_retrained)")
+    p.add_argument("--bn-steps", type=_COUNT, default=200, help="BN re-training steps (bn_retrained)")
+    p.add_argument("--bn-lr", type=_RATE, default=1e-3, help="BN re-training learning rate (bn_retrained)")
     p.set_defaults(func=_cmd_embed)
 
     evals = sub.add_parser("eval", help="downstream evaluations writing JSON + markdown reports").add_subparsers(
@@ -417,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, "labelled JSONL manifest with 'label' and 'split' (train/test) or 'fold' fields")
     p.add_argument("--modality", choices=["video", "audio"], default="video")
     p.add_argument("--space", choices=["va", "vt", "at", "repr"], default="repr")
-    p.add_argument("--train-epochs", type=int, default=10, help="augmented passes over the training set")
-    p.add_argument("--test-windows", type=int, default=10, help="linearly spaced test windows, scores averaged")
+    p.add_argument("--train-epochs", type=_POSITIVE, default=10, help="augmented passes over the training set")
+    p.add_argument("--test-windows", type=_POSITIVE, default=10, help="linearly spaced test windows, scores averaged")
     p.add_argument("--folds", action="store_true",
                    help="k-fold cross-validation over the 'fold' field (or the ESC-50 folds) instead of train/test")
     _add_probe_args(p)
@@ -430,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", choices=["text-video", "audio-video"], default="text-video")
     p.add_argument("--space", choices=["va", "vt", "at", "repr"], default=None,
                    help="default: vt for text-video, va for audio-video")
-    p.add_argument("--windows", type=int, default=1, help="linearly spaced video windows, embeddings averaged")
+    p.add_argument("--windows", type=_POSITIVE, default=1, help="linearly spaced video windows, embeddings averaged")
     _add_text_args(p)
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
     p.set_defaults(func=_cmd_eval_retrieval)
@@ -439,13 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_args(p)
     _add_data_args(p, "labelled JSONL manifest of videos with 'label' and 'split' fields")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="finetune.pt checkpoint and finetune_log.jsonl")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the head")
-    p.add_argument("--backbone-lr", type=float, default=None, help="peak learning rate of the backbone (default lr/10)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--test-windows", type=int, default=10, help="linearly spaced test windows, logits averaged")
+    p.add_argument("--epochs", type=_POSITIVE, default=10)
+    p.add_argument("--lr", type=_RATE, default=1e-3, help="peak learning rate of the head")
+    p.add_argument("--backbone-lr", type=_RATE, default=None, help="peak learning rate of the backbone (default lr/10)")
+    p.add_argument("--weight-decay", type=_NONNEG, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--warmup-steps", type=_COUNT, default=0)
+    p.add_argument("--test-windows", type=_POSITIVE, default=10, help="linearly spaced test windows, logits averaged")
     p.add_argument("--resume", choices=["latest"], default=None, help="continue RUN_DIR/finetune.pt")
+    p.add_argument("--overwrite", action="store_true", help="RUN_DIR holds a fine-tuning run: move it aside first")
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
     p.set_defaults(func=_cmd_eval_finetune)
 
@@ -456,8 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'image' entries with 'split'")
     p.add_argument("--strategies", default="naive,bn_retrained,inflation",
                    help="comma-separated: naive, bn_retrained, inflation")
-    p.add_argument("--bn-steps", type=int, default=200, help="BN re-training steps (bn_retrained)")
-    p.add_argument("--bn-lr", type=float, default=1e-3, help="BN re-training learning rate (bn_retrained)")
+    p.add_argument("--bn-steps", type=_COUNT, default=200, help="BN re-training steps (bn_retrained)")
+    p.add_argument("--bn-lr", type=_RATE, default=1e-3, help="BN re-training learning rate (bn_retrained)")
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_image)
 
@@ -465,15 +524,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True)
     p = data.add_parser("synthetic", help="write a synthetic narrated-video data set (mp4 + manifests)")
     p.add_argument("out_dir")
-    p.add_argument("--num-clips", type=int, default=200, help="pretraining clips (probe/retrieval sets extra)")
+    p.add_argument("--num-clips", type=_COUNT, default=200, help="pretraining clips (probe/retrieval sets extra)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
-    p.add_argument("--fps", type=float, default=16.0)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--size", type=_int_at_least(8), default=64, help="frame height and width in pixels")
+    p.add_argument("--fps", type=_RATE, default=16.0)
+    p.add_argument("--workers", type=_POSITIVE, default=2)
     p.add_argument("--speech", action="store_true", help="mix espeak-ng narration into the audio track")
-    p.add_argument("--num-probe-train", type=int, default=None, help="default: num_clips // 2")
-    p.add_argument("--num-probe-test", type=int, default=None, help="default: num_clips // 4")
-    p.add_argument("--num-retrieval", type=int, default=None, help="default: num_clips // 8")
+    p.add_argument("--num-probe-train", type=_COUNT, default=None, help="default: num_clips // 2")
+    p.add_argument("--num-probe-test", type=_COUNT, default=None, help="default: num_clips // 4")
+    p.add_argument("--num-retrieval", type=_COUNT, default=None, help="default: num_clips // 8")
     p.set_defaults(func=_cmd_data_synthetic)
     p = data.add_parser("check", help="report for every file of a manifest or folder what decodes and why not")
     p.add_argument("path", help="a JSONL manifest or a folder of media files")
@@ -483,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("shard", help="write WebDataset tar shards from a pretraining manifest")
     p.add_argument("manifest")
     p.add_argument("out_dir")
-    p.add_argument("--samples-per-shard", type=int, default=1000)
+    p.add_argument("--samples-per-shard", type=_POSITIVE, default=1000)
     p.add_argument("--no-verify", action="store_true", help="do not decode each file before sharding it")
     p.set_defaults(func=_cmd_data_shard)
     p = data.add_parser("frames", help="the middle frame of every video of a labelled manifest, as an image set")
@@ -493,17 +552,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_FILE_OUTPUTS = {"json": "--json", "clean": "--clean"}
+_INPUTS = ("data", "path", "manifest", "checkpoint", "config")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every output path of the command, validated before any work (see ``fileio.check_output``)."""
+    from mmv_torch.fileio import check_output
+
+    inputs = tuple(str(getattr(args, k)) for k in _INPUTS if getattr(args, k, None))
+    for attr, option in _FILE_OUTPUTS.items():
+        if getattr(args, attr, None):
+            check_output(getattr(args, attr), option, inputs=inputs, suffixes=(".md",) if attr == "json" else ())
+    if getattr(args, "out", None):
+        if args.command == "embed":  # FILE -> FILE.npy + FILE.index.json
+            check_output(args.out, "--out", inputs=inputs, suffixes=(".npy", ".index.json"))
+        else:
+            check_output(args.out, "--out", folder=True, inputs=inputs)
+    if getattr(args, "out_dir", None):
+        check_output(args.out_dir, "out_dir", folder=True, inputs=inputs)
+
+
+def _anticipated() -> tuple[type[BaseException], ...]:
+    """Failures that are the user's input, data or machine, not a bug: one line, exit status 2."""
+    from mmv_torch.data.datasets import SkipRateExceeded
+    from mmv_torch.data.decode import DecodeError
+
+    return ValueError, OSError, SkipRateExceeded, DecodeError
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, ValueError) else f"{type(e).__name__}: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+    """Run the CLI; returns the process exit code.
+
+    Anticipated failures (bad options, files, data, devices, corrupt weights) print one line on stderr
+    and return 2; Ctrl-C returns 130; unexpected exceptions keep their traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    name = " ".join(n for n in (args.command, getattr(args, "data_command", None),
+                                getattr(args, "eval_command", None)) if n)
     try:
+        _check_outputs(args)
         return func(args)
-    except ValueError as e:
-        name = " ".join(n for n in (args.command, getattr(args, "data_command", None),
-                                    getattr(args, "eval_command", None)) if n)
-        print(f"mmv-torch {name}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        hint = ""
+        if args.command == "train" or getattr(args, "eval_command", None) == "finetune":
+            hint = f"; continue with the same command and --resume latest (run folder {args.out})"
+        print(f"mmv-torch {name}: interrupted{hint}", file=sys.stderr)
+        return 130
+    except _anticipated() as e:
+        print(f"mmv-torch {name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

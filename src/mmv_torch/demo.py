@@ -392,12 +392,9 @@ def prepare_run_dir(run_dir: Path, stamp: dict[str, Any], say: Callable[[str], N
     if run_dir.exists():
         if file.is_file() and json.loads(file.read_text()) == stamp:
             return (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.pt"))
-        base = f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-        aside = run_dir.with_name(base)
-        k = 1
-        while aside.exists():
-            aside, k = run_dir.with_name(f"{base}-{k}"), k + 1
-        run_dir.rename(aside)
+        from mmv_torch.runs import move_aside
+
+        aside = move_aside(run_dir)
         say(f"   {run_dir} was made with other demo settings: moved to {aside}")
     run_dir.mkdir(parents=True)
     file.write_text(json.dumps(stamp, indent=1))

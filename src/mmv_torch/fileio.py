@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,41 @@ def remove_temporaries(folder: str | Path) -> int:
                 p.unlink()
                 count += 1
     return count
+
+
+def check_output(path: str | Path, option: str, *, folder: bool = False, inputs: tuple[str | Path, ...] = (),
+                 suffixes: tuple[str, ...] = ()) -> Path:
+    """Validate an output path before any work is done; raises ``ValueError`` naming ``option``.
+
+    A file output must not be an existing folder, a folder output not an existing file; the nearest
+    existing ancestor must be a writable folder (missing folders are created by the writer); the
+    output (and ``path + s`` for each of ``suffixes``, files written beside it) must not be one of
+    ``inputs``. Returns ``path`` as a ``Path``.
+    """
+    p = Path(path)
+    if str(path) == "":
+        raise ValueError(f"{option}: empty path")
+    if folder and p.exists() and not p.is_dir():
+        raise ValueError(f"{option} {p}: is a file, expected a folder")
+    if not folder and p.is_dir():
+        raise ValueError(f"{option} {p}: is a folder, expected a file name")
+    ancestor = p if folder else p.parent
+    ancestor = ancestor.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{option} {p}: {ancestor} is a file, not a folder")
+    try:  # a real probe: permission bits do not tell root, read-only mounts or special file systems
+        fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".mmv-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{option} {p}: cannot write in {ancestor} ({e.strerror or e})") from None
+    written = [p] + [Path(str(p) + s) for s in suffixes]
+    for src in inputs:
+        if src is None or str(src) == "":
+            continue
+        for w in written:
+            if w.absolute().resolve() == Path(src).absolute().resolve():
+                raise ValueError(f"{option} {p}: would overwrite the input {src}")
+    return p

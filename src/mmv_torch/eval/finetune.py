@@ -107,7 +107,14 @@ def finetune(backbone: nn.Module, train_loader: Iterable[Mapping[str, Any]], tes
     start_epoch, step, history = 0, 0, []
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        try:
+            state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        except Exception as e:  # truncated zip, unpickling error, ...
+            raise ValueError(f"{ckpt_path} cannot be read: {type(e).__name__}: {e}") from e
+        saved = state["model"]["head.weight"].shape[0]
+        if saved != num_classes:
+            raise ValueError(f"{ckpt_path} fine-tunes {saved} classes, the data now have {num_classes}: resume "
+                             "with the same data, or choose another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]

@@ -202,7 +202,11 @@ def create_model(name: str | None = None, checkpoint: str | Path | None = None, 
     weights = Path(checkpoint) / "model.safetensors"
     if not weights.is_file():
         raise ValueError(f"checkpoint folder {checkpoint} has no model.safetensors")
-    state = load_file(str(weights))
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error type for truncated or foreign files
+        raise ValueError(f"{weights} cannot be read ({type(e).__name__}: {e}); it is truncated or not a "
+                         "safetensors file") from e
     # Built on the meta device: no random initialisation of weights that are overwritten anyway.
     with torch.device("meta"):
         model = MMV(cfg)

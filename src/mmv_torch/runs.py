@@ -1,0 +1,166 @@
+"""Run folders are owned: a lock file per run folder, and no silent reuse of a folder that holds a run.
+
+``mmv-torch train --out RUN`` (and ``eval finetune --out RUN``) call :func:`claim_run_dir` before any
+work. It
+
+1. takes ``RUN/.lock`` (created exclusively; JSON with the owner's pid, host, start time and command
+   line). A second process on the same folder stops with a message naming the owner. A lock left by a
+   process that no longer runs on this host is stale: it is reported and replaced. A lock from another
+   host cannot be checked and is never broken automatically;
+2. refuses a folder that already holds a run (a config, a log, checkpoints or an export) unless the
+   caller resumes it or asks to overwrite it, in which case the old run is moved aside to
+   ``RUN.old-<time>/`` (never deleted).
+
+The lock is released (its file removed) when the owner exits normally, on an exception or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+LOCK_NAME = ".lock"
+RUN_MARKERS = ("config.json", "log.jsonl", "checkpoints", "export", "finetune.pt", "finetune_log.jsonl")
+"""Entries whose presence means a folder holds a run (training or fine-tuning)."""
+
+
+class RunFolderError(ValueError):
+    """A run folder cannot be used as asked (in use, or holds a run that would be overwritten)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    except OSError:
+        return False
+    return True
+
+
+def read_lock(run_dir: str | Path) -> dict[str, Any] | None:
+    """The owner recorded in ``run_dir``'s lock file, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / LOCK_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def lock_is_stale(owner: dict[str, Any]) -> bool:
+    """Whether a lock's owner is known to be gone: same host, process no longer running."""
+    return owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``RUN/.lock``); a context manager that releases it."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        """Create the lock file exclusively; a stale lock is replaced, a live one raises :class:`RunFolderError`."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "argv": sys.argv}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = read_lock(self.run_dir)
+                if owner is None:  # being written by its owner right now, or garbage: look again shortly
+                    time.sleep(0.2)
+                    owner = read_lock(self.run_dir) or {}
+                if owner and not lock_is_stale(owner):
+                    raise RunFolderError(
+                        f"{self.run_dir} is in use by process {owner.get('pid')} on {owner.get('host')} (since "
+                        f"{owner.get('started')}); wait for it or use another folder. If no such process runs, "
+                        f"delete {self.path}") from None
+                warnings.warn(f"{self.path}: removing a stale lock of process {owner.get('pid')} on "
+                              f"{owner.get('host')}, which no longer runs", stacklevel=2)
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(me))
+            self.held = True
+            return self
+        raise RunFolderError(f"could not lock {self.run_dir}: another process keeps taking {self.path}")
+
+    def release(self) -> None:
+        """Remove the lock file if this process holds it."""
+        if self.held:
+            owner = read_lock(self.run_dir)
+            if owner is not None and owner.get("pid") == os.getpid():
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self if self.held else self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def run_contents(run_dir: str | Path, markers: Iterable[str] = RUN_MARKERS) -> list[str]:
+    """The run markers present in ``run_dir`` (empty: the folder holds no run)."""
+    d = Path(run_dir)
+    return [m for m in markers if (d / m).exists()]
+
+
+def move_aside(path: str | Path, keep: Iterable[str] = ()) -> Path:
+    """Move ``path`` to a fresh ``<name>.old-<YYYYmmdd-HHMMSS>[-k]`` sibling and return the new name.
+
+    With ``keep``, ``path`` itself stays and only its other entries move (e.g. the lock file stays with
+    its owner)."""
+    p = Path(path)
+    base = f"{p.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, k = p.with_name(base), 1
+    while aside.exists():
+        aside, k = p.with_name(f"{base}-{k}"), k + 1
+    keep = set(keep)
+    if not keep:
+        p.rename(aside)
+        return aside
+    aside.mkdir()
+    for entry in sorted(p.iterdir()):
+        if entry.name not in keep:
+            entry.rename(aside / entry.name)
+    return aside
+
+
+def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool, command: str = "mmv-torch train",
+                  markers: Iterable[str] = RUN_MARKERS) -> RunLock:
+    """Lock ``run_dir`` for a run and make sure nothing in it is lost; returns the held :class:`RunLock`.
+
+    A folder that holds a run (``markers``) is refused unless ``resume`` (the caller continues it) or
+    ``overwrite`` (the old run is moved aside to ``<run_dir>.old-<time>/``). Raises
+    :class:`RunFolderError`."""
+    if resume and overwrite:
+        raise RunFolderError("--resume continues a run and --overwrite moves it aside: give one of them")
+    lock = RunLock(run_dir).acquire()
+    try:
+        found = run_contents(run_dir, markers)
+        if found and not resume:
+            if not overwrite:
+                raise RunFolderError(
+                    f"{run_dir} already holds a run ({', '.join(found)}); continue it with `{command} ... --resume "
+                    f"latest`, pass --overwrite to move it aside (it is kept, not deleted), or choose another --out")
+            aside = move_aside(run_dir, keep=(LOCK_NAME,))
+            print(f"{run_dir}: the previous run was moved to {aside}", file=sys.stderr)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
