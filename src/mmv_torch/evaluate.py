@@ -105,6 +105,11 @@ def linear_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, op
         n_classes = len(ds.classes)
     else:
         train_ds, test_ds = dataset("train", True), dataset("test", False)
+        if hot is None:  # checked before any feature is extracted
+            present = sorted({e.label for e in train_ds.entries})
+            if len(present) < 2:
+                raise ValueError(f"{source.source}: the training split has {len(present)} class ({present}); a "
+                                 "linear probe needs at least two")
         result = run_linear(model, opts.loader(train_ds), opts.loader(test_ds), labels(train_ds), labels(test_ds),
                             modality, space, train_epochs, classifier, multilabel, device, None, **kwargs)
         n_classes = len(train_ds.classes)

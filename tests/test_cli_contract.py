@@ -1,0 +1,186 @@
+"""The command line's contract, driven through the real CLI in subprocesses: no lost work, outputs
+checked before any work, one line and exit status 2 for every anticipated failure, no traceback."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = ["train.batch_size=2", "train.num_workers=0", "train.warmup_steps=1", "data.num_frames=4", "data.crop_size=32",
+        "data.resize_short=36", "data.eval_crop_size=32"]
+
+
+def cli(*argv, timeout=300, env=None):
+    return subprocess.run([sys.executable, "-m", "mmv_torch", *map(str, argv)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(res, *needles):
+    """Exit status 2, no traceback, exactly one stderr line that says 'error:' (warnings aside)."""
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert "Traceback" not in res.stderr, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and errors[0].startswith("mmv-torch"), res.stderr
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny training run (2 steps on 6 synthetic clips) made by the CLI."""
+    root = tmp_path_factory.mktemp("contract")
+    run = root / "run"
+    res = cli("train", "--preset", "tiny", "--data", "synthetic:6", "--out", run, "--set", "train.steps=2",
+              "train.ckpt_every=1", *TINY)
+    assert res.returncode == 0, res.stderr
+    return root, run
+
+
+def test_second_train_into_a_finished_run_changes_nothing(finished):
+    root, run = finished
+    before = snapshot(run)
+    assert {"config.json", "log.jsonl", "export/model.safetensors"} <= set(before)
+    assert any(k.startswith("checkpoints/") for k in before)
+    res = cli("train", "--preset", "tiny", "--data", "synthetic:6", "--out", run, "--set", "train.steps=3", *TINY)
+    assert_one_line_error(res, "already holds a run", "--resume latest", "--overwrite")
+    assert snapshot(run) == before and not (run / ".lock").exists()
+
+
+def test_overwrite_moves_the_old_run_aside(finished, tmp_path):
+    import shutil
+
+    root, run = finished
+    mine = tmp_path / "run"
+    shutil.copytree(run, mine)
+    before = snapshot(mine)
+    res = cli("train", "--preset", "tiny", "--data", "synthetic:6", "--out", mine, "--overwrite", "--set",
+              "train.steps=1", *TINY)
+    assert res.returncode == 0, res.stderr
+    aside = list(tmp_path.glob("run.old-*"))
+    assert len(aside) == 1 and snapshot(aside[0]) == before
+    assert json.loads((mine / "log.jsonl").read_text().splitlines()[-1])["step"] == 1
+    assert not (mine / ".lock").exists()
+
+
+def test_a_second_process_on_a_run_folder_is_refused(finished, tmp_path):
+    root, _ = finished
+    run = tmp_path / "busy"
+    first = subprocess.Popen([sys.executable, "-m", "mmv_torch", "train", "--preset", "tiny", "--data",
+                              str(root / "run" / "synthetic" / "pretrain.jsonl"), "--out", str(run), "--set",
+                              "train.steps=100000", *TINY], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / ".lock").exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert (run / ".lock").exists(), first.stderr.read() if first.poll() is not None else "no lock"
+        owner = json.loads((run / ".lock").read_text())
+        assert owner["pid"] == first.pid
+        res = cli("train", "--preset", "tiny", "--data", "synthetic:6", "--out", run, "--resume", "latest", "--set", *TINY)
+        assert_one_line_error(res, "is in use by process", str(first.pid))
+    finally:
+        first.kill()
+        first.wait()
+    # The killed owner left its lock: stale (its process is gone), so the next run takes over with a warning.
+    assert (run / ".lock").exists()
+    res = cli("train", "--preset", "tiny", "--data", str(root / "run" / "synthetic" / "pretrain.jsonl"), "--out",
+              run, "--overwrite", "--set", "train.steps=1", *TINY)
+    assert res.returncode == 0, res.stderr
+    assert "stale lock" in res.stderr and not (run / ".lock").exists()
+
+
+def test_unwritable_outputs_fail_before_any_work(finished, tmp_path):
+    root, run = finished
+    missing_ckpt = tmp_path / "no_such_checkpoint"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    # The checkpoint does not exist: an error about the output proves nothing was loaded first.
+    res = cli("eval", "linear", "--checkpoint", missing_ckpt, "--data", tmp_path / "m.jsonl", "--json", "/sys/r.json")
+    assert_one_line_error(res, "--json /sys/r.json", "cannot write")
+    res = cli("eval", "retrieval", "--checkpoint", missing_ckpt, "--data", tmp_path / "m.jsonl", "--json", tmp_path)
+    assert_one_line_error(res, "is a folder")
+    res = cli("embed", "--checkpoint", missing_ckpt, "--data", tmp_path, "--modality", "video", "--out",
+              blocker / "emb")
+    assert_one_line_error(res, "is a file, not a folder")
+    res = cli("train", "--preset", "tiny", "--data", "synthetic:6", "--out", blocker)
+    assert_one_line_error(res, "--out", "is a file, expected a folder")
+    manifest = root / "run" / "synthetic" / "pretrain.jsonl"
+    res = cli("data", "check", manifest, "--clean", manifest)
+    assert_one_line_error(res, "would overwrite the input")
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def _bad_cases(root: Path, run: Path, tmp: Path):
+    ckpt = run / "export"
+    manifest = tmp / "missing.jsonl"
+    manifest.write_text("".join(json.dumps({"video": f"gone_{i}.mp4", "label": "ab"[i % 2], "split": s}) + "\n"
+                                for i in range(4) for s in ("train", "test")))
+    one_class = tmp / "one_class.jsonl"
+    videos = sorted((root / "run" / "synthetic").glob("*.mp4"))
+    one_class.write_text("".join(json.dumps({"video": str(v), "label": "a", "split": s}) + "\n"
+                                 for v, s in zip(videos, ["train", "train", "test", "test"])))
+    broken = tmp / "broken_ckpt"
+    broken.mkdir()
+    (broken / "config.json").write_bytes((ckpt / "config.json").read_bytes())
+    (broken / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:1000])
+    eval_common = ["--checkpoint", ckpt, "--workers", "0", "--device", "cpu"]
+    return {
+        "windows 0": (["embed", *eval_common, "--data", one_class, "--modality", "video", "--windows", "0", "--out",
+                       tmp / "e"], ["--windows", "must be >= 1"]),
+        "windows -2": (["embed", *eval_common, "--data", one_class, "--modality", "video", "--windows", "-2",
+                        "--out", tmp / "e"], ["must be >= 1, got -2"]),
+        "test windows 0": (["eval", "finetune", *eval_common, "--data", one_class, "--out", tmp / "ft",
+                            "--test-windows", "0"], ["--test-windows"]),
+        "lr nan": (["eval", "finetune", *eval_common, "--data", one_class, "--out", tmp / "ft", "--lr", "nan"],
+                   ["finite number"]),
+        "cuda": (["eval", "linear", "--checkpoint", ckpt, "--data", one_class, "--device", "cuda"],
+                 ["no CUDA device"]),
+        "truncated weights": (["eval", "linear", "--checkpoint", broken, "--data", one_class, "--device", "cpu"],
+                              ["model.safetensors cannot be read"]),
+        "config and preset": (["train", "--preset", "tiny", "--config", run / "config.json", "--data",
+                               "synthetic:6", "--out", tmp / "t"], ["exactly one of --preset"]),
+        "finetune resume nothing": (["eval", "finetune", *eval_common, "--data", one_class, "--out", tmp / "empty",
+                                     "--resume", "latest"], ["holds no finetune.pt"]),
+        "most videos missing": (["eval", "linear", *eval_common, "--data", manifest, "--train-epochs", "1",
+                                 "--test-windows", "1"], ["failed to decode"]),
+        "one class": (["eval", "linear", *eval_common, "--data", one_class], ["at least two"]),
+        "missing manifest": (["eval", "linear", *eval_common, "--data", tmp / "nope.jsonl"], ["nope.jsonl"]),
+    }
+
+
+def test_anticipated_failures_are_one_line(finished, tmp_path):
+    root, run = finished
+    for name, (argv, needles) in _bad_cases(root, run, tmp_path).items():
+        res = cli(*argv)
+        try:
+            assert_one_line_error(res, *needles)
+        except AssertionError as e:
+            raise AssertionError(f"case {name!r}: {e}") from None
+
+
+def test_ctrl_c_prints_the_resume_hint(finished, tmp_path):
+    root, _ = finished
+    run = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "mmv_torch", "train", "--preset", "tiny", "--data",
+                             str(root / "run" / "synthetic" / "pretrain.jsonl"), "--out", str(run), "--set",
+                             "train.steps=100000", "train.log_every=1", *TINY], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "log.jsonl").is_file() or not (run / "log.jsonl").read_text().strip():
+        assert proc.poll() is None and time.time() < deadline, "training did not start"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume latest" in err
+    assert not (run / ".lock").exists()
