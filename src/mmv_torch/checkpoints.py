@@ -1,4 +1,5 @@
-"""Training checkpoints: paths, listing, loading, saving with RNG state, pruning, the export, (layer L2).
+"""Training checkpoints: paths, listing, loading, saving with RNG state, pruning, the export, and the
+resolver behind every ``--checkpoint`` (layer L2).
 
 Checkpoints are ``run_dir/checkpoints/ckpt_<step:08d>.pt``, written to a temporary file in the same
 folder, fsynced and renamed (:func:`mmv_torch.fileio.atomic_torch_save`), so a kill mid-write leaves
@@ -10,6 +11,7 @@ resolved config as a dict) and ``"words"`` (the text vocabulary or ``None``).
 
 The export (:func:`export_model`) is ``model.safetensors`` + ``config.json`` (+ ``vocab.txt``), the
 folder format that ``create_model(checkpoint=...)`` and ``mmv-torch convert`` share.
+:func:`resolve_checkpoint` accepts a run folder, such a folder or a ``.pt`` checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import random
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,10 @@ import torch
 from torch import nn
 
 from mmv_torch import dist
-from mmv_torch.config import Config, save_config
+from mmv_torch.config import Config, config_from_dict, load_config, save_config
+from mmv_torch.data.captions import VOCAB_FILE
 from mmv_torch.fileio import atomic_torch_save, atomic_write, atomic_write_text
+from mmv_torch.models.mmv import MMV, create_model
 
 CKPT_DIR = "checkpoints"
 EXPORT_DIR = "export"
@@ -159,3 +164,100 @@ def export_model(model: nn.Module, cfg: Config, out: str | Path, words: Sequence
         atomic_write_text(out / "vocab.txt", "".join(w + "\n" for w in words))
     return out
 
+
+# ---------------------------------------------------------------------------------------------
+# One resolver behind every --checkpoint
+
+
+EXPECTED = ("a training run folder (with export/ or checkpoints/ckpt_*.pt), an export or `mmv-torch convert` "
+            "folder (config.json + model.safetensors), or a training checkpoint .pt file")
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """What a ``--checkpoint`` path names: the weights chosen, their config and vocabulary.
+
+    ``kind`` is ``"folder"`` (``path`` holds ``config.json`` + ``model.safetensors``) or ``"file"``
+    (``path`` is a training checkpoint ``.pt``). ``description`` says in one line what was chosen and
+    why. ``vocab_path`` is the ``vocab.txt`` read (``None`` when the words come from the ``.pt`` or there
+    are none); ``words`` is the word list of the text table (line/row ``i`` is id ``i``) or ``None``.
+    """
+
+    kind: str
+    path: Path
+    description: str
+    config: Config
+    vocab_path: Path | None = None
+    words: list[str] | None = None
+    step: int | None = None
+    _state: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def load_model(self, device: str | torch.device = "cpu") -> MMV:
+        """The model with these weights, in eval mode on ``device``."""
+        if self.kind == "folder":
+            return create_model(checkpoint=self.path).to(device).eval()
+        with torch.random.fork_rng(devices=[]):  # the random initialisation is overwritten
+            model = MMV(self.config.model)
+        try:
+            model.load_state_dict(self._state or {})
+        except RuntimeError as e:
+            raise ValueError(f"checkpoint {self.path}: its weights do not match its config: {e}") from e
+        return model.to(device).eval()
+
+
+def _read_words(path: Path) -> list[str] | None:
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else None
+
+
+def _is_weights_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def _from_folder(folder: Path, description: str) -> ResolvedCheckpoint:
+    vocab = folder / VOCAB_FILE
+    return ResolvedCheckpoint("folder", folder, description, load_config(folder / "config.json"),
+                              vocab if vocab.is_file() else None, _read_words(vocab))
+
+
+def _from_file(path: Path, description: str, ckpt: dict[str, Any],
+               run_dir: Path | None = None) -> ResolvedCheckpoint:
+    vocab = run_dir / VOCAB_FILE if run_dir is not None else None
+    words = ckpt.get("words")
+    return ResolvedCheckpoint("file", path, description, config_from_dict(ckpt["config"]),
+                              vocab if vocab is not None and vocab.is_file() else None,
+                              None if words is None else list(words), int(ckpt["step"]), ckpt["model"])
+
+
+def resolve_checkpoint(path: str | Path) -> ResolvedCheckpoint:
+    """Resolve a ``--checkpoint`` path to one set of weights.
+
+    Accepted, in this order: (b) an export or ``mmv-torch convert`` folder (``config.json`` +
+    ``model.safetensors``); (a) a training run folder: its ``export/`` when present (the description
+    notes a newer checkpoint, e.g. of a resumed, longer run), else its latest readable checkpoint
+    ``checkpoints/ckpt_*.pt``; (c) a training checkpoint ``.pt`` file. Anything else raises a
+    ``ValueError`` naming what was expected.
+    """
+    p = Path(path)
+    if p.is_file():
+        try:
+            ckpt = load_checkpoint(p)
+        except ValueError as e:
+            raise ValueError(f"--checkpoint {path}: {e}; expected {EXPECTED}") from e
+        return _from_file(p, f"checkpoint file {p}: step {int(ckpt['step'])}", ckpt)
+    if not p.is_dir():
+        raise ValueError(f"--checkpoint {path}: no such file or folder; expected {EXPECTED}")
+    if _is_weights_folder(p):
+        return _from_folder(p, f"exported weights {p}")
+    ckpts = list_checkpoints(p)
+    export = p / EXPORT_DIR
+    if _is_weights_folder(export):
+        note = ""
+        if ckpts and ckpts[-1][1].stat().st_mtime > (export / "model.safetensors").stat().st_mtime:
+            note = f"; {CKPT_DIR}/{ckpts[-1][1].name} is newer (pass that file to use it)"
+        return _from_folder(export, f"run {p}: {EXPORT_DIR}/ (the weights at the end of training){note}")
+    if not ckpts:
+        raise ValueError(f"--checkpoint {path}: a folder with neither config.json + model.safetensors, "
+                         f"{EXPORT_DIR}/ nor {CKPT_DIR}/ckpt_*.pt; expected {EXPECTED}")
+    ckpt_path, ckpt = load_latest_checkpoint(p, f"--checkpoint {path}")
+    description = f"run {p}: latest checkpoint step {int(ckpt['step'])} (no {EXPORT_DIR}/ yet)"
+    return _from_file(ckpt_path, description, ckpt, run_dir=p)
