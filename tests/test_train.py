@@ -362,3 +362,46 @@ def test_mixed_precision_on_cpu(tmp_path):
     again = T.train(tiny_cfg(steps=3, precision="fp16", max_bad_steps=0), RandomClips(8), tmp_path / "fp16",
                     resume="latest", tensorboard=False, progress=False)
     assert again["start_step"] == 3 and again["final_loss"] == out["final_loss"]
+
+
+def test_train_step_on_a_caller_built_state():
+    """The public step: lr from the schedule, micro-batches accumulated, a non-finite step skipped and
+    counted (weights untouched), and more than max_bad_steps skipped steps raise."""
+    from torch.utils.data import default_collate
+
+    from mmv_torch.models.mmv import MMV
+
+    cfg = tiny_cfg(steps=4, grad_accum=2, max_bad_steps=1)
+    torch.manual_seed(0)
+    raw = MMV(cfg.model)
+    clips = RandomClips(4)
+    good = default_collate([clips[i] for i in range(4)])
+    bad = {**good, "video": torch.full_like(good["video"], float("nan"))}
+    feed = iter([good, good, good, bad, bad, good])
+    events = []
+
+    class Sink:
+        def log(self, record):
+            events.append(record)
+
+    state = T.TrainState(raw, raw, T.build_optimizer(raw, cfg), torch.amp.GradScaler("cpu", enabled=False), cfg,
+                         torch.device("cpu"), feed, logger=Sink())
+    before = {k: v.detach().clone() for k, v in raw.named_parameters()}
+    first = T.train_step(state)
+    assert first.applied and first.step == state.step == 1 and np.isfinite(first.loss)
+    assert first.lr == T.lr_at(0, cfg.train.lr, 1, 4) and state.optimizer.param_groups[0]["lr"] == first.lr
+    assert set(first.parts) >= {"va", "vt"} and state.last_loss == first.loss
+    changed = {k: v.detach().clone() for k, v in raw.named_parameters()}
+    assert not torch.equal(changed["heads.video_va.final_projection.weight"],
+                           before["heads.video_va.final_projection.weight"])
+    with pytest.warns(UserWarning, match="step 1: non-finite loss"):
+        skipped = T.train_step(state)  # one good and one NaN micro-batch
+    assert not skipped.applied and state.bad_steps == 1 and state.step == 2 and state.last_loss == first.loss
+    # The parameters are untouched (BatchNorm running statistics are not parameters: the forward moved them).
+    assert all(torch.equal(v, changed[k]) for k, v in raw.named_parameters())
+    assert [{k: v for k, v in e.items() if k not in ("loss", "grad_norm")} for e in events] == [
+        {"step": 2, "event": "skipped_step", "skipped_steps": 1}]
+    assert np.isnan(events[0]["loss"]) and np.isnan(skipped.loss)
+    with pytest.raises(T.TrainingDivergedError, match="2 steps had a non-finite"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        T.train_step(state)
