@@ -2,9 +2,10 @@
 
 Two modes, each configuration in fresh worker processes (so a CPU peak RSS is that configuration's own):
 
-- ``step``: the loop's optimizer step (``MMV`` forward, ``mmv_loss``, backward, gradient-norm clip, the
-  finite check, Adam) on one in-memory synthetic batch that already lives on the device, so data
-  loading is excluded. Video ``(B,3,T,S,S)`` in [0,1], log-mel audio ``(B,1,T',F)`` of
+- ``step``: the loop's own optimizer step, :func:`mmv_torch.train.train_step` (``MMV`` forward,
+  ``mmv_loss``, backward through the GradScaler, gradient-norm clip, the finite check across ranks,
+  Adam; ``train.grad_accum=1``) on one in-memory synthetic batch that already lives on the device, so
+  data loading is excluded. Video ``(B,3,T,S,S)`` in [0,1], log-mel audio ``(B,1,T',F)`` of
   ``data.audio_seconds``, K narrations ``(B,K,N)`` of random word ids, sizes from the preset's ``data``
   config (tiny: 8x64x64, 1 s, 40 mel, K=3; paper presets: 32x200x200, 2 s, 80 mel, K=5).
 - ``loop``: :func:`mmv_torch.train.train` itself on a synthetic manifest (``--data synthetic:N``,
@@ -47,7 +48,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import resource
@@ -143,30 +143,34 @@ def _sync(device: Any) -> None:
 
 
 def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
-    """Time ``spec["warmup"] + spec["steps"]`` optimizer steps of the loop on one resident batch."""
+    """Time ``spec["warmup"] + spec["steps"]`` calls of the loop's :func:`mmv_torch.train.train_step` on
+    one resident batch."""
+    import itertools
+
     import torch
 
     from mmv_torch import dist
     from mmv_torch.config import apply_overrides, get_preset
-    from mmv_torch.losses import mmv_loss
     from mmv_torch.models.mmv import MMV
-    from mmv_torch.train import _autocast, _to_device, _wrap_for_ddp, build_optimizer, lr_at
+    from mmv_torch.train import TrainState, build_optimizer, to_device, train_step, wrap_for_ddp
 
-    cfg = apply_overrides(get_preset(spec["preset"]), {"train.batch_size": spec["batch"],
-                                                       "train.precision": spec["precision"],
-                                                       "train.channels_last": spec["channels_last"]})
+    total = spec["warmup"] + spec["steps"]
+    preset = get_preset(spec["preset"])
+    cfg = apply_overrides(preset, {"train.batch_size": spec["batch"], "train.precision": spec["precision"],
+                                   "train.channels_last": spec["channels_last"], "train.grad_accum": 1,
+                                   "train.steps": max(total, preset.train.steps)})
     t = cfg.train
     torch.manual_seed(t.seed)
     raw = MMV(cfg.model)
     set_channels_last(raw, spec["channels_last"])
     raw.to(device)
     optimizer = build_optimizer(raw, cfg)
-    model = _wrap_for_ddp(raw, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    model = wrap_for_ddp(raw, device)
     model.train()
-    params = [p for p in raw.parameters() if p.requires_grad]
-    batch = _to_device(make_batch(cfg, t.batch_size, device, seed=dist.rank()), device, torch.float32,
-                       t.channels_last)
-    total = spec["warmup"] + spec["steps"]
+    batch = to_device(make_batch(cfg, t.batch_size, device, seed=dist.rank()), device, torch.float32,
+                      t.channels_last)
+    state = TrainState(model, raw, optimizer, scaler, cfg, device, itertools.repeat(batch))
     losses, times = [], []
     dist.barrier()
     for step in range(total):
@@ -176,29 +180,16 @@ def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
             t_start = time.perf_counter()
             cpu_start = _cpu_seconds()
         t0 = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, t.lr, t.warmup_steps, max(total, t.steps))
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, t.precision):
-            emb = model(video=batch["video"], audio=batch["audio"], text=batch["text"],
-                        word_mask=batch["word_mask"])
-            loss, parts = mmv_loss(emb, cfg.loss, audio_mask=batch["has_audio"], text_mask=batch["text_mask"])
-            loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else math.inf)
-        loss_value = float(loss.detach())  # the loop's host syncs: loss, parts, finite check
-        _ = {k: float(v) for k, v in parts.items()}
-        finite = math.isfinite(loss_value) and bool(torch.isfinite(grad_norm))
-        if dist.all_reduce_sum(torch.tensor(0.0 if finite else 1.0, device=device)).item() == 0:
-            optimizer.step()
+        result = train_step(state)
         _sync(device)
         times.append(time.perf_counter() - t0)
-        losses.append(loss_value)
+        losses.append(result.loss)
     _sync(device)
     elapsed = time.perf_counter() - t_start
     cpu = _cpu_seconds() - cpu_start
     w = spec["warmup"]
     return {"elapsed_s": elapsed, "cpu_s": cpu, "step_times": times[w:], "warmup_times": times[:w],
-            "loss_first": losses[0], "loss_last": losses[-1],
+            "loss_first": losses[0], "loss_last": losses[-1], "skipped_steps": state.bad_steps,
             "params_M": sum(p.numel() for p in raw.parameters()) / 1e6, **_peak_memory(device)}
 
 
@@ -414,11 +405,11 @@ def _variants(choice: str) -> list[bool]:
 def _prepare_manifest(preset: str, batch: int, clips: int, cache: Path) -> str:
     """Generate (once) the synthetic set ``--data synthetic:N`` would train on; its manifest path."""
     from mmv_torch.config import apply_overrides, get_preset
-    from mmv_torch.train import _synthetic_manifest
+    from mmv_torch.train_data import synthetic_manifest
 
     cfg = apply_overrides(get_preset(preset), {"train.batch_size": batch})
     t0 = time.perf_counter()
-    manifest = _synthetic_manifest(f"synthetic:{clips}", cfg, cache / preset)
+    manifest = synthetic_manifest(f"synthetic:{clips}", cfg, cache / preset)
     print(f"# {preset}: {clips} synthetic clips in {cache / preset} ({time.perf_counter() - t0:.1f} s)",
           flush=True)
     return str(manifest)

@@ -86,7 +86,8 @@ def test_a_second_process_on_a_run_folder_is_refused(finished, tmp_path):
         assert (run / ".lock").exists(), first.stderr.read() if first.poll() is not None else "no lock"
         owner = json.loads((run / ".lock").read_text())
         assert owner["pid"] == first.pid
-        res = cli("train", "--preset", "tiny", "--data", "synthetic:6", "--out", run, "--resume", "latest", "--set", *TINY)
+        res = cli("train", "--preset", "tiny", "--data", "synthetic:6", "--out", run, "--resume", "latest", "--set",
+                  *TINY)
         assert_one_line_error(res, "is in use by process", str(first.pid))
     finally:
         first.kill()

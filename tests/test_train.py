@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -16,9 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+import mmv_torch.checkpoints as C
 import mmv_torch.train as T
 from mmv_torch.config import apply_overrides, get_preset, load_config, save_config
 from mmv_torch.models.mmv import create_model
+from mmv_torch.sampling import epoch_order
+from mmv_torch.train_data import build_train_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -96,57 +98,6 @@ def test_lr_schedule_warmup_then_half_cosine_to_zero():
     assert T.lr_at(0, peak, 0, total) == pytest.approx(peak)
 
 
-def test_epoch_order_is_a_function_of_seed_and_epoch():
-    src = [T.Source("a", 0, 50)]
-    a, b = T.epoch_order(src, 3, 1), T.epoch_order(src, 3, 1)
-    assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(50))
-    assert not np.array_equal(a, T.epoch_order(src, 3, 2))
-    assert not np.array_equal(a, T.epoch_order(src, 4, 1))
-
-
-def test_epoch_order_mixes_sources_by_weight():
-    src = [T.Source("a", 0, 100), T.Source("b", 100, 20, weight=3.0)]
-    order = T.epoch_order(src, 0, 0)
-    assert len(order) == 120
-    from_b = order >= 100
-    assert from_b.sum() == 90  # 3/4 of the epoch, the 20 rows of b repeated
-    assert set(order[from_b].tolist()) == set(range(100, 120))
-    assert len(set(order[~from_b].tolist())) == 30
-
-
-def test_sampler_shards_ranks_and_resumes_mid_epoch():
-    src = [T.Source("a", 0, 22)]
-    ranks = [T.EpochBatchSampler(src, 2, seed=5, rank=r, world=2) for r in range(2)]
-    assert ranks[0].batches_per_epoch == 5
-    it = [iter(s) for s in ranks]
-    epoch0 = [[next(i) for _ in range(5)] for i in it]
-    keys = [k for r in epoch0 for b in r for k in b]
-    assert all(e == 0 for e, _ in keys) and len({i for _, i in keys}) == 20  # disjoint across ranks
-    nxt = next(it[0])
-    assert {e for e, _ in nxt} == {1}
-    # Starting at (epoch, batch) continues the same stream.
-    late = T.EpochBatchSampler(src, 2, seed=5, rank=0, world=2, start_epoch=0, start_batch=3)
-    li = iter(late)
-    assert [next(li), next(li), next(li)] == epoch0[0][3:] + [nxt]
-    assert ranks[0].position(13) == (2, 3)
-    with pytest.raises(ValueError, match="fewer than train.batch_size"):
-        T.EpochBatchSampler(src, 8, seed=0, rank=0, world=4)
-
-
-def test_seeded_samples_are_pure_and_leave_the_global_rng_alone():
-    ds = T.SeededSamples(RandomClips(6), seed=11)
-    torch.manual_seed(0)
-    before = torch.get_rng_state()
-    a = ds[(2, 3)]
-    assert torch.equal(torch.get_rng_state(), before)
-    torch.rand(5)
-    random.random()
-    b = ds[(2, 3)]
-    assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
-    c = ds[(3, 3)]  # another epoch: another augmentation of the same clip
-    assert not torch.equal(a["video"], c["video"])
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -161,7 +112,7 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch, synthet
     with pytest.raises(Killed):
         T.train(cfg, data, tmp_path / "cut", tensorboard=False, progress=False)
     monkeypatch.undo()
-    assert [s for s, _ in T.list_checkpoints(tmp_path / "cut")] == [2]
+    assert [s for s, _ in C.list_checkpoints(tmp_path / "cut")] == [2]
     assert max(losses(tmp_path / "cut")) == 3  # step 3 was logged, then lost
     # A new call resumes; DataLoader workers here must not change the samples.
     resumed_cfg = apply_overrides(cfg, {"train.num_workers": 1})
@@ -169,8 +120,8 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch, synthet
     assert out["start_step"] == 2 and out["steps"] == 5
 
     assert losses(tmp_path / "cut") == losses(tmp_path / "full")  # exact floats, steps 1..5
-    full_ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "full", 5))
-    cut_ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "cut", 5))
+    full_ck = C.load_checkpoint(C.checkpoint_path(tmp_path / "full", 5))
+    cut_ck = C.load_checkpoint(C.checkpoint_path(tmp_path / "cut", 5))
     for k, v in full_ck["model"].items():
         assert torch.equal(v, cut_ck["model"][k]), k
     assert {**full_ck["data"], "num_workers": 1} == cut_ck["data"]
@@ -200,8 +151,8 @@ def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
                 for seg in json.loads(line).get("narration", []) for w in split_words(seg["text"])}
     assert words[0] == "<pad>" and 10 < len(words) and set(words[1:]) <= narrated
     assert saved == apply_overrides(cfg, {"model.text.vocab_size": len(words), "model.text.word_dim": 50})
-    assert [s for s, _ in T.list_checkpoints(run)] == [2, 3]  # keep_ckpts=2
-    ck = T.load_checkpoint(T.checkpoint_path(run, 3))
+    assert [s for s, _ in C.list_checkpoints(run)] == [2, 3]  # keep_ckpts=2
+    ck = C.load_checkpoint(C.checkpoint_path(run, 3))
     assert ck["config"] == json.loads((run / "config.json").read_text())
     assert set(ck) >= {"model", "optimizer", "scaler", "rng", "data", "step", "config", "bad_steps"}
     # The export loads through the public entry point and matches the final checkpoint.
@@ -222,13 +173,13 @@ def test_run_train_generates_synthetic_data_and_mixes_sources(tmp_path, syntheti
     assert out["steps"] == 1 and np.isfinite(out["final_loss"])
     assert len((tmp_path / "run" / "synthetic" / "pretrain.jsonl").read_text().splitlines()) == 8
     cfg = load_config(tmp_path / "run" / "config.json")
-    data = T.build_train_data([str(synthetic_set), str(synthetic_set / "pretrain.jsonl") + "@3"], cfg,
+    data = build_train_data([str(synthetic_set), str(synthetic_set / "pretrain.jsonl") + "@3"], cfg,
                               tmp_path / "other")
     assert [(s.offset, s.length, s.weight) for s in data.sources] == [(0, 12, 1.0), (12, 12, 3.0)]
-    order = T.epoch_order(data.sources, 0, 0)
+    order = epoch_order(data.sources, 0, 0)
     assert (order >= 12).sum() == 18  # 3/4 of an epoch of 24
     with pytest.raises(ValueError, match="no such manifest"):
-        T.build_train_data([str(tmp_path / "nope.jsonl")], cfg, tmp_path / "other")
+        build_train_data([str(tmp_path / "nope.jsonl")], cfg, tmp_path / "other")
     with pytest.raises(ValueError, match="--preset"):
         T.run_train(None, ["synthetic"], str(tmp_path / "x"))
 
@@ -249,25 +200,25 @@ def test_checkpoint_write_killed_midway_keeps_previous_one(tmp_path, monkeypatch
             raise Killed()
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(T.torch, "save", dying_save)
+    monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(Killed):
         T.train(cfg, RandomClips(8), run, tensorboard=False, progress=False)
     monkeypatch.undo()
-    assert [s for s, _ in T.list_checkpoints(run)] == [2]
-    assert not list((run / T.CKPT_DIR).glob(".*tmp*"))  # the partial temporary file was removed
+    assert [s for s, _ in C.list_checkpoints(run)] == [2]
+    assert not list((run / C.CKPT_DIR).glob(".*tmp*"))  # the partial temporary file was removed
     # A kill that leaves a truncated temporary file, and even a corrupt newest checkpoint, are ignored.
-    good = (run / T.CKPT_DIR / "ckpt_00000002.pt").read_bytes()
-    (run / T.CKPT_DIR / ".ckpt_00000004.pt.tmp.999").write_bytes(good[:1000])
-    (run / T.CKPT_DIR / "ckpt_00000003.pt").write_bytes(good[: len(good) // 3])
+    good = (run / C.CKPT_DIR / "ckpt_00000002.pt").read_bytes()
+    (run / C.CKPT_DIR / ".ckpt_00000004.pt.tmp.999").write_bytes(good[:1000])
+    (run / C.CKPT_DIR / "ckpt_00000003.pt").write_bytes(good[: len(good) // 3])
     with pytest.warns(UserWarning, match="unreadable checkpoint"):
-        path, ck = T.resolve_resume("latest", run)
+        path, ck = C.resolve_resume("latest", run)
     assert path.name == "ckpt_00000002.pt" and ck["step"] == 2
-    (run / T.CKPT_DIR / "ckpt_00000003.pt").unlink()
+    (run / C.CKPT_DIR / "ckpt_00000003.pt").unlink()
     out = T.train(cfg, RandomClips(8), run, resume="latest", tensorboard=False, progress=False)
     assert out["start_step"] == 2 and out["steps"] == 4
-    assert not list((run / T.CKPT_DIR).glob(".*tmp*"))  # stale temporaries cleaned at start
+    assert not list((run / C.CKPT_DIR).glob(".*tmp*"))  # stale temporaries cleaned at start
     with pytest.raises(ValueError, match="cannot be read"):
-        T.load_checkpoint(run / T.CKPT_DIR / "missing.pt")
+        C.load_checkpoint(run / C.CKPT_DIR / "missing.pt")
 
 
 def test_nan_guard_skips_counts_and_stops(tmp_path, monkeypatch):
@@ -290,7 +241,7 @@ def test_nan_guard_skips_counts_and_stops(tmp_path, monkeypatch):
     assert sum("non-finite loss" in str(w.message) for w in caught) == 2
     events = [r for r in read_log(tmp_path / "ok") if r.get("event") == "skipped_step"]
     assert [r["step"] for r in events] == [2, 3] and events[0]["loss"] is None  # NaN is logged as null
-    ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "ok", 4))
+    ck = C.load_checkpoint(C.checkpoint_path(tmp_path / "ok", 4))
     assert ck["bad_steps"] == 2
     adam_steps = {float(s["step"]) for s in ck["optimizer"]["state"].values()}
     assert adam_steps == {2.0}  # 4 steps, 2 skipped: only 2 updates
@@ -360,8 +311,8 @@ def test_two_process_gloo_run_equals_one_process_on_the_whole_batch(tmp_path):
     for k in one_losses:
         # Rounding differences of float64 grow through Adam's division by sqrt(v) + eps; still ~1e-10.
         assert ddp_losses[k] == pytest.approx(one_losses[k], rel=1e-8), k
-    ck2 = T.load_checkpoint(T.checkpoint_path(run, steps))
-    ck1 = T.load_checkpoint(T.checkpoint_path(tmp_path / "one", steps))
+    ck2 = C.load_checkpoint(C.checkpoint_path(run, steps))
+    ck1 = C.load_checkpoint(C.checkpoint_path(tmp_path / "one", steps))
     assert ck2["world_size"] == 2 and len(ck2["rng"]) == 2
     assert set(ck2["model"]) == set(ck1["model"])  # SyncBatchNorm keeps the BatchNorm keys
     worst = max((ck2["model"][k].double() - v.double()).abs().max().item()
@@ -385,13 +336,13 @@ def test_shard_folder_stream_resumes_exactly(tmp_path, monkeypatch, synthetic_se
     assert out["start_step"] == 2
     full = losses(tmp_path / "full")
     assert sorted(full) == [1, 2, 3, 4] and losses(tmp_path / "cut") == full
-    ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "cut", 4))
+    ck = C.load_checkpoint(C.checkpoint_path(tmp_path / "cut", 4))
     assert ck["data"]["stream"] and ck["data"]["batches_per_epoch"] == 3  # 12 samples / batch 4
     with pytest.raises(ValueError, match="num_workers"):
         T.train(apply_overrides(cfg, {"train.num_workers": 1}), data, tmp_path / "cut", resume="latest",
                 tensorboard=False, progress=False)
     with pytest.raises(ValueError, match="cannot be mixed"):
-        T.build_train_data(data + [str(synthetic_set)], cfg, tmp_path / "x")
+        build_train_data(data + [str(synthetic_set)], cfg, tmp_path / "x")
 
 
 def test_mixed_precision_on_cpu(tmp_path):
@@ -405,9 +356,52 @@ def test_mixed_precision_on_cpu(tmp_path):
     # The tiny net's gradient norm (~1e5) overflows fp16 at the initial scale 2**16: the scaler skips those
     # updates and halves the scale each time; max_bad_steps=0 would have raised had the guard counted them.
     assert out["skipped_steps"] == 0 and log[-1]["grad_scale"] < 2.0**16
-    ck = T.load_checkpoint(T.checkpoint_path(tmp_path / "fp16", 3))
+    ck = C.load_checkpoint(C.checkpoint_path(tmp_path / "fp16", 3))
     assert ck["scaler"]["scale"] == log[-1]["grad_scale"]
     # Resuming a finished run trains nothing and keeps the last loss.
     again = T.train(tiny_cfg(steps=3, precision="fp16", max_bad_steps=0), RandomClips(8), tmp_path / "fp16",
                     resume="latest", tensorboard=False, progress=False)
     assert again["start_step"] == 3 and again["final_loss"] == out["final_loss"]
+
+
+def test_train_step_on_a_caller_built_state():
+    """The public step: lr from the schedule, micro-batches accumulated, a non-finite step skipped and
+    counted (weights untouched), and more than max_bad_steps skipped steps raise."""
+    from torch.utils.data import default_collate
+
+    from mmv_torch.models.mmv import MMV
+
+    cfg = tiny_cfg(steps=4, grad_accum=2, max_bad_steps=1)
+    torch.manual_seed(0)
+    raw = MMV(cfg.model)
+    clips = RandomClips(4)
+    good = default_collate([clips[i] for i in range(4)])
+    bad = {**good, "video": torch.full_like(good["video"], float("nan"))}
+    feed = iter([good, good, good, bad, bad, good])
+    events = []
+
+    class Sink:
+        def log(self, record):
+            events.append(record)
+
+    state = T.TrainState(raw, raw, T.build_optimizer(raw, cfg), torch.amp.GradScaler("cpu", enabled=False), cfg,
+                         torch.device("cpu"), feed, logger=Sink())
+    before = {k: v.detach().clone() for k, v in raw.named_parameters()}
+    first = T.train_step(state)
+    assert first.applied and first.step == state.step == 1 and np.isfinite(first.loss)
+    assert first.lr == T.lr_at(0, cfg.train.lr, 1, 4) and state.optimizer.param_groups[0]["lr"] == first.lr
+    assert set(first.parts) >= {"va", "vt"} and state.last_loss == first.loss
+    changed = {k: v.detach().clone() for k, v in raw.named_parameters()}
+    assert not torch.equal(changed["heads.video_va.final_projection.weight"],
+                           before["heads.video_va.final_projection.weight"])
+    with pytest.warns(UserWarning, match="step 1: non-finite loss"):
+        skipped = T.train_step(state)  # one good and one NaN micro-batch
+    assert not skipped.applied and state.bad_steps == 1 and state.step == 2 and state.last_loss == first.loss
+    # The parameters are untouched (BatchNorm running statistics are not parameters: the forward moved them).
+    assert all(torch.equal(v, changed[k]) for k, v in raw.named_parameters())
+    assert [{k: v for k, v in e.items() if k not in ("loss", "grad_norm")} for e in events] == [
+        {"step": 2, "event": "skipped_step", "skipped_steps": 1}]
+    assert np.isnan(events[0]["loss"]) and np.isnan(skipped.loss)
+    with pytest.raises(T.TrainingDivergedError, match="2 steps had a non-finite"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        T.train_step(state)

@@ -368,7 +368,7 @@ def random_init_baseline(trained: torch.nn.Module, cfg: Config, data_dir: Path, 
     same frozen word table and BatchNorm statistics calibrated on pretraining batches, in eval mode.
     Returns it and the number of calibration batches."""
     from mmv_torch.models.mmv import MMV
-    from mmv_torch.train import build_train_data
+    from mmv_torch.train_data import build_train_data
 
     torch.manual_seed(s.seed + 1)
     random_init = MMV(trained.cfg)
