@@ -1,19 +1,17 @@
 """DeepMind's released MMV checkpoints (JAX/Haiku pickles) → :class:`~mmv_torch.models.mmv.MMV`.
 
-Three parts:
+Four parts:
 
-1. **Safe loading.** The released files (``mmv_s3d.pkl``, ``mmv_tsm_resnet_x1.pkl``,
-   ``mmv_tsm_resnet_x2.pkl``) are ``dill`` pickles of ``{'params': ..., 'state': ...}`` whose
-   mappings are Haiku ``FlatMapping``/``frozendict`` objects or dicts keyed by module path, then
-   leaf name, with numpy (or JAX) arrays as leaves. :func:`load_official_pickle` reads them with
-   neither haiku, jax nor dill installed: a restricted unpickler resolves only the globals needed to
-   rebuild numpy arrays and mappings (``_ALLOWED_GLOBALS``) and refuses every other global with
-   :class:`UnsafePickleError` naming it, so nothing from the file is executed.
+1. **The checkpoint tree.** :func:`official_leaves` takes a released pickle (read by
+   :func:`mmv_torch.unpickle.load_official_pickle`, a restricted unpickler that executes nothing
+   from the file) or an already loaded mapping and flattens its ``params`` and ``state`` into
+   ``{"module/leaf": ndarray}``.
 2. **Conversion.** :func:`load_official` infers the architecture from the keys and shapes (not the
    file name), builds the model and maps every official key exactly once through the key table
-   (:func:`official_to_torch_key`): Conv3D ``[kt,kh,kw,Cin,Cout]`` → ``[Cout,Cin,kt,kh,kw]``,
-   Conv2D ``[kh,kw,Cin,Cout]`` → ``[Cout,Cin,kh,kw]``, Linear ``[in,out]`` → ``[out,in]``, the
-   kernel-1 Conv1D ``text_conv1`` ``[1,300,2048]`` → Linear ``[2048,300]``, BN
+   (:data:`KEY_TABLE`, rows of ``compiled pattern → target template`` tried in order, then the rows
+   of the model's heads; :func:`official_to_torch_key`): Conv3D ``[kt,kh,kw,Cin,Cout]`` →
+   ``[Cout,Cin,kt,kh,kw]``, Conv2D ``[kh,kw,Cin,Cout]`` → ``[Cout,Cin,kh,kw]``, Linear ``[in,out]``
+   → ``[out,in]``, the kernel-1 Conv1D ``text_conv1`` ``[1,300,2048]`` → Linear ``[2048,300]``, BN
    ``scale/offset/mean_ema/var_ema`` ``[1,..,1,C]`` → ``[C]`` (eps 1e-5). The EMA ``counter`` goes
    to ``num_batches_tracked``; the EMA ``hidden`` (= average·(1-0.9^counter), training-only) is
    shape-checked and dropped. Missing, unknown, duplicate or mis-shaped keys raise ONE
@@ -21,19 +19,14 @@ Three parts:
 3. **Official-layout harness.** :func:`official_outputs` runs the model on numpy inputs exactly as
    the official forward takes them (channels-last) and returns the official output keys;
    :func:`record_intermediates` captures the official intermediate modules in the official layout.
-
-:func:`convert_checkpoint` writes ``model.safetensors`` + ``config.json`` for
-``create_model(checkpoint=OUT_DIR)``.
+4. **Checkpoint folder.** :func:`convert_checkpoint` writes ``model.safetensors`` + ``config.json``
+   for ``create_model(checkpoint=OUT_DIR)``.
 """
-
 from __future__ import annotations
 
-import codecs
 import collections
 import contextlib
 import dataclasses
-import io
-import pickle
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -57,6 +50,7 @@ from mmv_torch.config import (
 )
 from mmv_torch.fileio import atomic_write
 from mmv_torch.models.mmv import MMV
+from mmv_torch.unpickle import load_official_pickle
 
 ROOT = "text_audio_video/"
 """Top-level haiku module name of every official key."""
@@ -81,177 +75,7 @@ HEAD_NAMES = {
 
 
 # =============================================================================================
-# 1. Safe unpickling
-
-
-class UnsafePickleError(ValueError):
-    """A checkpoint pickle references a global that is not needed to rebuild arrays and mappings."""
-
-
-def _numpy_module(name: str) -> Any:
-    """``numpy._core.<name>`` on numpy 2, ``numpy.core.<name>`` on numpy 1 (without the numpy 2 warning)."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"numpy._core.{name}")
-    except ImportError:
-        return importlib.import_module(f"numpy.core.{name}")
-
-
-_multiarray = _numpy_module("multiarray")
-_numeric = _numpy_module("numeric")
-
-# The functions that can create an ndarray from pickled state; anything handed to the dill/jax
-# array helpers as their constructor must be one of these.
-_ARRAY_CONSTRUCTORS = (_multiarray._reconstruct, _numeric._frombuffer)
-
-
-def _haiku_mapping(*args: Any, **kwargs: Any) -> dict:
-    """Stand-in for ``haiku._src.data_structures.FlatMapping`` / ``frozendict``: a plain dict.
-
-    Both pickle as ``(cls, (mapping,))``; nested values are rebuilt by the same stand-in.
-    """
-    return dict(*args, **kwargs)
-
-
-def _safe_codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
-    """``_codecs.encode`` as used by protocol-2 pickles for ``bytes``: only str → latin-1 bytes."""
-    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
-        raise UnsafePickleError(f"_codecs.encode is only allowed as (str, 'latin1'), got ({type(text).__name__}, "
-                                f"{encoding!r})")
-    return text.encode("latin-1")
-
-
-def _check_constructor(fun: Any, where: str) -> None:
-    if not any(fun is c for c in _ARRAY_CONSTRUCTORS):
-        raise UnsafePickleError(f"{where}: array constructor {fun!r} is not a numpy array constructor")
-
-
-def _dill_create_array(fun: Any, args: tuple, state: Any, npdict: Any = None) -> np.ndarray:
-    """``dill._dill._create_array``: an ndarray from ``fun(*args)`` and its ``__setstate__`` state."""
-    _check_constructor(fun, "dill._dill._create_array")
-    array = fun(*args)
-    array.__setstate__(state)
-    if npdict:
-        raise UnsafePickleError("dill._dill._create_array: arrays with instance attributes are not allowed")
-    return array
-
-
-def _dill_create_dtypemeta(scalar_type: Any) -> type:
-    """``dill._dill._create_dtypemeta``: the dtype class of a numpy scalar type."""
-    if not (isinstance(scalar_type, type) and issubclass(scalar_type, np.generic)):
-        raise UnsafePickleError(f"dill._dill._create_dtypemeta: {scalar_type!r} is not a numpy scalar type")
-    return type(np.dtype(scalar_type))
-
-
-_DILL_TYPES = {"DictType": dict, "dict": dict, "ListType": list, "list": list, "TupleType": tuple,
-               "tuple": tuple}
-
-
-def _dill_load_type(name: str) -> type:
-    """``dill._dill._load_type`` restricted to plain container types."""
-    if name not in _DILL_TYPES:
-        raise UnsafePickleError(f"dill._dill._load_type({name!r}) is not allowed; only {sorted(_DILL_TYPES)}")
-    return _DILL_TYPES[name]
-
-
-def _jax_reconstruct_array(fun: Any, args: tuple, arr_state: Any, aval_state: Any) -> np.ndarray:
-    """``jax._src.array._reconstruct_array`` (how ``jax.Array`` pickles), returning the numpy value."""
-    _check_constructor(fun, "jax._src.array._reconstruct_array")
-    array = fun(*args)
-    array.__setstate__(arr_state)
-    return array
-
-
-_NUMPY_SCALAR_TYPES = ("bool_", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-                       "uint16", "uint32", "uint64", "complex64", "complex128")
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    table: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("_codecs", "encode"): _safe_codecs_encode,
-        ("haiku._src.data_structures", "FlatMapping"): _haiku_mapping,
-        ("haiku._src.data_structures", "FlatMap"): _haiku_mapping,
-        ("haiku._src.data_structures", "frozendict"): _haiku_mapping,
-        ("haiku.data_structures", "FlatMapping"): _haiku_mapping,
-        ("dill._dill", "_create_array"): _dill_create_array,
-        ("dill._dill", "_create_dtypemeta"): _dill_create_dtypemeta,
-        ("dill._dill", "_load_type"): _dill_load_type,
-        ("jax._src.array", "_reconstruct_array"): _jax_reconstruct_array,
-    }
-    for core in ("numpy.core", "numpy._core"):
-        table[(f"{core}.multiarray", "_reconstruct")] = _multiarray._reconstruct
-        table[(f"{core}.multiarray", "scalar")] = _multiarray.scalar
-        table[(f"{core}.numeric", "_frombuffer")] = _numeric._frombuffer
-    for name in _NUMPY_SCALAR_TYPES:
-        table[("numpy", name)] = getattr(np, name)
-    return table
-
-
-_ALLOWED_GLOBALS = _allowed_globals()
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only the globals in ``_ALLOWED_GLOBALS``."""
-
-    def __init__(self, file: Any, source: str) -> None:
-        super().__init__(file)
-        self._source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"{self._source}: refusing to load the global '{module}.{name}'. An official MMV checkpoint "
-                "only needs numpy arrays and haiku/dict mappings; nothing from this file was executed."
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError(f"{self._source}: persistent ids are not allowed in a checkpoint pickle")
-
-
-def safe_load_pickle(data: bytes | io.BufferedIOBase, source: str = "<bytes>") -> Any:
-    """Unpickle ``data`` with the restricted unpickler (see module doc). ``source`` names it in errors.
-
-    Raises :class:`UnsafePickleError` for a forbidden global and ``ValueError`` for a truncated or
-    corrupt pickle.
-    """
-    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    try:
-        return _RestrictedUnpickler(stream, source).load()
-    except UnsafePickleError:
-        raise
-    except (EOFError, pickle.UnpicklingError) as e:
-        raise ValueError(f"{source}: truncated or corrupt pickle ({type(e).__name__}: {e})") from e
-    except (TypeError, AttributeError, IndexError, KeyError, ValueError, OverflowError, MemoryError) as e:
-        raise ValueError(f"{source}: corrupt pickle, cannot rebuild its objects ({type(e).__name__}: {e})") from e
-
-
-def load_official_pickle(path: str | Path) -> dict[str, Any]:
-    """Read an official checkpoint file with the restricted unpickler.
-
-    Returns the top-level mapping as nested plain dicts with numpy leaves (haiku ``FlatMapping`` /
-    ``frozendict`` and ``OrderedDict`` become ``dict``; JAX arrays become ``np.ndarray``).
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ValueError(f"official checkpoint {p} does not exist")
-    with open(p, "rb") as f:
-        obj = safe_load_pickle(f, str(p))
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{p}: expected a mapping with 'params' and 'state', got {type(obj).__name__}")
-    return _plain(obj)
-
-
-def _plain(node: Any) -> Any:
-    """Nested mappings (OrderedDict, haiku stand-ins) → plain dicts; leaves unchanged."""
-    if isinstance(node, Mapping):
-        return {k: _plain(v) for k, v in node.items()}
-    return node
+# 1. The checkpoint tree
 
 
 def _as_array(value: Any, key: str, source: str) -> np.ndarray:
