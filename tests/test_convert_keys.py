@@ -11,6 +11,7 @@ change) with ``PYTHONPATH=src python tests/test_convert_keys.py``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,32 @@ def test_key_table_reproduces_recorded_mapping(expected, config) -> None:
     assert wrong == {}
     model_keys = set(_meta_model(config).state_dict())
     assert {t for t in got.values() if t is not None} == model_keys
+
+
+def _near_misses(key: str) -> list[str]:
+    """Keys one edit away from an official key that name nothing in the model."""
+    module, leaf = key.rsplit("/", 1)
+    out = [f"{module}/extra", key.replace(ROOT, "text_video/", 1), key.replace("/~/", "/", 1)]
+    if "__cross_replica_batch_norm" in key:
+        out.append(re.sub(r"__cross_replica_batch_norm(_\d+)?/", "__cross_replica_batch_norm_7/", key))
+    return out
+
+
+@pytest.mark.parametrize("config", RECORDED_CONFIGS)
+def test_keys_outside_the_table_are_refused(config) -> None:
+    """A key that names no tensor of the model is a ``KeyError``, never a target or a silent drop."""
+    model = _meta_model(config)
+    own = set(model.state_dict())
+    leaked = {}
+    for key in _all_keys(config):
+        for alt in _near_misses(key):
+            try:
+                target = official_to_torch_key(alt, model)
+            except KeyError:
+                continue
+            if target is None or target not in own:
+                leaked[alt] = target
+    assert leaked == {}
 
 
 def _record() -> None:
