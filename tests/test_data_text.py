@@ -1,4 +1,4 @@
-"""Tokenizer, vocabulary and word-vector readers (mmv_torch.data.text)."""
+"""Tokenizer and vocabulary (mmv_torch.data.text), word-vector readers (mmv_torch.data.wordvec)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ from mmv_torch.data.text import (
     MissingVocabularyError,
     Tokenizer,
     Vocabulary,
+    require_vocabulary,
+    split_words,
+)
+from mmv_torch.data.wordvec import (
     detect_format,
     load_word_vectors,
     read_bundled_glove,
     read_glove_text,
     read_word2vec_binary,
     read_word2vec_text,
-    require_vocabulary,
-    split_words,
     vocabulary_for_sentences,
 )
 

