@@ -18,10 +18,16 @@ import pytest
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """``(folder, results)`` of one ``run_demo(folder, QUICK)``, run once per test session. Read only."""
+    import torch
+
     from mmv_torch.demo import QUICK, run_demo
 
     folder = tmp_path_factory.mktemp("demo")
-    results = run_demo(folder, QUICK, progress=False, say=lambda msg: None)
+    threads = torch.get_num_threads()
+    try:
+        results = run_demo(folder, QUICK, progress=False, say=lambda msg: None)
+    finally:
+        torch.set_num_threads(threads)  # the demo sets its own; the tests after it keep theirs
     return folder, results
 
 
