@@ -19,11 +19,11 @@ from mmv_torch.demo import (
 )
 
 
-def test_quick_demo_writes_report_and_plots(tmp_path):
-    results = run_demo(tmp_path, QUICK, progress=False, say=lambda msg: None)
+def test_quick_demo_writes_report_and_plots(quick_demo):
+    folder, results = quick_demo
     for name in ("report.md", "results.json", "loss.png", "retrieval.png"):
-        assert (tmp_path / name).is_file(), name
-    saved = json.loads((tmp_path / "results.json").read_text())
+        assert (folder / name).is_file(), name
+    saved = json.loads((folder / "results.json").read_text())
     for which in ("trained", "random_init"):
         t2v = saved[which]["retrieval"]["t2v"]
         assert t2v["queries"] == 2 * QUICK.num_retrieval and 1 <= t2v["median_rank"] <= QUICK.num_retrieval
@@ -33,13 +33,17 @@ def test_quick_demo_writes_report_and_plots(tmp_path):
         mgo = saved[which]["retrieval"]["motion_given_object"]
         assert mgo["queries"] == 2 * QUICK.num_retrieval and mgo["chance"] == 0.5 and 0.0 <= mgo["accuracy"] <= 1.0
     assert results["train"]["steps"] == QUICK.steps
-    report = (tmp_path / "report.md").read_text()
+    report = (folder / "report.md").read_text()
     assert "text->video R@1" in report and "random init" in report and "held-out motion, zero-shot" in report
 
+
+def test_a_demo_with_other_settings_moves_the_finished_run_aside(quick_demo_copy):
     # Other settings (here the training length): the first run is moved aside, not resumed or deleted.
-    again = run_demo(tmp_path, dataclasses.replace(QUICK, steps=QUICK.steps + 1), progress=False, say=lambda m: None)
+    folder = quick_demo_copy
+    assert not list(folder.glob("run.old-*"))
+    again = run_demo(folder, dataclasses.replace(QUICK, steps=QUICK.steps + 1), progress=False, say=lambda m: None)
     assert again["train"]["steps"] == QUICK.steps + 1
-    old = list(tmp_path.glob("run.old-*"))
+    old = list(folder.glob("run.old-*"))
     assert len(old) == 1 and any((old[0] / "checkpoints").glob("*.pt"))
 
 

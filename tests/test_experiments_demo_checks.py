@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from mmv_torch.demo import QUICK, run_demo
-
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "demo_checks.py"
 
 
@@ -18,21 +16,21 @@ def checks():
     return module
 
 
-def test_demo_checks_on_a_quick_demo(tmp_path, checks, capsys):
-    run_demo(tmp_path, QUICK, progress=False, say=lambda msg: None)
+def test_demo_checks_on_a_quick_demo(quick_demo_copy, checks, capsys):
+    demo = quick_demo_copy  # the checks write their extra clips and runs into the demo folder
 
-    res = checks.recheck(tmp_path, num_test=8)
+    res = checks.recheck(demo, num_test=8)
     assert set(res) == {"motion/trained", "motion/random_init", "sound/trained", "sound/random_init"}
     assert all(0.0 <= v <= 1.0 for v in res.values())
-    assert sum(1 for _ in (tmp_path / "recheck").glob("probe_test_*.mp4")) == 8
-    stamp = (tmp_path / "recheck" / "recheck.json").stat().st_mtime_ns
-    checks.recheck(tmp_path, num_test=8)  # the extra clips are written once
-    assert (tmp_path / "recheck" / "recheck.json").stat().st_mtime_ns == stamp
+    assert sum(1 for _ in (demo / "recheck").glob("probe_test_*.mp4")) == 8
+    stamp = (demo / "recheck" / "recheck.json").stat().st_mtime_ns
+    checks.recheck(demo, num_test=8)  # the extra clips are written once
+    assert (demo / "recheck" / "recheck.json").stat().st_mtime_ns == stamp
 
-    shares = checks.text_variance(tmp_path)
+    shares = checks.text_variance(demo)
     assert all(0.0 <= v <= 1.0 for v in shares.values()) and len(shares) == 4
 
-    assert checks.main(["supervised", "--demo", str(tmp_path), "--steps", "2"]) == 0
+    assert checks.main(["supervised", "--demo", str(demo), "--steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "| 2 |" in out and "motion probe top-1" in out
 

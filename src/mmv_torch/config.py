@@ -9,7 +9,9 @@ exact JSON round-trip. Only the standard library is used.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -266,6 +268,8 @@ class DataConfig:
             raise ValueError(f"data.scale_jitter must be (low, high) with 0 < low <= high, got {self.scale_jitter}")
         if not 0.0 <= self.max_skip_rate <= 1.0:
             raise ValueError(f"data.max_skip_rate must be in [0, 1], got {self.max_skip_rate}")
+        if not self.color_jitter >= 0:
+            raise ValueError(f"data.color_jitter must be >= 0, got {self.color_jitter}")
 
 
 @dataclass(frozen=True)
@@ -388,6 +392,8 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """Convert a JSON/CLI value to the annotated type ``tp`` or raise ``ValueError``."""
+    if isinstance(value, _CliText):
+        value = value.for_type(tp)
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -426,6 +432,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, int) and value in (0, 1):  # ``--set data.flip=0`` arrives as the JSON number 0
+            return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ValueError(f"{where}: expected true/false, got {value!r}")
@@ -443,14 +451,17 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 pass
         raise ValueError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ValueError(f"{where}: expected a number, got {value!r}")
+        if number is None or not math.isfinite(number):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ValueError(f"{where}: expected a string, got {value!r}")
@@ -458,12 +469,25 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"{where}: unsupported config type {tp}")
 
 
+def _did_you_mean(key: str, valid: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
+
+
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = _field_types(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+    unknown = sorted(set(data) - set(names), key=str)
     if unknown:
-        raise ValueError(f"{where or 'config'}: unknown keys {unknown}; valid keys: {names}")
+        hint = _did_you_mean(unknown[0], names) if isinstance(unknown[0], str) else ""
+        raise ValueError(f"{where or 'config'}: unknown keys {unknown}{hint}; valid keys: {names}")
+    missing = [f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{where or 'config'}: missing keys {missing}")
     kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -487,13 +511,17 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a config written by :func:`save_config`."""
+    """Read a config written by :func:`save_config`; a missing, unreadable or invalid file raises a
+    ``ValueError`` naming it."""
     p = Path(path)
     try:
         data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON or not UTF-8
         raise ValueError(f"cannot read config {p}: {e}") from e
-    return config_from_dict(data)
+    try:
+        return config_from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"invalid config {p}: {e}") from e
 
 
 def _parse_cli_value(text: str) -> Any:
@@ -503,33 +531,64 @@ def _parse_cli_value(text: str) -> Any:
         return text
 
 
+@dataclass(frozen=True)
+class _CliText:
+    """The value of a ``key=value`` override as written; parsed once the field's type is known."""
+
+    text: str
+
+    def for_type(self, tp: Any) -> Any:
+        """The text for a string field (``data.word_vectors=2024`` is the path '2024'), else its JSON value
+        (numbers, booleans, null, lists, mappings) or, when it is not JSON, the text."""
+        value = _parse_cli_value(self.text)
+        return value if tp is not str or isinstance(value, str) else self.text
+
+
+def _set_key(data: dict[str, Any], key: str, value: Any, prefix: str = "") -> None:
+    """Set the dotted ``key`` in the nested dict ``data`` (at ``prefix`` of the config, for messages); a mapping
+    set on a section updates it key by key."""
+    parts = (prefix + key).split(".")
+    start = len(parts) - len(key.split("."))
+    node: Any = data
+    for i, p in enumerate(parts[start:], start):
+        where = ".".join(parts[: i + 1])
+        if not isinstance(node, dict):
+            raise ValueError(f"unknown config key {key!r}: {'.'.join(parts[:i])!r} is a value, not a section")
+        if p not in node:
+            hint = _did_you_mean(p, sorted(node), where[: len(where) - len(p)])
+            raise ValueError(f"unknown config key {where!r}{hint}; valid keys here: {sorted(node)}")
+        if i < len(parts) - 1:
+            node = node[p]
+        elif isinstance(node[p], dict) and isinstance(value, (dict, _CliText)):
+            section = value.for_type(dict) if isinstance(value, _CliText) else value
+            if not isinstance(section, dict):
+                raise ValueError(f"{where}: expected a mapping of its keys, got {section!r}")
+            for k, v in section.items():
+                _set_key(node[p], str(k), v, where + ".")
+        else:
+            node[p] = value
+
+
 def apply_overrides(cfg: Any, overrides: list[str] | dict[str, Any]) -> Any:
     """Return ``cfg`` with ``key=value`` overrides applied (``"train.lr=1e-3"``, ``"model.graph=shared"``).
 
     Keys are dotted paths through the dataclasses and the ``spaces`` mapping
     (``model.spaces.va.dim=128``). Values are parsed as JSON when they can be, else taken as
-    strings, then converted to the field's type. Unknown keys raise ``ValueError`` listing the valid ones.
+    strings, then converted to the field's type (a string field takes the text as written). A mapping
+    given for a section (``model.video={"depth": 18}``) sets those keys and keeps the others. Unknown
+    keys raise ``ValueError`` suggesting the closest name and listing the valid ones.
     """
     items: list[tuple[str, Any]]
     if isinstance(overrides, dict):
         items = list(overrides.items())
     else:
         items = []
-        for ov in overrides:
+        for ov in [overrides] if isinstance(overrides, str) else overrides:
             if "=" not in ov:
                 raise ValueError(f"override {ov!r} is not of the form key=value")
             k, v = ov.split("=", 1)
-            items.append((k.strip(), _parse_cli_value(v.strip())))
+            items.append((k.strip(), _CliText(v.strip())))
     data = dataclasses.asdict(cfg)
     for key, value in items:
-        parts = key.split(".")
-        node: Any = data
-        for i, p in enumerate(parts):
-            if not isinstance(node, dict) or p not in node:
-                valid = sorted(node) if isinstance(node, dict) else []
-                raise ValueError(f"unknown config key {'.'.join(parts[: i + 1])!r}; valid keys here: {valid}")
-            if i == len(parts) - 1:
-                node[p] = value
-            else:
-                node = node[p]
+        _set_key(data, key, value)
     return _from_dict(type(cfg), data, "")
