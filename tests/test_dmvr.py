@@ -6,6 +6,8 @@ The references in ``tests/data/dmvr`` were computed with TensorFlow by ``make_re
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ import torch
 from mmv_torch.config import DataConfig
 from mmv_torch.data.audio import LogMelSpectrogram, linear_to_mel_weight_matrix, log_mel_spectrogram
 from mmv_torch.data.datasets import audio_features
+from mmv_torch.data.dmvr_text import DmvrTokenizer, dmvr_split_words, load_vocabulary_file, read_dmvr_vocabulary
+from mmv_torch.data.text import Tokenizer, Vocabulary
 
 REF = Path(__file__).resolve().parent / "data" / "dmvr"
 
@@ -99,3 +103,99 @@ def test_config_selects_the_frontend(audio_ref):
     torch.testing.assert_close(feats, log_mel_spectrogram(wave, 48000, frontend="dmvr")[0])
     default = audio_features(wave[:16000], DataConfig())
     torch.testing.assert_close(default, log_mel_spectrogram(wave[:16000], 16000, 80)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok_ref():
+    return json.loads((REF / "tokenizer_reference.json").read_text(encoding="utf-8"))
+
+
+def test_tokenizer_ids_equal_tensorflow(tok_ref):
+    tok = Tokenizer.from_dmvr_vocab(REF / tok_ref["vocabulary"], max_words=tok_ref["max_num_tokens"])
+    assert isinstance(tok, DmvrTokenizer)
+    texts = [c["text"] for c in tok_ref["cases"]]
+    out = tok(texts)
+    assert out.ids.shape == (len(texts), 16)
+    for text, case, row in zip(texts, tok_ref["cases"], out.ids.tolist()):
+        assert row == case["ids"], text
+    pad = tok.vocab.index["<pad>"]
+    assert torch.equal(out.mask, out.ids != pad)
+
+
+def test_tokenizer_unicode_space_differs_from_tf_text_only_where_tf_text_mis_splits(tok_ref):
+    """TF Text keeps the leading bytes of a multi-byte white-space character on the word before it,
+    which then maps to <unk>; this tokenizer looks that word up. Everything else is identical."""
+    tok = Tokenizer.from_dmvr_vocab(REF / tok_ref["vocabulary"])
+    unk = tok.vocab.unk_id
+    for case in tok_ref["unicode_space_cases"]:
+        expected = tok(case["text"]).ids[0].tolist()
+        words = re.finditer(r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+", case["text"])
+        for i, m in enumerate(words):
+            if i < 16 and m.end() < len(case["text"]) and ord(case["text"][m.end()]) > 127:
+                assert expected[i] != unk
+                expected[i] = unk
+        assert expected == case["ids"], case["text"]
+
+
+def test_tokenizer_rules():
+    assert dmvr_split_words("Don't stop, man/dog!") == ["dont", "stop", "mandog"]
+    assert dmvr_split_words("ÉCOLE d’été\u00a0A\u3000B\x1cC") == ["École", "d’été", "a", "b\x1cc"]
+    assert dmvr_split_words(" \t\n ") == []
+    with pytest.raises(ValueError, match="string"):
+        dmvr_split_words(None)  # type: ignore[arg-type]
+
+
+def test_tokenizer_unknown_words_bos_eos(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("<pad>\n<bos>\n<eos>\n<unk>\nthe\ndog\nand\n", encoding="utf-8")
+    vocab = read_dmvr_vocabulary(path)
+    tok = DmvrTokenizer(vocab, max_words=4, prepend_bos=True, append_eos=True)
+    out = tok(["The cat and the dog", "dog"])
+    assert out.ids.tolist() == [[1, 4, 3, 6], [1, 5, 2, 0]]  # no stop words dropped; cat -> <unk>
+    assert out.num_oov.tolist() == [1, 0]
+    plain = Tokenizer.from_dmvr_vocab(path, max_words=3)
+    assert plain("a the").ids.tolist() == [[3, 4, 0]]
+
+
+def test_load_vocabulary_file_kinds(tmp_path):
+    dmvr = tmp_path / "dmvr.txt"
+    dmvr.write_text("3 <unk>\n0 <pad>\n1 <bos>\n2 <eos>\n7 dog\n", encoding="utf-8")
+    words, kind = load_vocabulary_file(dmvr)
+    assert kind == "dmvr" and words == ["<pad>", "<bos>", "<eos>", "<unk>", "", "", "", "dog"]
+    plain = tmp_path / "words.txt"
+    plain.write_text("\nthe\ndog\n\n", encoding="utf-8")
+    words, kind = load_vocabulary_file(plain)
+    assert kind == "word-list" and words == ["", "the", "dog", ""]
+    assert Vocabulary.from_word_list(plain).words == words
+    with pytest.raises(ValueError, match="not a DMVR vocabulary"):
+        Tokenizer.from_dmvr_vocab(plain)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("<pad>\n<bos>\n<eos>\n<unk>\nDog\n", "not lower case"),
+    ("<pad>\n<bos>\n<eos>\n<unk>\ndog\ndog\n", "twice"),
+    ("0 <pad>\n0 <bos>\n2 <eos>\n3 <unk>\n", "two words with id 0"),
+    ("x <pad>\n", "not an integer"),
+    ("-1 <pad>\n", "outside"),
+    ("a b c\n", "expected 'word' or 'idx word'"),
+    ("", "empty"),
+])
+def test_load_vocabulary_file_errors(tmp_path, text, match):
+    path = tmp_path / "v.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=match) as err:
+        load_vocabulary_file(path)
+    assert str(path) in str(err.value)
+
+
+def test_load_vocabulary_file_unreadable(tmp_path):
+    with pytest.raises(ValueError, match="cannot read"):
+        load_vocabulary_file(tmp_path / "missing.txt")
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"caf\xe9\n")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_vocabulary_file(bad)

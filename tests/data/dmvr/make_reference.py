@@ -98,7 +98,13 @@ SENTENCES = [
     "x'y x-y x.y x@y x#y x$y x%y x&y x*y x+y x=y x|y x~y x^y x`y x\\y",
     "café cafe",
     "a\x0bman\x0cis playing",
+    "a\x1cman is \x1fplaying",  # ASCII separators that are not white space
+    " \u00a0hello \u3000 world",  # non-ASCII white space after a space
 ]
+
+# A word directly followed by non-ASCII white space: TF Text (2.21) keeps the separator's leading
+# UTF-8 bytes on that word, which then maps to <unk>; mmv_torch looks the word up (see the test).
+UNICODE_SPACE_SENTENCES = ["hello\u00a0world", "the guitar\u2003", "a man\u3000is\u2003playing\u2009the guitar"]
 
 
 # Ids as a DMVR file may have them: a gap after id 19, lines not in id order.
@@ -124,9 +130,12 @@ def make_tokenizer() -> None:
     (HERE / "word_vocab.txt").write_text("".join(lines[7:] + lines[:7]), encoding="utf-8")
     head = {"vocabulary": "word_vocab.txt", "max_num_tokens": 16, "tensorflow": tf.__version__,
             "tensorflow_text": tensorflow_text.__version__}
-    cases = [json.dumps({"text": t, "ids": i}, ensure_ascii=False)
+    cases = [json.dumps({"text": t, "ids": i}, ensure_ascii=True)
              for t, i in zip(SENTENCES, dmvr_word_ids(WORD2IDX, SENTENCES))]
-    text = json.dumps(head, ensure_ascii=False)[:-1] + ', "cases": [\n ' + ",\n ".join(cases) + "\n]}\n"
+    odd = [json.dumps({"text": t, "ids": i}, ensure_ascii=True)
+           for t, i in zip(UNICODE_SPACE_SENTENCES, dmvr_word_ids(WORD2IDX, UNICODE_SPACE_SENTENCES))]
+    text = (json.dumps(head, ensure_ascii=True)[:-1] + ', "cases": [\n ' + ",\n ".join(cases)
+            + '\n], "unicode_space_cases": [\n ' + ",\n ".join(odd) + "\n]}\n")
     (HERE / "tokenizer_reference.json").write_text(text, encoding="utf-8")
 
 
