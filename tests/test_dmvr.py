@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmv_torch.config import DataConfig
+from mmv_torch.config import Config, DataConfig, apply_overrides
 from mmv_torch.data.audio import LogMelSpectrogram, linear_to_mel_weight_matrix, log_mel_spectrogram
 from mmv_torch.data.datasets import audio_features
 from mmv_torch.data.dmvr_text import DmvrTokenizer, dmvr_split_words, load_vocabulary_file, read_dmvr_vocabulary
@@ -101,6 +101,8 @@ def test_config_selects_the_frontend(audio_ref):
     feats = audio_features(wave, DataConfig(audio_frontend="dmvr", sample_rate=48000))
     assert feats.shape == (1, 150, 80)
     torch.testing.assert_close(feats, log_mel_spectrogram(wave, 48000, frontend="dmvr")[0])
+    cfg = apply_overrides(Config(), ["data.audio_frontend=dmvr", "data.sample_rate=48000"])
+    assert (cfg.data.audio_frontend, cfg.data.sample_rate) == ("dmvr", 48000)
     default = audio_features(wave[:16000], DataConfig())
     torch.testing.assert_close(default, log_mel_spectrogram(wave[:16000], 16000, 80)[0])
 
