@@ -250,6 +250,9 @@ class DataConfig:
     """Audio sample rate."""
     num_mel_bins: int = 80
     """Log-mel bins."""
+    audio_frontend: str = "default"
+    """Log-mel front-end: 'default' (25 ms window, 10 ms hop) or 'dmvr' (DMVR's spectrogram, the input of
+    the released models: needs sample_rate 48000)."""
     num_candidates: int = 5
     """K: narrations nearest to the clip used as MIL-NCE candidates."""
     max_words: int = 16
@@ -266,6 +269,10 @@ class DataConfig:
             _check_positive(f"data.{name}", getattr(self, name))
         if len(self.scale_jitter) != 2 or not 0 < self.scale_jitter[0] <= self.scale_jitter[1]:
             raise ValueError(f"data.scale_jitter must be (low, high) with 0 < low <= high, got {self.scale_jitter}")
+        if self.audio_frontend not in ("default", "dmvr"):
+            raise ValueError(f"data.audio_frontend must be 'default' or 'dmvr', got {self.audio_frontend!r}")
+        if self.audio_frontend == "dmvr" and self.sample_rate != 48000:
+            raise ValueError(f"data.audio_frontend 'dmvr' needs data.sample_rate 48000, got {self.sample_rate}")
         if not 0.0 <= self.max_skip_rate <= 1.0:
             raise ValueError(f"data.max_skip_rate must be in [0, 1], got {self.max_skip_rate}")
         if not self.color_jitter >= 0:

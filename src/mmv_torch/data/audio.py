@@ -10,6 +10,14 @@ filterbank → ``log(mel + log_offset)``. The filterbank is built here (:func:`m
 triangles linear in Hz between mel-spaced edges, on the HTK (``2595 log10(1 + f/700)``) or Slaney
 (linear below 1 kHz, logarithmic above) mel scale, optionally area-normalised (``norm="slaney"``).
 With the same settings this equals ``librosa.feature.melspectrogram`` (a test checks 1e-5 relative).
+
+``frontend="dmvr"`` instead computes DMVR's ``compute_audio_spectrogram`` with its defaults, the input
+the released MMV models were trained on (48 kHz audio): ``tf.signal.stft`` with 2048-sample frames, a
+1024-sample step, FFT size 2048 and TF's periodic Hann window, no centring, the end zero-padded so
+there are ``ceil(S / 1024)`` frames (``pad_end=True``); the magnitude ``|X|`` (not power); TF's
+``linear_to_mel_weight_matrix`` (:func:`linear_to_mel_weight_matrix`: triangles in HTK mel space
+between 80 and 7600 Hz, no area normalisation, zero weight at the DC bin); ``log(mel + 1e-6)``.
+3.2 s at 48 kHz (153,600 samples) gives 150 frames. A test checks it against TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,6 +31,19 @@ from torch import nn
 
 MEL_SCALES = ("htk", "slaney")
 NORMS = (None, "slaney")
+FRONTENDS = ("default", "dmvr")
+"""``"default"``: the settings given to :class:`LogMelSpectrogram`; ``"dmvr"``: DMVR's spectrogram."""
+
+DMVR_FRAME_LENGTH = 2048
+"""Samples per STFT frame (and FFT size) of DMVR's spectrogram."""
+DMVR_FRAME_STEP = 1024
+"""Samples between DMVR's STFT frames."""
+DMVR_LOWER_EDGE_HERTZ = 80.0
+"""Lowest frequency of DMVR's mel filters."""
+DMVR_UPPER_EDGE_HERTZ = 7600.0
+"""Highest frequency of DMVR's mel filters."""
+DMVR_SAMPLE_RATE = 48000
+"""Sample rate of the audio the released MMV models were fed."""
 
 _SLANEY_F_SP = 200.0 / 3.0
 _SLANEY_MIN_LOG_HZ = 1000.0
@@ -103,6 +124,63 @@ def mel_filterbank(
     return torch.tensor(w, dtype=dtype, device=device)
 
 
+def _linspace_f32(start: np.float32, stop: np.float32, num: int) -> np.ndarray:
+    """``tf.linspace`` in float32: ``start + i * (stop - start) / (num - 1)``, the end points exact."""
+    out = start + np.arange(num, dtype=np.float32) * ((stop - start) / np.float32(num - 1))
+    out[0], out[-1] = start, stop
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _tf_mel_matrix_np(num_mel_bins: int, num_spectrogram_bins: int, sample_rate: int, lower_edge_hertz: float,
+                      upper_edge_hertz: float) -> np.ndarray:
+    f32 = np.float32
+
+    def to_mel(hz: np.ndarray) -> np.ndarray:
+        return f32(1127.0) * np.log(f32(1.0) + hz / f32(700.0))
+
+    # TF's float32 operations in TF's order; the DC bin gets no weight, the others are compared in mels.
+    bins_mel = to_mel(_linspace_f32(f32(0.0), f32(sample_rate) / f32(2.0), num_spectrogram_bins)[1:])[:, None]
+    edges = _linspace_f32(to_mel(f32(lower_edge_hertz)), to_mel(f32(upper_edge_hertz)), num_mel_bins + 2)
+    lo, centre, hi = edges[None, :-2], edges[None, 1:-1], edges[None, 2:]
+    rising = (bins_mel - lo) / (centre - lo)
+    falling = (hi - bins_mel) / (hi - centre)
+    weights = np.zeros((num_spectrogram_bins, num_mel_bins), np.float32)
+    weights[1:] = np.maximum(f32(0.0), np.minimum(rising, falling))
+    weights.setflags(write=False)
+    return weights
+
+
+def linear_to_mel_weight_matrix(
+    num_mel_bins: int = 80,
+    num_spectrogram_bins: int = DMVR_FRAME_LENGTH // 2 + 1,
+    sample_rate: int = DMVR_SAMPLE_RATE,
+    lower_edge_hertz: float = DMVR_LOWER_EDGE_HERTZ,
+    upper_edge_hertz: float = DMVR_UPPER_EDGE_HERTZ,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """TensorFlow's ``tf.signal.linear_to_mel_weight_matrix``: ``(num_spectrogram_bins, F)``.
+
+    The spectrogram bins are ``num_spectrogram_bins`` frequencies equally spaced from 0 to
+    ``sample_rate / 2``; filter ``m`` is a triangle in mel space (``1127 ln(1 + f / 700)``) rising
+    from edge ``m`` to 1 at edge ``m+1`` and falling to 0 at edge ``m+2``, the ``F + 2`` edges
+    equally spaced in mels from ``lower_edge_hertz`` to ``upper_edge_hertz``; no area normalisation;
+    the DC bin (row 0) is all zeros. The defaults are DMVR's (48 kHz, FFT 2048, 80 .. 7600 Hz).
+    Computed in float32 with TF's operations in TF's order: it equals TF's matrix up to TF's own
+    float32 rounding of the logarithm (at most 1e-5; a test checks it).
+    """
+    if num_mel_bins <= 0 or num_spectrogram_bins <= 1 or sample_rate <= 0:
+        raise ValueError(f"need num_mel_bins > 0, num_spectrogram_bins > 1 and sample_rate > 0, got "
+                         f"{num_mel_bins}, {num_spectrogram_bins}, {sample_rate}")
+    if not 0.0 <= lower_edge_hertz < upper_edge_hertz <= sample_rate / 2.0:
+        raise ValueError(f"need 0 <= lower_edge_hertz < upper_edge_hertz <= sample_rate/2, got "
+                         f"{lower_edge_hertz}, {upper_edge_hertz} at sample_rate={sample_rate}")
+    w = _tf_mel_matrix_np(int(num_mel_bins), int(num_spectrogram_bins), int(sample_rate), float(lower_edge_hertz),
+                          float(upper_edge_hertz))
+    return torch.tensor(w, dtype=dtype, device=device)
+
+
 def default_n_fft(win_length: int) -> int:
     """The FFT size used when none is given: the next power of two >= ``win_length``."""
     return 1 << max(int(win_length) - 1, 0).bit_length()
@@ -124,8 +202,12 @@ class LogMelSpectrogram(nn.Module):
         log_offset: added before the log.
         center: pad ``n_fft // 2`` on both sides so frame ``t`` is centred at ``t * hop``.
         pad_mode: padding of ``center`` (``"constant"`` zeros, or ``"reflect"``).
+        frontend: ``"default"`` (the settings above) or ``"dmvr"`` (DMVR's spectrogram, see the
+            module doc: only ``sample_rate``, ``num_mel_bins`` and ``log_offset`` apply, the other
+            settings must keep their defaults).
 
-    T is ``1 + S // hop`` with ``center=True``, else ``1 + (S - n_fft) // hop``.
+    T is ``1 + S // hop`` with ``center=True``, else ``1 + (S - n_fft) // hop``; ``ceil(S / 1024)``
+    with ``frontend="dmvr"``.
     """
 
     def __init__(
@@ -143,8 +225,21 @@ class LogMelSpectrogram(nn.Module):
         log_offset: float = 1e-6,
         center: bool = True,
         pad_mode: str = "constant",
+        frontend: str = "default",
     ) -> None:
         super().__init__()
+        if frontend not in FRONTENDS:
+            raise ValueError(f"frontend={frontend!r} is not one of {list(FRONTENDS)}")
+        self.frontend = frontend
+        self.pad_end = frontend == "dmvr"
+        if self.pad_end:
+            settings = dict(window_s=window_s, hop_s=hop_s, n_fft=n_fft, f_min=f_min, f_max=f_max,
+                            mel_scale=mel_scale, norm=norm, power=power, center=center, pad_mode=pad_mode)
+            changed = sorted(k for k, v in settings.items() if v != _DEFAULT_SETTINGS[k])
+            if changed:
+                raise ValueError(f"frontend='dmvr' fixes the STFT and mel settings to DMVR's; do not set {changed}")
+            window_s, hop_s = DMVR_FRAME_LENGTH / sample_rate, DMVR_FRAME_STEP / sample_rate
+            n_fft, power, center = DMVR_FRAME_LENGTH, 1.0, False
         self.win_length = int(round(window_s * sample_rate))
         self.hop_length = int(round(hop_s * sample_rate))
         if self.win_length <= 0 or self.hop_length <= 0:
@@ -161,8 +256,12 @@ class LogMelSpectrogram(nn.Module):
         self.log_offset = float(log_offset)
         self.center = bool(center)
         self.pad_mode = pad_mode
-        fb = mel_filterbank(num_mel_bins, self.n_fft, sample_rate, f_min, f_max, mel_scale, norm,
-                            dtype=torch.float64)
+        if self.pad_end:
+            self.win_length, self.hop_length = DMVR_FRAME_LENGTH, DMVR_FRAME_STEP  # exact, whatever the rate
+            fb = linear_to_mel_weight_matrix(num_mel_bins, self.n_fft // 2 + 1, sample_rate, dtype=torch.float64)
+        else:
+            fb = mel_filterbank(num_mel_bins, self.n_fft, sample_rate, f_min, f_max, mel_scale, norm,
+                                dtype=torch.float64)
         self.register_buffer("filterbank", fb, persistent=False)
         self.register_buffer("window", torch.hann_window(self.win_length, periodic=True, dtype=torch.float64),
                              persistent=False)
@@ -181,6 +280,11 @@ class LogMelSpectrogram(nn.Module):
             if self.pad_mode == "reflect" and x.shape[-1] <= pad:
                 raise ValueError(f"reflect padding needs more than {pad} samples, got {x.shape[-1]}")
             x = torch.nn.functional.pad(x[:, None], (pad, pad), mode=self.pad_mode)[:, 0]
+        if self.pad_end:  # zeros at the end: ceil(S / hop) frames, as tf.signal.stft(pad_end=True)
+            if x.shape[-1] == 0:
+                raise ValueError("waveform has no samples")
+            frames = -(-x.shape[-1] // self.hop_length)
+            x = torch.nn.functional.pad(x, (0, self.n_fft + self.hop_length * (frames - 1) - x.shape[-1]))
         if x.shape[-1] < self.n_fft:
             raise ValueError(f"waveform of {waveform.shape[-1]} samples is shorter than one frame "
                              f"({self.n_fft} samples)")
@@ -193,6 +297,10 @@ class LogMelSpectrogram(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` or ``(S,)`` → ``(B, 1, T, F)``."""
         return torch.log(self.mel_power(waveform) + self.log_offset)[:, None]
+
+
+_DEFAULT_SETTINGS = dict(window_s=0.025, hop_s=0.010, n_fft=None, f_min=0.0, f_max=None, mel_scale="htk",
+                         norm=None, power=2.0, center=True, pad_mode="constant")
 
 
 @functools.lru_cache(maxsize=8)
@@ -215,11 +323,13 @@ def log_mel_spectrogram(
     log_offset: float = 1e-6,
     center: bool = True,
     pad_mode: str = "constant",
+    frontend: str = "default",
 ) -> torch.Tensor:
     """Functional form of :class:`LogMelSpectrogram`: ``(B, S)`` or ``(S,)`` → ``(B, 1, T, F)``.
 
     Runs on the waveform's device and dtype; the module (and its filterbank) is cached per setting.
+    ``frontend="dmvr"`` gives DMVR's spectrogram (48 kHz input; see the module doc).
     """
     mod = _cached_module(sample_rate, num_mel_bins, window_s, hop_s, n_fft, f_min, f_max, mel_scale, norm,
-                         power, log_offset, center, pad_mode)
+                         power, log_offset, center, pad_mode, frontend)
     return mod(waveform)

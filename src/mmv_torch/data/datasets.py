@@ -239,6 +239,11 @@ def clip_span(cfg: DataConfig) -> float:
     return cfg.num_frames / cfg.fps
 
 
+def audio_features(waveform: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """``(S,)`` waveform -> ``(1, T', F)`` log-mel with the front-end of ``cfg.audio_frontend``."""
+    return log_mel_spectrogram(waveform, cfg.sample_rate, cfg.num_mel_bins, frontend=cfg.audio_frontend)[0]
+
+
 def make_sample(src: Source, name: str, narrations: Sequence[Narration], duration: float, cfg: DataConfig,
                 tokenize: Tokenize | None, train: bool, generator: torch.Generator, index: int,
                 threads: int = 1) -> dict[str, torch.Tensor]:
@@ -256,7 +261,7 @@ def make_sample(src: Source, name: str, narrations: Sequence[Narration], duratio
                                 cfg.color_jitter, generator)
     else:
         video = eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short)
-    audio = log_mel_spectrogram(clip.audio, cfg.sample_rate, cfg.num_mel_bins)[0]
+    audio = audio_features(clip.audio, cfg)
     near = nearest_narrations(narrations, start, start + span, cfg.num_candidates)
     text, text_mask, word_mask = encode_narrations(near, tokenize, cfg.num_candidates, cfg.max_words)
     return {
@@ -590,7 +595,7 @@ class LabelledDataset(Dataset):
             start = (random_start_time(dur, cfg.audio_seconds, g) if self.train
                      else max(0.0, (dur - cfg.audio_seconds) / 2))
             wave = load_audio(e.path, start, cfg.audio_seconds, cfg.sample_rate)
-            return {"audio": log_mel_spectrogram(wave, cfg.sample_rate, cfg.num_mel_bins)[0]}
+            return {"audio": audio_features(wave, cfg)}
         dur = probe(e.path).duration
         span = clip_span(cfg)
         if self.train:
@@ -602,7 +607,7 @@ class LabelledDataset(Dataset):
         for st in starts:
             clip = load_clip(e.path, st, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds)
             vids.append(eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short))
-            auds.append(log_mel_spectrogram(clip.audio, cfg.sample_rate, cfg.num_mel_bins)[0])
+            auds.append(audio_features(clip.audio, cfg))
             has = clip.has_audio
         if self.num_windows == 1:
             return {"video": vids[0], "audio": auds[0], "has_audio": torch.tensor(has)}

@@ -262,6 +262,18 @@ class Tokenizer:
         self.remove_stop_words = remove_stop_words
         self.stop_words = frozenset(stop_words)
 
+    @classmethod
+    def from_dmvr_vocab(cls, path: str | Path, max_words: int = 16) -> Tokenizer:
+        """DMVR's ``WordTokenizer`` on a DMVR vocabulary file, as the released MMV models were fed.
+
+        ASCII punctuation deleted, ASCII lower case, split on white space, unknown words -> ``<unk>``,
+        no stop-word removal, no ``<bos>``/``<eos>``, padded with ``<pad>`` (see
+        :mod:`mmv_torch.data.dmvr_text`).
+        """
+        from .dmvr_text import DmvrTokenizer, read_dmvr_vocabulary
+
+        return DmvrTokenizer(read_dmvr_vocabulary(path), max_words)
+
     def words(self, text: str) -> list[str]:
         """The normalised words of ``text`` before vocabulary lookup (see :func:`split_words`)."""
         return split_words(text, self.remove_stop_words, self.stop_words)
