@@ -180,7 +180,7 @@ def test_a_string_field_takes_the_text_as_written(tiny):
 
 def test_unknown_keys_suggest_the_closest_name(tiny):
     with pytest.raises(ValueError, match=r"unknown config key 'data.colour_jitter' \(did you mean 'data.color_jitter'"
-                                         r"\?\); valid keys here: \['audio_seconds'"):
+                                         r"\?\); valid keys here: \['audio_frontend', 'audio_seconds'"):
         apply_overrides(tiny, ["data.colour_jitter=0.1"])
     with pytest.raises(ValueError, match=r"unknown config key 'trian' \(did you mean 'train'\?\)"):
         apply_overrides(tiny, ["trian.lr=0.1"])
