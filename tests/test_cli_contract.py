@@ -185,3 +185,22 @@ def test_ctrl_c_prints_the_resume_hint(finished, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume latest" in err
     assert not (run / ".lock").exists()
+
+
+def test_checkpoint_takes_a_run_folder_or_a_checkpoint_file(finished, tmp_path):
+    """--checkpoint RUN (its export/) and --checkpoint RUN/checkpoints/ckpt_<last>.pt give the same weights."""
+    import numpy as np
+
+    root, run = finished
+    videos = run / "synthetic"  # a plain folder of videos (searched recursively)
+    last = sorted((run / "checkpoints").glob("ckpt_*.pt"))[-1]
+    outs = []
+    for i, ckpt in enumerate((run, last)):
+        out = tmp_path / f"e{i}"
+        res = cli("embed", "--checkpoint", ckpt, "--data", videos, "--modality", "video", "--space", "va",
+                  "--workers", "0", "--device", "cpu", "--out", out)
+        assert res.returncode == 0, res.stderr
+        assert "checkpoint: " in res.stderr
+        outs.append(np.load(str(out) + ".npy"))
+    assert outs[0].shape[0] == len(list(videos.glob("*.mp4")))
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -216,7 +216,7 @@ def test_bad_arguments_are_clear_errors(setup, capsys):
     assert main(["eval", "linear", "--checkpoint", ckpt, "--data", str(setup["root"] / "nope.jsonl"), *FAST]) == 2
     assert "cannot read manifest" in capsys.readouterr().err
     assert main(["eval", "linear", "--checkpoint", str(setup["root"] / "nowhere"), "--data", probe]) == 2
-    assert "has no config.json" in capsys.readouterr().err
+    assert "no such file or folder" in capsys.readouterr().err
     assert main(["eval", "linear", "--checkpoint", ckpt, "--data", probe, "--classifier", "logistic", "--C", "1"]) == 2
     assert "--C applies to --classifier svm" in capsys.readouterr().err
     assert main(["eval", "linear", "--checkpoint", ckpt, "--data", probe, "--set", "model.graph=shared"]) == 2
@@ -303,3 +303,35 @@ def test_data_frames_then_image_eval(setup, capsys):
                  "--strategies", "naive", "--classifier", "logistic", *FAST]) == 0
     assert main(["data", "frames", str(data / "probe_sound.jsonl"), str(root / "frames2")]) == 2
     assert "are not videos" in capsys.readouterr().err
+
+
+def test_embed_text_with_a_dmvr_vocabulary(setup, capsys):
+    """``--vocab`` with a DMVR vocabulary uses DMVR's tokenizer: embeddings equal the text tower on its ids."""
+    import torch
+
+    from mmv_torch.data.text import Tokenizer
+    from mmv_torch.models.mmv import create_model
+
+    words, root = setup["words"], setup["root"]
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    rows = specials + [w for w in words[1:] if w not in specials][: len(words) - 4]
+    assert len(rows) == len(words)
+    vocab = root / "dmvr_vocab.txt"
+    vocab.write_text("".join(f"{i} {w}\n" for i, w in enumerate(rows)))
+    out = root / "e" / "dmvr_text"
+    assert main(["embed", "--checkpoint", setup["ckpt"], "--data", str(setup["data"] / "retrieval.jsonl"),
+                 "--modality", "text", "--space", "vt", "--vocab", str(vocab), "--word-mask", "no", *FAST,
+                 "--out", str(out)]) == 0
+    emb = np.load(str(out) + ".npy")
+    index = json.loads((root / "e" / "dmvr_text.index.json").read_text())
+    assert index["vocab"].endswith("(dmvr)")
+    captions = [it["caption"] for it in index["items"]]
+    ids = Tokenizer.from_dmvr_vocab(vocab, max_words=16)(captions).ids
+    with torch.no_grad():
+        want = create_model(checkpoint=setup["ckpt"])(text=ids)["text"]["vt"].numpy()
+    np.testing.assert_allclose(emb, want, rtol=1e-5, atol=1e-6)
+    bad = root / "short_vocab.txt"
+    bad.write_text("".join(f"{i} {w}\n" for i, w in enumerate(rows[:-1])))
+    assert main(["embed", "--checkpoint", setup["ckpt"], "--data", str(setup["data"] / "retrieval.jsonl"),
+                 "--modality", "text", "--vocab", str(bad), *FAST, "--out", str(out)]) == 2
+    assert "rows" in capsys.readouterr().err

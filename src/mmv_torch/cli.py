@@ -182,26 +182,22 @@ def _device(name: str | None) -> str:
 
 
 def _load_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """(model in eval mode on the device, full Config with ``--set data.*`` applied, device)."""
-    from pathlib import Path
+    """(model in eval mode on the device, full Config with ``--set data.*`` applied, device). The weights
+    come from :func:`mmv_torch.checkpoints.resolve_checkpoint` (``args.resolved`` keeps what it chose)."""
+    from mmv_torch.checkpoints import resolve_checkpoint
+    from mmv_torch.config import apply_overrides
 
-    from mmv_torch.config import apply_overrides, load_config
-    from mmv_torch.models.mmv import create_model
-
-    ckpt = Path(args.checkpoint)
-    if not (ckpt / "config.json").is_file():
-        raise ValueError(f"checkpoint folder {ckpt} has no config.json (expected a training run's export/ or a "
-                         f"`mmv-torch convert` output)")
-    cfg = load_config(ckpt / "config.json")
     overrides = args.set or []
     bad = [o for o in overrides if not o.startswith("data.")]
     if bad:
         raise ValueError(f"--set changes only data.* settings of the checkpoint's config (the weights fix the "
                          f"model); got {bad}")
-    cfg = apply_overrides(cfg, overrides)
     device = _device(args.device)
-    model = create_model(checkpoint=ckpt).to(device)
-    return model.eval(), cfg, device
+    resolved = resolve_checkpoint(args.checkpoint)
+    print(f"checkpoint: {resolved.description}", file=sys.stderr)
+    cfg = apply_overrides(resolved.config, overrides)
+    args.resolved = resolved
+    return resolved.load_model(device), cfg, device
 
 
 def _source(args: argparse.Namespace, modality: str) -> Any:
@@ -224,23 +220,35 @@ def _loader_options(args: argparse.Namespace) -> Any:
 
 def _word_mask(args: argparse.Namespace) -> bool:
     """Whether text is max-pooled over its real words only: ``auto`` = yes for a checkpoint with its own
-    vocab.txt (trained by this library, which masks padding), no otherwise (the official model pools
+    word list (trained by this library, which masks padding), no otherwise (the official model pools
     over all positions)."""
-    from pathlib import Path
-
     if args.word_mask == "auto":
-        return (Path(args.checkpoint) / "vocab.txt").is_file()
+        return args.resolved.words is not None
     return args.word_mask == "yes"
 
 
-def _tokenizer(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any]:
-    """The tokenizer of the checkpoint's word table (or ``--vocab``) and the word list's path. No
-    vocabulary raises ``MissingVocabularyError``."""
-    from mmv_torch.data.captions import checkpoint_vocabulary
-    from mmv_torch.data.text import Tokenizer
+def _tokenizer(args: argparse.Namespace, cfg: Any) -> tuple[Any, str]:
+    """The tokenizer of the checkpoint's word table: ``--vocab FILE`` (a DMVR vocabulary, which brings
+    DMVR's tokenizer, or a plain word list) or the checkpoint's own word list; and where it came from.
+    No vocabulary raises ``MissingVocabularyError``."""
+    from mmv_torch.data.dmvr_text import load_vocabulary_file
+    from mmv_torch.data.text import MissingVocabularyError, Tokenizer, Vocabulary
 
-    vocab, path = checkpoint_vocabulary(args.checkpoint, args.vocab, cfg.model.text.vocab_size, "--vocab FILE")
-    return Tokenizer(vocab, max_words=cfg.data.max_words), path
+    resolved, rows = args.resolved, cfg.model.text.vocab_size
+    if args.vocab is not None:
+        words, kind = load_vocabulary_file(args.vocab)
+        where = f"{args.vocab} ({kind})"
+    elif resolved.words is not None:
+        words, kind, where = resolved.words, "word-list", str(resolved.vocab_path or resolved.path)
+    else:
+        raise MissingVocabularyError(f"checkpoint {resolved.path} has no vocab.txt (pass its word list with "
+                                     "--vocab FILE)")
+    if len(words) != rows:
+        raise ValueError(f"{where}: {len(words)} words but the checkpoint's word table has {rows} rows; the list "
+                         "must give one word per row, in row order")
+    if kind == "dmvr":
+        return Tokenizer.from_dmvr_vocab(args.vocab, max_words=cfg.data.max_words), where
+    return Tokenizer(Vocabulary(words), max_words=cfg.data.max_words), where
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -298,8 +306,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {"checkpoint": args.checkpoint}
     tokenizer, word_mask = None, _word_mask(args)
     if args.modality == "text":
-        tokenizer, vocab_path = _tokenizer(args, cfg)
-        info["vocab"] = str(vocab_path)
+        tokenizer, info["vocab"] = _tokenizer(args, cfg)
     out = embed(model, cfg, source, _loader_options(args), args.out, modality=args.modality, space=args.space,
                 windows=args.windows, tokenizer=tokenizer, word_mask=word_mask, image_strategy=args.image_strategy,
                 bn_steps=args.bn_steps, bn_lr=args.bn_lr, info=info, device=device)
@@ -327,8 +334,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     source = _source(args, "video")
     tokenizer, extra = None, {}
     if args.pair == "text-video":
-        tokenizer, vocab_path = _tokenizer(args, cfg)
-        extra["vocab"] = str(vocab_path)
+        tokenizer, extra["vocab"] = _tokenizer(args, cfg)
     result = retrieval(model, cfg, source, _loader_options(args), pair=args.pair, space=args.space,
                        windows=args.windows, tokenizer=tokenizer, word_mask=_word_mask(args), device=device)
     result["settings"].update(extra)
@@ -370,8 +376,9 @@ def _cmd_eval_image(args: argparse.Namespace) -> int:
 
 
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="config.json + model.safetensors: a training run's export/ or a `mmv-torch convert` output")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a training run folder (its export/, else its latest checkpoint), an export or `mmv-torch "
+                        "convert` folder, or a training checkpoint .pt")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--batch-size", type=_POSITIVE, default=8, help="items per batch (each with its windows)")
     p.add_argument("--workers", type=_COUNT, default=None,
@@ -394,7 +401,9 @@ def _add_data_args(p: argparse.ArgumentParser, what: str) -> None:
 
 def _add_text_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", metavar="FILE", default=None,
-                   help="word list of the checkpoint's word table (line i = id i); default: DIR/vocab.txt")
+                   help="vocabulary of the checkpoint's word table: a DMVR vocabulary ('idx word' lines with <pad> "
+                        "<bos> <eos> <unk>; DMVR's tokenizer is then used) or a word list (line i = id i); default: "
+                        "the checkpoint's own vocab.txt")
     p.add_argument("--word-mask", choices=["auto", "yes", "no"], default="auto",
                    help="max-pool text over real words only (auto: yes when the checkpoint has vocab.txt, i.e. "
                         "was trained here; no for converted official weights, which pool over padding too)")
