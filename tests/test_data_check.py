@@ -7,8 +7,10 @@ import json
 import pytest
 from media_utils import make_video, make_wav, truncate
 
-from mmv_torch.data.check import check_file, check_path, run_check
-from mmv_torch.data.datasets import read_pretrain_manifest
+from mmv_torch.data.check import _entries, check_file, check_path, modality_of, run_check
+from mmv_torch.data.datasets import read_class_folders, read_pretrain_manifest
+from mmv_torch.data.media import MEDIA_SUFFIXES
+from mmv_torch.data.sources import MEDIA_KINDS
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +71,18 @@ def test_check_manifest_keeps_lines(folder, tmp_path):
     assert entries[0].path.endswith("good.mp4")
     with pytest.raises(ValueError, match="not a folder"):
         check_path(tmp_path / "absent")
+
+
+def test_one_media_suffix_table(tmp_path):
+    assert modality_of("a/B.MP4") == "video" and modality_of("x.ts") == "video" and modality_of("x.opus") == "audio"
+    assert modality_of("x.webp") == "image" and modality_of("notes.txt") is None and modality_of("noext") is None
+    assert MEDIA_KINDS is MEDIA_SUFFIXES
+    # Class folders and folder scans pick files with the same table (.ts, .opus and .3gp were unknown to them).
+    for cls, name in [("a", "x.ts"), ("a", "y.opus"), ("b", "z.3gp"), ("b", "skip.txt")]:
+        (tmp_path / cls).mkdir(exist_ok=True)
+        (tmp_path / cls / name).write_bytes(b"")
+    entries, classes = read_class_folders(tmp_path)
+    assert classes == ["a", "b"]
+    assert [(e.path.rsplit("/", 1)[1], e.modality) for e in entries] == [("x.ts", "video"), ("y.opus", "audio"),
+                                                                         ("z.3gp", "video")]
+    assert sorted(e["file"].rsplit("/", 1)[1] for e in _entries(tmp_path)) == ["x.ts", "y.opus", "z.3gp"]

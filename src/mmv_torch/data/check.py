@@ -17,26 +17,10 @@ from typing import Any
 
 from .datasets import MODALITIES, read_jsonl
 from .decode import DecodeError, _open, _start_time, load_audio, load_clip, load_image, probe
-
-VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp",
-              ".ts"}
-AUDIO_EXTS = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus"}
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from .media import modality_of
 
 TRUNCATION_TOLERANCE_S = 1.0
 """A video whose last frame is more than this before the duration in its header counts as truncated."""
-
-
-def modality_of(path: str | Path) -> str | None:
-    """'video', 'audio' or 'image' from a file's extension (None: not a media file)."""
-    ext = Path(path).suffix.lower()
-    if ext in VIDEO_EXTS:
-        return "video"
-    if ext in AUDIO_EXTS:
-        return "audio"
-    if ext in IMAGE_EXTS:
-        return "image"
-    return None
 
 
 def _last_video_time(path: str, duration: float) -> float | None:
