@@ -146,3 +146,17 @@ def test_full_check_passes_good_files_of_every_kind(folder):
     assert names == {"good.mp4": True, "sub/silent.mp4": True, "long.mkv": True, "cut.mkv": False,
                      "cut.mp4": False, "zero.mp4": False, "sound.wav": True}
     assert all(f["decode_errors"] == 0 and f["gaps"] == 0 for f in rep["files"] if f["ok"])
+
+
+def test_full_check_finds_zeroed_bytes_in_a_matroska_file(tmp_path):
+    v = make_video(tmp_path / "v.mkv", num_frames=200, fps=25, vcodec="mpeg4", acodec="pcm_s16le", sample_rate=8000,
+                   gop=25)
+    data = bytearray(v.read_bytes())
+    lo, hi = int(len(data) * 0.4), int(len(data) * 0.45)
+    data[lo:hi] = bytes(hi - lo)  # whole clusters lost: the demuxer skips to the next one
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(bytes(data))
+    assert check_file(bad)["ok"]  # start and end decode
+    rep = check_file(bad, full=True)
+    assert not rep["ok"] and rep["gaps"] == 2 and rep["frames"] < 200
+    assert 2.5 < rep["problem_at"] < 4.0  # 40 % into an 8 s file

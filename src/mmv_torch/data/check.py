@@ -43,8 +43,10 @@ CHECKED = {False: "start+end", True: "full"}
 """The report's ``"checked"`` value for ``full=False`` / ``full=True``."""
 
 
-class _Track:
-    """What the full scan found in one stream: frames, decode errors, gaps, the first problem."""
+class StreamScan:
+    """What :func:`scan_full` found in one stream: ``frames`` decoded, ``errors`` (packets that fail to
+    decode), ``gaps``, ``first`` (seconds from the stream start of the first problem, or None) and
+    ``stopped`` (where the container could not be read on, or None)."""
 
     def __init__(self, stream: Any, period: float) -> None:
         self.stream, self.origin, self.period = stream, _start_time(stream), period
@@ -52,6 +54,7 @@ class _Track:
         self.last: float | None = None  # start of the last decoded frame (seconds from the stream start)
         self.last_len = period
         self.first: float | None = None
+        self.stopped: float | None = None
 
     def _problem(self, t: float) -> None:
         if self.first is None or t < self.first:
@@ -65,9 +68,14 @@ class _Track:
         return self.last + self.last_len if self.last is not None else 0.0
 
     def error(self, t: float) -> None:
-        """A packet at ``t`` failed to decode (or the container could not be read past ``t``)."""
+        """A packet at ``t`` failed to decode."""
         self.errors += 1
         self._problem(t)
+
+    def stop(self) -> None:
+        """The container could not be read on after this stream's last frame (counts as an error)."""
+        self.stopped = self.last + self.last_len if self.last is not None else 0.0
+        self.error(self.stopped)
 
     def frame(self, frame: Any) -> None:
         """A decoded frame: count it and look for a gap since the previous one."""
@@ -85,33 +93,36 @@ class _Track:
         """One line for the report, or None when the stream decoded cleanly."""
         if not self.errors and not self.gaps:
             return None
-        return (f"{kind} corrupt: {self.errors} packet(s) fail to decode, {self.gaps} gap(s) "
+        stop = f", unreadable after {self.stopped:.2f} s" if self.stopped is not None else ""
+        return (f"{kind} corrupt: {self.errors} packet(s) fail to decode, {self.gaps} gap(s){stop} "
                 f"(first problem at {self.first:.2f} s)")
 
 
-def scan_full(path: str | Path) -> dict[str, _Track]:
-    """Decode every packet of the first video and the first audio stream of ``path``.
+def scan_full(path: str | Path, video: bool = True, audio: bool = True) -> dict[str, StreamScan]:
+    """Decode every packet of the first video stream (with ``video``) and the first audio stream
+    (with ``audio``) of ``path``.
 
-    Returns ``{"video": track, "audio": track}`` (streams the file has) with ``frames``, ``errors``
-    (packets that fail to decode), ``gaps`` (see :data:`GAP_FRAME_PERIODS`) and ``first`` (seconds
-    from the stream start of the first problem, None when there is none). Frames are decoded but not
-    converted. A container that cannot be read on stops the scan and counts as one error.
+    Returns ``{"video": scan, "audio": scan}`` for the streams the file has (see :class:`StreamScan`;
+    gaps as :data:`GAP_FRAME_PERIODS` defines them). Frames are decoded but not converted. A
+    container that cannot be read on stops the scan and counts as one error.
     """
     import av
 
     container = _open(str(path))
     try:
-        tracks: dict[str, _Track] = {}
-        if container.streams.video:
+        tracks: dict[str, StreamScan] = {}
+        if video and container.streams.video:
             vs = container.streams.video[0]
             rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-            tracks["video"] = _Track(vs, 1.0 / float(rate) if rate else 0.1)
-        if container.streams.audio:
+            tracks["video"] = StreamScan(vs, 1.0 / float(rate) if rate else 0.1)
+        if audio and container.streams.audio:
             aus = container.streams.audio[0]
-            tracks["audio"] = _Track(aus, 1024 / float(aus.codec_context.sample_rate or 16000))
+            tracks["audio"] = StreamScan(aus, 1024 / float(aus.codec_context.sample_rate or 16000))
+        if not tracks:
+            return tracks
         by_index = {t.stream.index: t for t in tracks.values()}
         demux = container.demux(*[t.stream for t in tracks.values()])
-        current: _Track | None = None
+        current: StreamScan | None = None
         while True:
             try:
                 packet = next(demux)
@@ -120,7 +131,7 @@ def scan_full(path: str | Path) -> dict[str, _Track]:
             except (av.FFmpegError, OSError, EOFError):
                 stuck = current or next(iter(tracks.values()), None)
                 if stuck is not None:
-                    stuck.error(stuck.last + stuck.last_len if stuck.last is not None else 0.0)
+                    stuck.stop()
                 break
             current = by_index[packet.stream.index]
             try:
@@ -157,7 +168,7 @@ def _last_video_time(path: str, duration: float) -> float | None:
 
 def _full_problems(path: str, rep: dict[str, Any], errors: list[str]) -> None:
     """Run :func:`scan_full` and record what it finds in ``rep`` and ``errors``."""
-    tracks = scan_full(path)
+    tracks = scan_full(path, video=rep["modality"] != "audio")
     rep["decode_errors"] = sum(t.errors for t in tracks.values())
     rep["gaps"] = sum(t.gaps for t in tracks.values())
     rep["frames"] = tracks["video"].frames if "video" in tracks else None
