@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import av
 import pytest
 from media_utils import make_video, make_wav, truncate
 
-from mmv_torch.data.check import check_file, check_path, run_check
-from mmv_torch.data.datasets import read_pretrain_manifest
+from mmv_torch.data.check import _entries, check_file, check_path, modality_of, run_check
+from mmv_torch.data.datasets import read_class_folders, read_pretrain_manifest
+from mmv_torch.data.media import MEDIA_SUFFIXES
+from mmv_torch.data.sources import MEDIA_KINDS
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +72,91 @@ def test_check_manifest_keeps_lines(folder, tmp_path):
     assert entries[0].path.endswith("good.mp4")
     with pytest.raises(ValueError, match="not a folder"):
         check_path(tmp_path / "absent")
+
+
+def test_one_media_suffix_table(tmp_path):
+    assert modality_of("a/B.MP4") == "video" and modality_of("x.ts") == "video" and modality_of("x.opus") == "audio"
+    assert modality_of("x.webp") == "image" and modality_of("notes.txt") is None and modality_of("noext") is None
+    assert MEDIA_KINDS is MEDIA_SUFFIXES
+    # Class folders and folder scans pick files with the same table (.ts, .opus and .3gp were unknown to them).
+    for cls, name in [("a", "x.ts"), ("a", "y.opus"), ("b", "z.3gp"), ("b", "skip.txt")]:
+        (tmp_path / cls).mkdir(exist_ok=True)
+        (tmp_path / cls / name).write_bytes(b"")
+    entries, classes = read_class_folders(tmp_path)
+    assert classes == ["a", "b"]
+    assert [(e.path.rsplit("/", 1)[1], e.modality) for e in entries] == [("x.ts", "video"), ("y.opus", "audio"),
+                                                                         ("z.3gp", "video")]
+    assert sorted(e["file"].rsplit("/", 1)[1] for e in _entries(tmp_path)) == ["x.ts", "y.opus", "z.3gp"]
+
+
+def _zero_packets(src, dst, t0, t1):
+    """Copy ``src`` to ``dst`` with the data of every packet (both streams) shown in [t0, t1) zeroed."""
+    data = bytearray(src.read_bytes())
+    with av.open(str(src)) as c:
+        spans = [(k.pos, k.size) for k in c.demux() if k.size and k.pts is not None
+                 and t0 <= float(k.pts * k.time_base) < t1]
+    assert spans  # packet data only: the headers stay intact (the default check still reads the file)
+    for pos, size in spans:
+        data[pos:pos + size] = bytes(size)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_full_check_finds_mid_file_corruption(tmp_path, capsys):
+    clean = make_video(tmp_path / "clean.mp4", num_frames=80, fps=10, gop=10)
+    bad = _zero_packets(clean, tmp_path / "bad.mp4", 3.0, 4.5)
+    # The default decodes the start and the last two seconds only: the damage at 3-4.5 s passes.
+    fast = check_file(bad)
+    assert fast["ok"] and fast["checked"] == "start+end" and fast["decode_errors"] is None
+    full = check_file(bad, full=True)
+    assert not full["ok"] and full["checked"] == "full" and not full["video"] and not full["audio"]
+    assert full["decode_errors"] >= 15 and full["gaps"] == 2  # one gap per stream
+    assert full["problem_at"] == pytest.approx(3.0, abs=0.05)
+    assert "video corrupt" in full["error"] and "audio corrupt" in full["error"] and "3.0" in full["error"]
+    for f in (False, True):
+        ok = check_file(clean, full=f)
+        assert ok["ok"] and ok["error"] is None and ok["problem_at"] is None
+    ok = check_file(clean, full=True)
+    assert (ok["frames"], ok["decode_errors"], ok["gaps"]) == (80, 0, 0)
+    # The folder report says what was checked, and the clean manifest leaves the damaged file out.
+    rep = run_check(str(tmp_path), str(tmp_path / "r.json"), str(tmp_path / "c.jsonl"), full=True)
+    assert rep["checked"] == "full" and json.loads((tmp_path / "r.json").read_text())["checked"] == "full"
+    assert "1 of 2 files ok, 1 bad (checked: full)" in capsys.readouterr().out
+    assert [json.loads(x) for x in (tmp_path / "c.jsonl").read_text().splitlines()] == [{"video": "clean.mp4"}]
+    assert check_path(tmp_path)["checked"] == "start+end"
+
+
+def test_full_check_counts_gaps(tmp_path):
+    # Frames 0-2.9 s and 5-5.9 s: nothing fails to decode, but 2 s of frames are missing.
+    times = [i / 10 for i in range(30)] + [5 + i / 10 for i in range(10)]
+    v = make_video(tmp_path / "hole.mp4", frame_times=times, acodec=None)
+    rep = check_file(v, full=True)
+    assert not rep["ok"] and rep["decode_errors"] == 0 and rep["gaps"] == 1 and rep["frames"] == 40
+    assert rep["problem_at"] == pytest.approx(3.0, abs=0.1) and "1 gap(s)" in rep["error"]
+    # Frames up to three periods apart are no gap (steps of 0.1 s and 0.3 s: 5 fps on average).
+    uneven = make_video(tmp_path / "vfr.mp4", frame_times=[0.4 * (i // 2) + 0.1 * (i % 2) for i in range(16)],
+                        acodec=None)
+    rep = check_file(uneven, full=True)
+    assert rep["fps"] == pytest.approx(5.0, abs=0.5) and rep["ok"] and rep["gaps"] == 0
+
+
+def test_full_check_passes_good_files_of_every_kind(folder):
+    rep = check_path(folder, full=True)
+    names = {f["path"].split("chk")[-1].split("/", 1)[1]: f["ok"] for f in rep["files"]}
+    assert names == {"good.mp4": True, "sub/silent.mp4": True, "long.mkv": True, "cut.mkv": False,
+                     "cut.mp4": False, "zero.mp4": False, "sound.wav": True}
+    assert all(f["decode_errors"] == 0 and f["gaps"] == 0 for f in rep["files"] if f["ok"])
+
+
+def test_full_check_finds_zeroed_bytes_in_a_matroska_file(tmp_path):
+    v = make_video(tmp_path / "v.mkv", num_frames=200, fps=25, vcodec="mpeg4", acodec="pcm_s16le", sample_rate=8000,
+                   gop=25)
+    data = bytearray(v.read_bytes())
+    lo, hi = int(len(data) * 0.4), int(len(data) * 0.45)
+    data[lo:hi] = bytes(hi - lo)  # whole clusters lost: the demuxer skips to the next one
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(bytes(data))
+    assert check_file(bad)["ok"]  # start and end decode
+    rep = check_file(bad, full=True)
+    assert not rep["ok"] and rep["gaps"] == 2 and rep["frames"] < 200
+    assert 2.5 < rep["problem_at"] < 4.0  # 40 % into an 8 s file

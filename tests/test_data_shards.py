@@ -12,6 +12,7 @@ from media_utils import make_video
 from torch.utils.data import DataLoader
 
 from mmv_torch.config import DataConfig
+from mmv_torch.data import shards
 from mmv_torch.data.shards import ShardDataset, expand_shards, iter_tar_samples, run_shard, write_shards
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=32, eval_crop_size=32, resize_short=36, audio_seconds=0.5,
@@ -114,3 +115,78 @@ def test_run_shard_cli_function(manifest, tmp_path, capsys):
     rep = run_shard(str(manifest), str(tmp_path / "o"), samples_per_shard=10)
     assert len(rep["shards"]) == 1
     assert "wrote 6 samples in 1 shards" in capsys.readouterr().out
+
+
+def _contents(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_non_empty_folder_is_refused(manifest, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    write_shards(manifest, out, samples_per_shard=2)
+    (out / "notes.txt").write_text("mine")
+    before = _contents(out)
+    with pytest.raises(ValueError, match=r"out is not empty.*--overwrite"):
+        write_shards(manifest, out, samples_per_shard=5)
+    assert _contents(out) == before  # nothing written, the old files byte-identical
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # and nothing next to it
+    with pytest.raises(ValueError, match="holds the manifest"):
+        write_shards(manifest, manifest.parent, overwrite=True)
+    assert (manifest.parent / "v0.mkv").is_file()
+    monkeypatch.chdir(out)
+    with pytest.raises(ValueError, match="holds the current folder"):
+        write_shards(manifest, tmp_path, overwrite=True)
+    monkeypatch.undo()
+    assert _contents(out) == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        write_shards(manifest, tmp_path / "file")
+
+
+def test_overwrite_replaces_every_old_shard(manifest, tmp_path, capsys):
+    out = tmp_path / "out"
+    old = write_shards(manifest, out, samples_per_shard=1)
+    assert len(old["shards"]) == 6
+    (out / "notes.txt").write_text("old")
+    rep = run_shard(str(manifest), str(out), samples_per_shard=4, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["shard-000000.tar", "shard-000001.tar"]
+    assert rep["shards"] == [str(out / "shard-000000.tar"), str(out / "shard-000001.tar")]
+    assert sorted(int(x["index"]) for x in ShardDataset(out, CFG, train=False)) == list(range(6))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old folder and the temporary one are gone
+    assert "wrote 6 samples in 2 shards" in capsys.readouterr().out
+
+
+def test_empty_existing_folder_is_fine(manifest, tmp_path):
+    (tmp_path / "out").mkdir()
+    rep = write_shards(manifest, tmp_path / "out", samples_per_shard=3)
+    assert [p.name for p in sorted((tmp_path / "out").iterdir())] == ["shard-000000.tar", "shard-000001.tar"]
+    assert rep["samples"] == 6
+
+
+def test_interrupted_run_leaves_the_old_shards(manifest, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    write_shards(manifest, out, samples_per_shard=1)
+    before = _contents(out)
+    calls, written = [], []
+    real_probe = shards.probe
+
+    def probe_then_stop(data, name=None):
+        calls.append(name)
+        if len(calls) == 4:  # v0, v1 (zero.mp4 fails to probe), then v2: two new shards are written
+            written.extend(tmp_path.glob(".out.shards-tmp-*/new-*.tar"))
+            raise KeyboardInterrupt
+        return real_probe(data, name=name)
+
+    monkeypatch.setattr(shards, "probe", probe_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(manifest, out, samples_per_shard=1, prefix="new", overwrite=True)
+    assert len(calls) == 4 and len(written) == 2
+    assert _contents(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    # A temporary folder of a killed run (its process gone) is removed by the next run.
+    stale = tmp_path / ".out.shards-tmp-999999999"
+    stale.mkdir()
+    (stale / "new-000000.tar").write_bytes(b"partial")
+    monkeypatch.undo()
+    write_shards(manifest, out, samples_per_shard=6, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in out.iterdir()] == ["shard-000000.tar"]

@@ -1,9 +1,21 @@
 """``mmv-torch data check``: scan a manifest or a folder and report, for every file, what decodes.
 
-For each file: the header (:func:`decode.probe`: duration, fps, size, codecs, sample rate, channels),
-a decoded clip at the start (video frames and audio samples), and the last second of the video (to
-catch truncated files whose header promises more than the data holds). A file is ``ok`` when its
-modality decodes (a video file needs decodable frames; its audio is reported but optional).
+Two depths, named in the report (``"checked"``):
+
+- ``"start+end"`` (the default, fast): the header (:func:`decode.probe`: duration, fps, size, codecs,
+  sample rate, channels), a decoded clip at the start (video frames and audio samples), and the last
+  two seconds of the video (to catch truncated files whose header promises more than the data holds).
+  Damage in the middle of a file goes unnoticed.
+- ``"full"`` (``full=True``): the same, and then every packet of the first video and the first audio
+  stream is decoded (:func:`scan_full`). A problem is a packet that fails to decode (or a container
+  that cannot be read on to its end), or a gap: more than :data:`GAP_FRAME_PERIODS` frame durations
+  between the starts of two consecutive decoded frames (video: ``1/fps``; audio: the earlier frame's
+  length), i.e. more than two frames missing in a row. Variable-frame-rate videos that hold a frame
+  on screen for longer than that report gaps too. The file's report gives the number of decode errors
+  and gaps and ``problem_at``, the time (seconds from the stream start) of the first problem.
+
+A file is ``ok`` when its modality decodes (a video file needs decodable frames) and nothing failed:
+a video file without an audio stream is fine, one whose audio fails to decode is not.
 
 ``check_path`` can write the report as JSON and a clean manifest holding only the good entries.
 """
@@ -15,28 +27,121 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write_text
 from .datasets import MODALITIES, read_jsonl
 from .decode import DecodeError, _open, _start_time, load_audio, load_clip, load_image, probe
-
-VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".3gp",
-              ".ts"}
-AUDIO_EXTS = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus"}
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from .media import modality_of
 
 TRUNCATION_TOLERANCE_S = 1.0
 """A video whose last frame is more than this before the duration in its header counts as truncated."""
 
+GAP_FRAME_PERIODS = 3.0
+"""Full check: consecutive decoded frames whose starts lie more than this many frame durations apart
+(video ``1/fps``, audio the earlier frame's length) count as a gap (frames lost in between)."""
 
-def modality_of(path: str | Path) -> str | None:
-    """'video', 'audio' or 'image' from a file's extension (None: not a media file)."""
-    ext = Path(path).suffix.lower()
-    if ext in VIDEO_EXTS:
-        return "video"
-    if ext in AUDIO_EXTS:
-        return "audio"
-    if ext in IMAGE_EXTS:
-        return "image"
-    return None
+CHECKED = {False: "start+end", True: "full"}
+"""The report's ``"checked"`` value for ``full=False`` / ``full=True``."""
+
+
+class StreamScan:
+    """What :func:`scan_full` found in one stream: ``frames`` decoded, ``errors`` (packets that fail to
+    decode), ``gaps``, ``first`` (seconds from the stream start of the first problem, or None) and
+    ``stopped`` (where the container could not be read on, or None)."""
+
+    def __init__(self, stream: Any, period: float) -> None:
+        self.stream, self.origin, self.period = stream, _start_time(stream), period
+        self.frames = self.errors = self.gaps = 0
+        self.last: float | None = None  # start of the last decoded frame (seconds from the stream start)
+        self.last_len = period
+        self.first: float | None = None
+        self.stopped: float | None = None
+
+    def _problem(self, t: float) -> None:
+        if self.first is None or t < self.first:
+            self.first = t
+
+    def packet_time(self, packet: Any) -> float:
+        """Seconds from the stream start of ``packet`` (the last frame's end when it has no timestamp)."""
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is not None and packet.time_base is not None:
+            return max(float(ts * packet.time_base) - self.origin, 0.0)
+        return self.last + self.last_len if self.last is not None else 0.0
+
+    def error(self, t: float) -> None:
+        """A packet at ``t`` failed to decode."""
+        self.errors += 1
+        self._problem(t)
+
+    def stop(self) -> None:
+        """The container could not be read on after this stream's last frame (counts as an error)."""
+        self.stopped = self.last + self.last_len if self.last is not None else 0.0
+        self.error(self.stopped)
+
+    def frame(self, frame: Any) -> None:
+        """A decoded frame: count it and look for a gap since the previous one."""
+        self.frames += 1
+        length = frame.samples / frame.sample_rate if getattr(frame, "sample_rate", 0) else self.period
+        if frame.time is None:
+            return
+        t = float(frame.time) - self.origin
+        if self.last is not None and t - self.last > GAP_FRAME_PERIODS * self.last_len:
+            self.gaps += 1
+            self._problem(self.last + self.last_len)
+        self.last, self.last_len = t, length or self.period
+
+    def summary(self, kind: str) -> str | None:
+        """One line for the report, or None when the stream decoded cleanly."""
+        if not self.errors and not self.gaps:
+            return None
+        stop = f", unreadable after {self.stopped:.2f} s" if self.stopped is not None else ""
+        return (f"{kind} corrupt: {self.errors} packet(s) fail to decode, {self.gaps} gap(s){stop} "
+                f"(first problem at {self.first:.2f} s)")
+
+
+def scan_full(path: str | Path, video: bool = True, audio: bool = True) -> dict[str, StreamScan]:
+    """Decode every packet of the first video stream (with ``video``) and the first audio stream
+    (with ``audio``) of ``path``.
+
+    Returns ``{"video": scan, "audio": scan}`` for the streams the file has (see :class:`StreamScan`;
+    gaps as :data:`GAP_FRAME_PERIODS` defines them). Frames are decoded but not converted. A
+    container that cannot be read on stops the scan and counts as one error.
+    """
+    import av
+
+    container = _open(str(path))
+    try:
+        tracks: dict[str, StreamScan] = {}
+        if video and container.streams.video:
+            vs = container.streams.video[0]
+            rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+            tracks["video"] = StreamScan(vs, 1.0 / float(rate) if rate else 0.1)
+        if audio and container.streams.audio:
+            aus = container.streams.audio[0]
+            tracks["audio"] = StreamScan(aus, 1024 / float(aus.codec_context.sample_rate or 16000))
+        if not tracks:
+            return tracks
+        by_index = {t.stream.index: t for t in tracks.values()}
+        demux = container.demux(*[t.stream for t in tracks.values()])
+        current: StreamScan | None = None
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except (av.FFmpegError, OSError, EOFError):
+                stuck = current or next(iter(tracks.values()), None)
+                if stuck is not None:
+                    stuck.stop()
+                break
+            current = by_index[packet.stream.index]
+            try:
+                for frame in packet.decode():
+                    current.frame(frame)
+            except av.FFmpegError:
+                current.error(current.packet_time(packet))
+        return tracks
+    finally:
+        container.close()
 
 
 def _last_video_time(path: str, duration: float) -> float | None:
@@ -61,15 +166,38 @@ def _last_video_time(path: str, duration: float) -> float | None:
         container.close()
 
 
-def check_file(path: str | Path, modality: str | None = None) -> dict[str, Any]:
+def _full_problems(path: str, rep: dict[str, Any], errors: list[str]) -> None:
+    """Run :func:`scan_full` and record what it finds in ``rep`` and ``errors``."""
+    tracks = scan_full(path, video=rep["modality"] != "audio")
+    rep["decode_errors"] = sum(t.errors for t in tracks.values())
+    rep["gaps"] = sum(t.gaps for t in tracks.values())
+    rep["frames"] = tracks["video"].frames if "video" in tracks else None
+    for kind, track in tracks.items():
+        line = track.summary(kind)
+        if line is not None:
+            errors.append(line)
+            rep[kind] = False
+            _problem_at(rep, track.first)
+
+
+def _problem_at(rep: dict[str, Any], t: float | None) -> None:
+    if t is not None and (rep["problem_at"] is None or t < rep["problem_at"]):
+        rep["problem_at"] = round(t, 3)
+
+
+def check_file(path: str | Path, modality: str | None = None, full: bool = False) -> dict[str, Any]:
     """What of ``path`` decodes. Returns a dict with ``path``, ``modality``, ``ok``, ``video`` (frames
     decode), ``audio`` (audio decodes), ``duration``, ``fps``, ``width``, ``height``, codecs,
-    ``sample_rate``, ``channels``, and ``error`` (why not, or None)."""
+    ``sample_rate``, ``channels``, ``checked`` (``"start+end"`` or ``"full"``), ``problem_at``
+    (seconds from the stream start of the first problem found, when known) and ``error`` (why not, or
+    None). With ``full`` every packet is decoded (see the module docstring) and ``frames`` (decoded
+    video frames), ``decode_errors`` and ``gaps`` are filled in; they are None otherwise."""
     p = str(path)
     mod = modality or modality_of(p) or "video"
     rep: dict[str, Any] = {"path": p, "modality": mod, "ok": False, "video": False, "audio": False,
                            "duration": None, "fps": None, "width": None, "height": None, "video_codec": None,
-                           "audio_codec": None, "sample_rate": None, "channels": None, "error": None}
+                           "audio_codec": None, "sample_rate": None, "channels": None, "checked": CHECKED[full],
+                           "frames": None, "decode_errors": None, "gaps": None, "problem_at": None, "error": None}
     try:
         info = probe(p)
         rep.update(duration=info.duration, fps=info.fps or None, width=info.width or None,
@@ -87,6 +215,7 @@ def check_file(path: str | Path, modality: str | None = None) -> dict[str, Any]:
             if end is not None and info.duration and end < info.duration - TRUNCATION_TOLERANCE_S:
                 errors.append(f"truncated: video frames end at {end:.2f} s of {info.duration:.2f} s")
                 rep["video"] = False
+                _problem_at(rep, end)
         elif mod == "video":
             errors.append("no video stream")
         if info.has_audio:
@@ -97,6 +226,8 @@ def check_file(path: str | Path, modality: str | None = None) -> dict[str, Any]:
                 errors.append(f"audio: {e.reason}")
         elif mod == "audio":
             errors.append("no audio stream")
+        if full and mod != "image":
+            _full_problems(p, rep, errors)
         rep["ok"] = (rep["video"] if mod in ("video", "image") else rep["audio"]) and not errors
         rep["error"] = "; ".join(errors) or None
     except DecodeError as e:
@@ -131,23 +262,25 @@ def _entries(path: Path) -> list[dict[str, Any]]:
     raise ValueError(f"{path} is not a folder, a .jsonl manifest or a file")
 
 
-def check_path(path: str | Path, json_out: str | Path | None = None, clean_manifest: str | Path | None = None
-               ) -> dict[str, Any]:
+def check_path(path: str | Path, json_out: str | Path | None = None, clean_manifest: str | Path | None = None,
+               full: bool = False) -> dict[str, Any]:
     """Check every file of a folder (media files by extension, recursively) or of a JSONL manifest.
 
-    Returns ``{"path", "num_files", "num_ok", "num_bad", "files": [check_file(...) per file]}``; also
-    written as JSON to ``json_out``. ``clean_manifest`` gets one JSONL line per good file: the
+    ``full`` decodes every packet of every file (slow; see the module docstring) instead of the start
+    and the end. Returns ``{"path", "checked", "num_files", "num_ok", "num_bad", "files":
+    [check_file(...) per file]}`` (``checked``: ``"start+end"`` or ``"full"``); also written as JSON
+    to ``json_out``. ``clean_manifest`` gets one JSONL line per good file: the
     manifest's own line (its path rewritten relative to the clean manifest's folder), or for a folder
     ``{"<modality>": path}``.
     """
     p = Path(path)
     items = _entries(p)
-    files = [check_file(it["file"], it["modality"]) for it in items]
-    report = {"path": str(p), "num_files": len(files), "num_ok": sum(f["ok"] for f in files),
-              "num_bad": sum(not f["ok"] for f in files), "files": files}
+    files = [check_file(it["file"], it["modality"], full=full) for it in items]
+    report = {"path": str(p), "checked": CHECKED[full], "num_files": len(files),
+              "num_ok": sum(f["ok"] for f in files), "num_bad": sum(not f["ok"] for f in files), "files": files}
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
     if clean_manifest is not None:
         out = Path(clean_manifest)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +292,7 @@ def check_path(path: str | Path, json_out: str | Path | None = None, clean_manif
             obj = dict(it["obj"]) if it["obj"] is not None else {}
             obj[it.get("key", it["modality"])] = rel
             lines.append(json.dumps(obj) + "\n")
-        out.write_text("".join(lines))
+        atomic_write_text(out, "".join(lines))
     return report
 
 
@@ -172,12 +305,15 @@ def format_report(report: dict[str, Any]) -> str:
         why = f"  [{f['error']}]" if f["error"] else ""
         rows.append(f"{'ok' if f['ok'] else 'BAD':6s} {dur:>7s} {fps:>6s} {'yes' if f['video'] else 'no':5s} "
                     f"{'yes' if f['audio'] else 'no':5s}  {f['path']}{why}")
-    rows.append(f"{report['num_ok']} of {report['num_files']} files ok, {report['num_bad']} bad")
+    rows.append(f"{report['num_ok']} of {report['num_files']} files ok, {report['num_bad']} bad "
+                f"(checked: {report['checked']})")
     return "\n".join(rows)
 
 
-def run_check(path: str, json_out: str | None = None, clean_manifest: str | None = None) -> dict[str, Any]:
-    """``mmv-torch data check PATH [--json OUT] [--clean OUT]``: check, print the table, return the report."""
-    report = check_path(path, json_out, clean_manifest)
+def run_check(path: str, json_out: str | None = None, clean_manifest: str | None = None, full: bool = False
+              ) -> dict[str, Any]:
+    """``mmv-torch data check PATH [--json OUT] [--clean OUT] [--full]``: check, print the table, return
+    the report. ``full`` decodes every packet of every file (see the module docstring)."""
+    report = check_path(path, json_out, clean_manifest, full=full)
     print(format_report(report))
     return report

@@ -52,6 +52,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from ..config import DataConfig
 from .audio import log_mel_spectrogram
 from .decode import DecodeError, Source, load_audio, load_clip, load_image, probe
+from .media import MEDIA_SUFFIXES
 from .transforms import eval_transform, random_start_time, train_transform
 
 logger = logging.getLogger("mmv_torch.data")
@@ -504,17 +505,11 @@ def read_esc50(meta_csv: str | Path, audio_root: str | Path, test_fold: int = 1
     return out, classes
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
-
-
 def _folder_entries(root: Path, split: str | None) -> tuple[list[LabelledEntry], list[str]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise ValueError(f"{root} has no class sub-folders")
-    kinds = {**dict.fromkeys(IMAGE_SUFFIXES, "image"), **dict.fromkeys(VIDEO_SUFFIXES, "video"),
-             **dict.fromkeys(AUDIO_SUFFIXES, "audio")}
+    kinds = MEDIA_SUFFIXES
     entries = [LabelledEntry(str(f), kinds[f.suffix.lower()], name, split)
                for name in classes for f in sorted((root / name).iterdir()) if f.suffix.lower() in kinds]
     if not entries:

@@ -9,6 +9,10 @@ The ``webdataset`` package can read these shards; this module reads them with ``
 worker, or, with ``resample=True``, every worker draws shards at random forever (seeded by epoch,
 rank and worker). Samples are decoded from memory with PyAV and come out in the pretraining sample
 format of ``datasets.py``; broken samples are skipped and counted like there.
+
+:func:`write_shards` writes a fresh folder: it refuses a non-empty ``out_dir`` unless ``overwrite``,
+and builds the shards in a hidden sibling folder that replaces ``out_dir`` only once every shard is
+written, so a folder never mixes the shards of two runs (see :func:`write_shards`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import logging
 import os
 import random
 import re
+import shutil
 import tarfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .. import dist
 from ..config import DataConfig
+from ..fileio import fsync_dir
 from .datasets import (
     MODALITIES,
     SkipTracker,
@@ -56,20 +63,107 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # another user's process
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
+
+
+TMP_TAG = ".shards-tmp-"
+"""The folder being written is ``<parent>/.<name>.shards-tmp-<pid>``, next to ``out_dir``."""
+
+
+def _remove_stale_tmp(out: Path) -> None:
+    """Remove the temporary folders that killed runs (their process is gone) left next to ``out``."""
+    for d in out.parent.glob(f".{glob.escape(out.name)}{TMP_TAG}*"):
+        pid = d.name.rsplit("-", 1)[1]
+        if d.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            logger.warning("removing %s, left by an interrupted shard run", d)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``out``; the old ``out`` is removed afterwards.
+
+    The old folder is first renamed to ``<out>.old-<timestamp>``, then ``tmp`` to ``out``, then the
+    old one is deleted. A run killed between the renames leaves no ``out`` but both complete
+    folders (the old one under its ``.old-`` name); never one folder holding both.
+    """
+    old = None
+    if out.exists() and any(out.iterdir()):
+        old = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)  # onto an absent or empty folder
+    fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            logger.warning("could not remove the replaced shards in %s", old)
+
+
 def write_shards(manifest: str | Path, out_dir: str | Path, samples_per_shard: int = 1000,
-                 max_shard_bytes: int = 1 << 30, prefix: str = "shard", verify: bool = True) -> dict[str, Any]:
-    """Pack the files of a JSONL manifest into tar shards in ``out_dir``.
+                 max_shard_bytes: int = 1 << 30, prefix: str = "shard", verify: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Pack the files of a JSONL manifest into tar shards in the fresh folder ``out_dir``.
 
     A shard is closed after ``samples_per_shard`` samples or once it holds ``max_shard_bytes``.
     With ``verify``, each file is probed first and files that cannot be read or probed are left out
     (listed in the report). Returns ``{"shards": [paths], "samples": n, "skipped": [{"path", "reason"}]}``.
+
+    ``out_dir`` must be absent or empty (a ``ValueError`` otherwise), unless ``overwrite``: then all
+    of its content is replaced (a folder holding the manifest or the current folder is refused). The
+    shards are written into ``.<name>.shards-tmp-<pid>`` next to ``out_dir``, which takes its place
+    only when complete (:func:`_swap_in`: the old folder is removed once the new one is in place). An
+    error or interrupt leaves ``out_dir`` as it was and removes the temporary folder; one that a
+    killed run left behind is removed by the next run.
     """
     if samples_per_shard <= 0 or max_shard_bytes <= 0:
         raise ValueError(f"samples_per_shard and max_shard_bytes must be > 0, got {samples_per_shard}, "
                          f"{max_shard_bytes}")
     mpath = Path(manifest)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(os.path.abspath(out_dir))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"shard output {out_dir} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"shard output folder {out_dir} is not empty; choose a new folder or pass --overwrite "
+                         "to replace its contents")
+    if overwrite:
+        real = Path(os.path.realpath(out))
+        keep = ((Path(os.path.realpath(mpath)), "the manifest"), (Path.cwd().resolve(), "the current folder"))
+        for inside, what in keep:
+            if inside == real or real in inside.parents:
+                raise ValueError(f"shard output folder {out_dir} holds {what}; --overwrite would delete it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(out)
+    tmp = out.with_name(f".{out.name}{TMP_TAG}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        report = _write_into(mpath, tmp, samples_per_shard, max_shard_bytes, prefix, verify)
+        fsync_dir(tmp)
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report["shards"] = [str(Path(out_dir) / name) for name in report["shards"]]
+    return report
+
+
+def _close(tar: tarfile.TarFile) -> None:
+    """Close a finished shard and flush it to disk."""
+    tar.close()
+    with open(tar.name, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _write_into(mpath: Path, out: Path, samples_per_shard: int, max_shard_bytes: int, prefix: str, verify: bool
+                ) -> dict[str, Any]:
+    """Write the shards into the folder ``out``; the report lists the shards by file name."""
     shards: list[str] = []
     skipped: list[dict[str, str]] = []
     tar: tarfile.TarFile | None = None
@@ -99,9 +193,10 @@ def write_shards(manifest: str | Path, out_dir: str | Path, samples_per_shard: i
                 continue
             if tar is None or count_in_shard >= samples_per_shard or bytes_in_shard >= max_shard_bytes:
                 if tar is not None:
-                    tar.close()
-                shards.append(str(out / f"{prefix}-{len(shards):06d}.tar"))
-                tar = tarfile.open(shards[-1], "w", format=tarfile.USTAR_FORMAT)
+                    _close(tar)
+                    tar = None
+                shards.append(f"{prefix}-{len(shards):06d}.tar")
+                tar = tarfile.open(out / shards[-1], "w", format=tarfile.USTAR_FORMAT)
                 count_in_shard = bytes_in_shard = 0
             key = f"{written:09d}"
             ext = Path(path).suffix.lower().lstrip(".") or "bin"
@@ -114,15 +209,21 @@ def write_shards(manifest: str | Path, out_dir: str | Path, samples_per_shard: i
             count_in_shard += 1
             bytes_in_shard += len(data)
             written += 1
-    finally:
+    except BaseException:
         if tar is not None:
             tar.close()
+        raise
+    if tar is not None:
+        _close(tar)
     return {"shards": shards, "samples": written, "skipped": skipped}
 
 
-def run_shard(manifest: str, out_dir: str, samples_per_shard: int = 1000, verify: bool = True) -> dict[str, Any]:
-    """``mmv-torch data shard MANIFEST OUT_DIR``: write the shards and print a one-line summary."""
-    report = write_shards(manifest, out_dir, samples_per_shard=samples_per_shard, verify=verify)
+def run_shard(manifest: str, out_dir: str, samples_per_shard: int = 1000, verify: bool = True,
+              overwrite: bool = False) -> dict[str, Any]:
+    """``mmv-torch data shard MANIFEST OUT_DIR [--overwrite]``: write the shards into a fresh folder
+    (``overwrite`` replaces a non-empty one; see :func:`write_shards`) and print a one-line summary."""
+    report = write_shards(manifest, out_dir, samples_per_shard=samples_per_shard, verify=verify,
+                          overwrite=overwrite)
     print(f"wrote {report['samples']} samples in {len(report['shards'])} shards to {out_dir}; "
           f"{len(report['skipped'])} files left out")
     for s in report["skipped"]:

@@ -26,9 +26,6 @@ from typing import Any
 import numpy as np
 
 from .datasets import (
-    AUDIO_SUFFIXES,
-    IMAGE_SUFFIXES,
-    VIDEO_SUFFIXES,
     LabelledEntry,
     read_class_folders,
     read_esc50,
@@ -37,10 +34,7 @@ from .datasets import (
     read_labelled_manifest,
     read_ucf101_split,
 )
-
-MEDIA_KINDS = {**dict.fromkeys(IMAGE_SUFFIXES, "image"), **dict.fromkeys(VIDEO_SUFFIXES, "video"),
-               **dict.fromkeys(AUDIO_SUFFIXES, "audio")}
-"""File suffix -> modality of the media files a folder source picks up."""
+from .media import MEDIA_SUFFIXES as MEDIA_KINDS  # suffix -> modality of the files a folder source picks up
 
 
 @dataclass
