@@ -75,3 +75,19 @@ def test_convert_refuses_a_malicious_pickle(tmp_path, capsys):
     bad.write_bytes(pickle.dumps({"params": Evil()}))
     assert main(["convert", str(bad), str(tmp_path / "out")]) == 2
     assert "os" in capsys.readouterr().err and not (tmp_path / "pwned").exists()
+
+
+def test_data_shard_refuses_a_non_empty_folder_and_check_full(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["data", "synthetic", str(out), "--num-clips", "2", "--size", "32", "--workers", "1",
+                 "--num-probe-train", "0", "--num-probe-test", "0", "--num-retrieval", "0"]) == 0
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "old-000000.tar").write_bytes(b"old")
+    assert main(["data", "shard", str(out / "pretrain.jsonl"), str(shards)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (shards / "old-000000.tar").read_bytes() == b"old"
+    assert main(["data", "shard", str(out / "pretrain.jsonl"), str(shards), "--overwrite"]) == 0
+    assert not (shards / "old-000000.tar").exists() and len(list(shards.glob("*.tar"))) == 1
+    report = tmp_path / "full.json"
+    assert main(["data", "check", str(out / "pretrain.jsonl"), "--full", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["checked"] == "full"

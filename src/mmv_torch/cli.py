@@ -91,14 +91,14 @@ def _cmd_data_synthetic(args: argparse.Namespace) -> int:
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from mmv_torch.data.check import run_check
 
-    report = run_check(args.path, args.json, args.clean)
+    report = run_check(args.path, args.json, args.clean, full=args.full)
     return 1 if report["num_bad"] > 0 else 0
 
 
 def _cmd_data_shard(args: argparse.Namespace) -> int:
     from mmv_torch.data.shards import run_shard
 
-    run_shard(args.manifest, args.out_dir, args.samples_per_shard, verify=not args.no_verify)
+    run_shard(args.manifest, args.out_dir, args.samples_per_shard, verify=not args.no_verify, overwrite=args.overwrite)
     return 0
 
 
@@ -547,12 +547,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a JSONL manifest or a folder of media files")
     p.add_argument("--json", default=None, help="write the full report as JSON here")
     p.add_argument("--clean", default=None, help="write a manifest with only the good entries here")
+    p.add_argument("--full", action="store_true",
+                   help="decode every frame and audio packet (finds mid-file corruption; slow). Default: the "
+                        "header, the start and the last second of each file")
     p.set_defaults(func=_cmd_data_check)
     p = data.add_parser("shard", help="write WebDataset tar shards from a pretraining manifest")
     p.add_argument("manifest")
     p.add_argument("out_dir")
     p.add_argument("--samples-per-shard", type=_POSITIVE, default=1000)
     p.add_argument("--no-verify", action="store_true", help="do not decode each file before sharding it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="out_dir is not empty: replace its contents once the new shards are complete")
     p.set_defaults(func=_cmd_data_shard)
     p = data.add_parser("frames", help="the middle frame of every video of a labelled manifest, as an image set")
     p.add_argument("manifest", help="labelled JSONL manifest whose entries are videos")
