@@ -204,3 +204,73 @@ def test_checkpoint_takes_a_run_folder_or_a_checkpoint_file(finished, tmp_path):
         outs.append(np.load(str(out) + ".npy"))
     assert outs[0].shape[0] == len(list(videos.glob("*.mp4")))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def _wait_for_lines(path: Path, n: int, proc, what: str):
+    deadline = time.time() + 180
+    while not path.is_file() or len(path.read_text().splitlines()) < n:
+        assert proc.poll() is None, f"{what} ended early: {proc.stderr.read()}"
+        assert time.time() < deadline, f"{what} did not get going"
+        time.sleep(0.05)
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+            if "event" not in r}
+
+
+def test_sigterm_saves_the_step_and_resume_is_exact(finished, tmp_path):
+    root, _ = finished
+    data = str(root / "run" / "synthetic" / "pretrain.jsonl")
+    steps = ["--set", "train.steps=12", "train.log_every=1", "train.ckpt_every=100", *TINY]
+    ref = tmp_path / "ref"
+    assert cli("train", "--preset", "tiny", "--data", data, "--out", ref, *steps).returncode == 0
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mmv_torch", "train", "--preset", "tiny", "--data", data, "--out",
+                             str(run), *steps], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_lines(run / "log.jsonl", 2, proc, "training")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    line = [ln for ln in err.splitlines() if "interrupted at step" in ln][0]
+    step = int(line.split("interrupted at step ")[1].split()[0])
+    assert 2 <= step < 12 and (run / "checkpoints" / f"ckpt_{step:08d}.pt").is_file()
+    assert "--resume latest" in line and "train.steps=12" in line and not (run / ".lock").exists()
+    res = cli("train", "--preset", "tiny", "--data", data, "--out", run, "--resume", "latest", *steps)
+    assert res.returncode == 0, res.stderr
+    assert _losses(run) == _losses(ref)  # bit-exact continuation
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(run / "export" / "model.safetensors")), load_file(str(ref / "export" / "model.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_finetune_sigterm_mid_epoch_resumes_exactly(finished, tmp_path):
+    import torch
+
+    root, run = finished
+    videos = sorted((root / "run" / "synthetic").glob("*.mp4"))
+    rows = [{"video": str(v), "label": "ab"[i % 2], "split": "train"} for _ in range(8) for i, v in enumerate(videos)]
+    rows += [{"video": str(v), "label": "ab"[i % 2], "split": "test"} for i, v in enumerate(videos)]
+    manifest = tmp_path / "ft.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["eval", "finetune", "--checkpoint", run, "--data", manifest, "--batch-size", "2", "--workers", "0",
+              "--device", "cpu", "--epochs", "2", "--test-windows", "1"]
+    assert cli(*common, "--out", tmp_path / "ref").returncode == 0
+    out = tmp_path / "ft"
+    proc = subprocess.Popen([sys.executable, "-m", "mmv_torch", *map(str, common), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_lines(out / "finetune_log.jsonl", 1, proc, "fine-tuning")  # step 10 of 24 in epoch 0
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    saved = torch.load(out / "finetune.pt", weights_only=False)
+    assert "partial" in saved and 10 <= saved["step"] < 24 and saved["partial"]["batches"] == saved["step"]
+    res = cli(*common, "--out", out, "--resume", "latest")
+    assert res.returncode == 0, res.stderr
+    a, b = torch.load(out / "finetune.pt", weights_only=False), torch.load(tmp_path / "ref" / "finetune.pt",
+                                                                          weights_only=False)
+    assert a["step"] == b["step"] == 48 and "partial" not in a
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

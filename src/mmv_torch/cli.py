@@ -600,11 +600,32 @@ def _one_line(e: BaseException) -> str:
     return text if isinstance(e, ValueError) else f"{type(e).__name__}: {text}"
 
 
+def _resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted run: the same one, ``--resume latest`` instead of
+    any ``--resume X`` or ``--overwrite``."""
+    import shlex
+
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--resume":
+            skip = True
+            continue
+        if a == "--overwrite" or a.startswith("--resume="):
+            continue
+        kept.append(a)
+    return " ".join(shlex.quote(a) for a in ["mmv-torch", *kept, "--resume", "latest"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code.
 
     Anticipated failures (bad options, files, data, devices, corrupt weights) print one line on stderr
     and return 2; Ctrl-C returns 130; unexpected exceptions keep their traceback."""
+    from mmv_torch.runs import Interrupted
+
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
@@ -613,6 +634,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_outputs(args)
         return func(args)
+    except Interrupted as e:
+        again = _resume_command(list(sys.argv[1:] if argv is None else argv))
+        print(f"mmv-torch {name}: interrupted at step {e.step} (checkpoint {e.checkpoint}); continue with: {again}",
+              file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         hint = ""
         if args.command == "train" or getattr(args, "eval_command", None) == "finetune":

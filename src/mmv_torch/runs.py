@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterable
@@ -164,3 +166,61 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool, command
         lock.release()
         raise
     return lock
+
+
+# ---------------------------------------------------------------------------------------------
+# Stopping on SIGINT / SIGTERM at a step boundary
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped on a signal after saving its state: ``step`` reached, ``signum``, ``checkpoint`` written."""
+
+    def __init__(self, step: int, signum: int, checkpoint: str | Path | None) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.signum, self.checkpoint = step, signum, checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + self.signum
+
+
+class StopSignals:
+    """Within the context, SIGINT and SIGTERM ask the loop to stop at its next step boundary instead of
+    killing it mid-step (``requested`` / ``signum``); a second SIGINT raises ``KeyboardInterrupt`` at
+    once. Preemptible clusters (SLURM, Kubernetes) send SIGTERM before they kill a job: this is the
+    window to save. Outside the main thread it does nothing (signals go to the main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after the current step (saving a checkpoint); "
+              "Ctrl-C again to stop at once", file=sys.stderr)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of data-loading processes: SIGINT and SIGTERM are the main process's to handle
+    (it stops at a step boundary and shuts its workers down), so a Ctrl-C in the terminal, which reaches
+    the whole process group, does not kill a worker under a batch the main process still waits for."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

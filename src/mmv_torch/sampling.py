@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from mmv_torch.config import Config
+from mmv_torch.runs import ignore_stop_signals
 
 
 def sample_seeds(seed: int, epoch: int, index: int) -> tuple[int, int, int]:
@@ -174,7 +175,8 @@ class ShardBatches:
         while True:
             self.dataset.set_epoch(epoch)  # before the workers are forked for this epoch
             loader = DataLoader(self.dataset, batch_size=self.batch_size, drop_last=True,
-                                num_workers=self.num_workers, pin_memory=self.pin_memory)
+                                num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                worker_init_fn=ignore_stop_signals)
             count = 0
             for batch in loader:
                 if count >= skip:
@@ -226,5 +228,5 @@ def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0
     sampler.start_epoch, sampler.start_batch = sampler.position(start_step * t.grad_accum)
     loader = DataLoader(SeededSamples(data.dataset, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
                         pin_memory=pin_memory, persistent_workers=False,
-                        prefetch_factor=2 if t.num_workers > 0 else None)
+                        prefetch_factor=2 if t.num_workers > 0 else None, worker_init_fn=ignore_stop_signals)
     return loader, sampler

@@ -39,6 +39,7 @@ import contextlib
 import json
 import math
 import random
+import signal
 import sys
 import time
 import warnings
@@ -56,6 +57,7 @@ from mmv_torch import dist
 from mmv_torch.checkpoints import (
     CKPT_DIR,
     EXPORT_DIR,
+    checkpoint_path,
     export_model,
     gather_rng_states,
     resolve_resume,
@@ -66,6 +68,7 @@ from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset
 from mmv_torch.fileio import atomic_write_text, remove_temporaries
 from mmv_torch.losses import mmv_loss
 from mmv_torch.models.mmv import MMV
+from mmv_torch.runs import Interrupted, StopSignals
 from mmv_torch.sampling import EpochBatchSampler, ShardBatches, TrainData, as_train_data, make_loader
 from mmv_torch.train_data import build_train_data
 
@@ -476,6 +479,14 @@ def _log_record(state: TrainState, result: StepResult, window: dict[str, float],
     return record
 
 
+def _stop_requested(stop: StopSignals, dev: torch.device) -> bool:
+    """Whether any rank was asked to stop (all ranks agree, so they stop at the same step)."""
+    flag = 1.0 if stop.requested else 0.0
+    if dist.world_size() > 1:
+        flag = float(dist.all_reduce_sum(torch.tensor(flag, device=dev)).item())
+    return flag > 0
+
+
 def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str | Path,
           resume: str | None = None, *, device: str | None = None, tensorboard: bool = True,
           progress: bool = True) -> dict[str, Any]:
@@ -487,8 +498,10 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     checkpoint file; the config must equal the checkpoint's except for :data:`RESUME_MUTABLE` fields.
     Run under ``torchrun`` for DDP (the process group is initialised here). ``cfg.train.batch_size`` is
     per process. Raises :class:`TrainingDivergedError` after more than ``train.max_bad_steps`` skipped
-    steps. Summary keys: ``run_dir``, ``steps``, ``start_step``, ``final_loss``, ``skipped_steps``,
-    ``clips_per_s``, ``wall_s``, ``export``, ``data`` (what ``build_train_data`` reports).
+    steps. SIGINT or SIGTERM stop the run after the step in progress with a checkpoint at that step
+    and raise :class:`~mmv_torch.runs.Interrupted`. Summary keys: ``run_dir``, ``steps``,
+    ``start_step``, ``final_loss``, ``skipped_steps``, ``clips_per_s``, ``wall_s``, ``export``, ``data``
+    (what ``build_train_data`` reports).
     """
     run_dir = Path(out_dir)
     dist.init_distributed()
@@ -524,19 +537,26 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
                        last_loss=float(ckpt["last_loss"]) if ckpt else math.nan, logger=logger)
     t_start = time.perf_counter()
     window = {"data": 0.0, "step": 0.0, "steps": 0}
+    stop = StopSignals()
     try:
-        while state.step < t.steps:
-            result = train_step(state)
-            window["data"] += result.data_time
-            window["step"] += result.step_time
-            window["steps"] += 1
-            bar.update(1)
-            if result.step % t.log_every == 0 or result.step == t.steps:
-                logger.log(_log_record(state, result, window, clips_per_step, sampler))
-                bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}")
-                window = {"data": 0.0, "step": 0.0, "steps": 0}
-            if result.step % t.ckpt_every == 0 or result.step == t.steps:
-                _save(run_dir, state, sampler, tdata)
+        with stop:
+            while state.step < t.steps:
+                result = train_step(state)
+                window["data"] += result.data_time
+                window["step"] += result.step_time
+                window["steps"] += 1
+                bar.update(1)
+                if result.step % t.log_every == 0 or result.step == t.steps:
+                    logger.log(_log_record(state, result, window, clips_per_step, sampler))
+                    bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}")
+                    window = {"data": 0.0, "step": 0.0, "steps": 0}
+                saved = result.step % t.ckpt_every == 0 or result.step == t.steps
+                if saved:
+                    _save(run_dir, state, sampler, tdata)
+                if state.step < t.steps and _stop_requested(stop, dev):
+                    if not saved:
+                        _save(run_dir, state, sampler, tdata)
+                    raise Interrupted(state.step, stop.signum or signal.SIGTERM, checkpoint_path(run_dir, state.step))
     finally:
         bar.close()
         logger.close()

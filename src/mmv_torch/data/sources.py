@@ -210,12 +210,13 @@ def make_loader(ds: Any, batch_size: int, workers: int, shuffle: bool = False, d
     import torch
 
     from mmv_torch import dist
+    from mmv_torch.runs import ignore_stop_signals
 
     sampler = None
     if distributed and dist.world_size() > 1:
         sampler = torch.utils.data.DistributedSampler(ds, shuffle=False)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                                       num_workers=workers)
+                                       num_workers=workers, worker_init_fn=ignore_stop_signals)
 
 
 class EpochLoader:

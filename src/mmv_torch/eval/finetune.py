@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch import nn
 
 from mmv_torch.eval.metrics import topk_accuracy
 from mmv_torch.fileio import atomic_torch_save
+from mmv_torch.runs import Interrupted, StopSignals
 
 CHECKPOINT = "finetune.pt"
 LOG = "finetune_log.jsonl"
@@ -87,6 +89,9 @@ def finetune(backbone: nn.Module, train_loader: Iterable[Mapping[str, Any]], tes
     both follow linear warm-up then cosine decay over ``epochs * len(train_loader)`` steps. With
     ``resume`` an existing ``<out_dir>/finetune.pt`` is loaded and training continues after its
     epoch (the result equals an uninterrupted run when the loader is deterministic per epoch).
+    SIGINT or SIGTERM stop after the step in progress: the checkpoint then records the position inside
+    the epoch (and the RNG state its shuffle started from), a resume replays the epoch's first batches
+    without training on them, and :class:`~mmv_torch.runs.Interrupted` is raised.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -119,6 +124,9 @@ def finetune(backbone: nn.Module, train_loader: Iterable[Mapping[str, Any]], tes
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
         torch.set_rng_state(state["rng"])
+        partial = state.get("partial")  # stopped by a signal inside epoch start_epoch
+    else:
+        partial = None
     log_path = out / LOG
 
     def lr_factor(s: int) -> float:
@@ -126,31 +134,46 @@ def finetune(backbone: nn.Module, train_loader: Iterable[Mapping[str, Any]], tes
             return (s + 1) / warmup_steps
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup_steps) / max(1, total - warmup_steps))))
 
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        t0, losses = time.time(), []
-        for batch in train_loader:
-            for group, peak in zip(opt.param_groups, peaks):
-                group["lr"] = peak * lr_factor(step)
-            x = torch.as_tensor(batch["video"]).to(dev)
-            y = torch.as_tensor(batch["label"]).long().to(dev)
-            loss = F.cross_entropy(model(x), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tuning loss is {float(loss)} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            if step % log_every == 0:
-                _log(log_path, {"step": step, "epoch": epoch, "loss": losses[-1], "lr": opt.param_groups[1]["lr"]})
-        acc = evaluate_classifier(model, test_loader, dev)
-        record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  "test_top1": acc["top1"], "test_top5": acc["top5"], "seconds": time.time() - t0}
-        history.append(record)
-        _log(log_path, record)
-        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
-                      "history": history, "rng": torch.get_rng_state()}, ckpt_path)
+    stop = StopSignals()
+    with stop:
+        for epoch in range(start_epoch, epochs):
+            model.train()
+            t0, losses, skip = time.time(), [], 0
+            epoch_rng = torch.get_rng_state()  # what the loader's shuffle draws from, kept for a mid-epoch stop
+            if partial is not None and partial["epoch"] == epoch:
+                losses, skip = list(partial["losses"]), int(partial["batches"])
+            for i, batch in enumerate(train_loader):
+                if i < skip:  # batches done before the stop: replayed in the same order, not trained again
+                    continue
+                for group, peak in zip(opt.param_groups, peaks):
+                    group["lr"] = peak * lr_factor(step)
+                x = torch.as_tensor(batch["video"]).to(dev)
+                y = torch.as_tensor(batch["label"]).long().to(dev)
+                loss = F.cross_entropy(model(x), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"fine-tuning loss is {float(loss)} at step {step}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                step += 1
+                if step % log_every == 0:
+                    _log(log_path, {"step": step, "epoch": epoch, "loss": losses[-1],
+                                    "lr": opt.param_groups[1]["lr"]})
+                if stop.requested and i + 1 < steps_per_epoch:
+                    atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch - 1,
+                                       "step": step, "history": history, "rng": epoch_rng,
+                                       "partial": {"epoch": epoch, "batches": i + 1, "losses": losses}}, ckpt_path)
+                    raise Interrupted(step, stop.signum or signal.SIGTERM, ckpt_path)
+            acc = evaluate_classifier(model, test_loader, dev)
+            record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                      "test_top1": acc["top1"], "test_top5": acc["top5"], "seconds": time.time() - t0}
+            history.append(record)
+            _log(log_path, record)
+            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                               "step": step, "history": history, "rng": torch.get_rng_state()}, ckpt_path)
+            if stop.requested and epoch + 1 < epochs:
+                raise Interrupted(step, stop.signum or signal.SIGTERM, ckpt_path)
     final = history[-1]
     return {"task": "finetune",
             "metrics": {"test_top1": final["test_top1"], "test_top5": final["test_top5"],
