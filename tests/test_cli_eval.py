@@ -335,3 +335,28 @@ def test_embed_text_with_a_dmvr_vocabulary(setup, capsys):
     assert main(["embed", "--checkpoint", setup["ckpt"], "--data", str(setup["data"] / "retrieval.jsonl"),
                  "--modality", "text", "--vocab", str(bad), *FAST, "--out", str(out)]) == 2
     assert "rows" in capsys.readouterr().err
+
+
+def test_captions_without_known_words_are_counted_and_left_out(setup, capsys):
+    data, root = setup["data"], setup["root"]
+    lines = [json.loads(x) for x in (data / "retrieval.jsonl").read_text().splitlines()]
+    lines[0]["captions"] = lines[0]["captions"] + ["", "zzzq qqqz"]
+    for x in lines:
+        x["video"] = str(data / x["video"])
+    manifest = root / "noisy_retrieval.jsonl"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = root / "r" / "noisy.json"
+    with pytest.warns(UserWarning, match="2 of 8 captions are empty or have no word in the vocabulary"):
+        assert main(["eval", "retrieval", "--checkpoint", setup["ckpt"], "--data", str(manifest), *FAST,
+                     "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["excluded_captions"] == 2 and report["settings"]["captions"] == 8
+    assert report["settings"]["empty_captions"] == 2 and report["settings"]["captions_without_known_words"] == 2
+    assert report["metrics"]["text2video"]["queries"] == 6
+    emb_out = root / "e" / "noisy_text"
+    with pytest.warns(UserWarning, match="their embeddings are identical"):
+        assert main(["embed", "--checkpoint", setup["ckpt"], "--data", str(manifest), "--modality", "text", *FAST,
+                     "--out", str(emb_out)]) == 0
+    index = json.loads((root / "e" / "noisy_text.index.json").read_text())
+    assert [it["known_words"] == 0 for it in index["items"]].count(True) == 2
+    assert index["captions_without_known_words"] == 2

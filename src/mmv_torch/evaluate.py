@@ -9,6 +9,7 @@ trains, and returns ``{"task", "metrics", "settings"}`` (reports are written by 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,21 @@ class CaptionSet:
     owner: np.ndarray
 
     def stats(self) -> dict[str, Any]:
-        """What reports show about the captions: count, unknown words, empty captions, masking."""
+        """What reports show about the captions: count, unknown words, empty captions, captions without
+        any known word (empty ones included), masking."""
         ds = self.dataset
         return {"captions": len(self.captions), "word_mask": ds.word_mask, "oov_words": int(ds.num_oov.sum()),
-                "empty_captions": int((ds.num_words == 0).sum())}
+                "empty_captions": int((ds.num_words == 0).sum()),
+                "captions_without_known_words": int((ds.num_known == 0).sum())}
+
+    def warn_uninformative(self, source: str, consequence: str) -> int:
+        """Warn about captions with no known word (they all embed to one vector); returns how many."""
+        n = int((self.dataset.num_known == 0).sum())
+        if n:
+            first = self.captions[int(np.flatnonzero(self.dataset.num_known.numpy() == 0)[0])]
+            warnings.warn(f"{source}: {n} of {len(self.captions)} captions are empty or have no word in the "
+                          f"vocabulary (e.g. {first!r}); {consequence}", stacklevel=2)
+        return n
 
 
 def caption_set(entries: list[Any], tokenizer: Tokenizer, word_mask: bool, source: str) -> CaptionSet:
@@ -153,10 +165,15 @@ def retrieval(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts:
             raise ValueError("text-video retrieval needs a tokenizer (the checkpoint's vocabulary)")
         video_emb, text_emb, videos, texts = text_video_embeddings(model, cfg, source, opts, tokenizer, word_mask,
                                                                    space=space, windows=windows, device=device)
-        r = text_video_retrieval(video_emb, text_emb, texts.owner, device=device)
+        excluded = texts.warn_uninformative(source.source, "they are left out of R@K")
+        keep = (texts.dataset.num_known > 0).numpy()
+        if not keep.any():
+            raise ValueError(f"{source.source}: no caption has a word of the vocabulary; nothing to retrieve with")
+        r = text_video_retrieval(video_emb, text_emb[keep], texts.owner[keep], device=device)
         result = {"task": f"zero-shot retrieval text<->video ({space})",
                   "metrics": {"text2video": r["t2v"], "video2text": r["v2t"]},
                   "settings": {"space": space, "normalize": True, "videos": len(videos), **texts.stats(),
+                               "excluded_captions": excluded,
                                "video2text": "rank of the best-ranked caption of the video"}}
     else:
         raise ValueError(f"pair must be 'text-video' or 'audio-video', got {pair!r}")
@@ -241,8 +258,10 @@ def embed(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: Loa
         ds = texts.dataset
         records = [{"caption": c, "entry": int(o), "path": source.entries[o].path}
                    for c, o in zip(texts.captions, texts.owner)]
-        stats = texts.stats()
-        info.update(word_mask=stats["word_mask"], oov_words=stats["oov_words"], empty_captions=stats["empty_captions"])
+        texts.warn_uninformative(source.source, "their embeddings are identical (see the index's known_words)")
+        for rec, n in zip(records, texts.dataset.num_known.tolist()):
+            rec["known_words"] = int(n)
+        info.update({k: v for k, v in texts.stats().items() if k != "captions"})
     else:
         ds = LabelledDataset(source.entries, cfg.data, modality, classes=source.classes, num_windows=windows,
                              seed=opts.seed)

@@ -62,8 +62,10 @@ class CaptionDataset(Dataset):
 
     ``N`` is the tokenizer's ``max_words``. With ``word_mask=False`` items have no ``"word_mask"``
     (the text tower then takes the max over all N positions, padding included, as the official model
-    does). ``num_oov`` ``(C,)`` counts each caption's words the vocabulary does not know and
-    ``num_words`` ``(C,)`` the words kept.
+    does). ``num_oov`` ``(C,)`` counts each caption's words the vocabulary does not know,
+    ``num_words`` ``(C,)`` the words kept and ``num_known`` ``(C,)`` the kept words that are not the
+    unknown-word token: a caption with ``num_known == 0`` (empty, or no known word) embeds to the same
+    vector as every other such caption.
     """
 
     def __init__(self, captions: Sequence[str], tokenizer: Tokenizer, word_mask: bool = True) -> None:
@@ -75,6 +77,10 @@ class CaptionDataset(Dataset):
         self.mask = tok.mask
         self.num_oov = tok.num_oov
         self.num_words = tok.mask.sum(dim=1)
+        known = tok.mask.clone()
+        if tokenizer.vocab.unk_id is not None:
+            known &= tok.ids != tokenizer.vocab.unk_id
+        self.num_known = known.sum(dim=1)
         self.word_mask = word_mask
 
     def __len__(self) -> int:
