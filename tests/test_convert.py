@@ -469,3 +469,11 @@ def test_convert_pickle_to_safetensors_and_reload_bit_identical(loaded, fake_mod
         assert np.array_equal(a[k], b[k]), k
     sd_a, sd_b = loaded[config].state_dict(), reloaded.state_dict()
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    # Converting again into the same folder replaces it whole: a stale vocab.txt does not survive.
+    (out / "vocab.txt").write_text("old\nwords\n")
+    assert sorted(p.name for p in convert_checkpoint(pkl, out).iterdir()) == ["config.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".converted", "converted.old"))]
+    (out / "notes.md").write_text("mine")
+    with pytest.raises(ValueError, match="holds files that are not a converted checkpoint"):
+        convert_checkpoint(pkl, out)
+    assert (out / "notes.md").read_text() == "mine"

@@ -173,7 +173,7 @@ def test_interrupted_run_leaves_the_old_shards(manifest, tmp_path, monkeypatch):
     def probe_then_stop(data, name=None):
         calls.append(name)
         if len(calls) == 4:  # v0, v1 (zero.mp4 fails to probe), then v2: two new shards are written
-            written.extend(tmp_path.glob(".out.shards-tmp-*/new-*.tar"))
+            written.extend(tmp_path.glob(".out.tmp.*/new-*.tar"))
             raise KeyboardInterrupt
         return real_probe(data, name=name)
 
@@ -183,7 +183,7 @@ def test_interrupted_run_leaves_the_old_shards(manifest, tmp_path, monkeypatch):
     assert len(calls) == 4 and len(written) == 2
     assert _contents(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     # A temporary folder of a killed run (its process gone) is removed by the next run.
-    stale = tmp_path / ".out.shards-tmp-999999999"
+    stale = tmp_path / ".out.tmp.999999999"
     stale.mkdir()
     (stale / "new-000000.tar").write_bytes(b"partial")
     monkeypatch.undo()

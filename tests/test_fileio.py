@@ -101,3 +101,33 @@ def test_check_output_unwritable_folder(tmp_path):
     finally:
         ro.chmod(0o700)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mmv-write-test-")]
+
+
+def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
+    from mmv_torch.fileio import atomic_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(out) as tmp:
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert sorted(os.listdir(out)) == ["stale.txt"] and sorted(os.listdir(tmp_path)) == ["out"]
+    with atomic_folder(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(os.listdir(out)) == ["new.txt"] and sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_atomic_folder_removes_folders_of_dead_writers(tmp_path):
+    import subprocess
+    import sys
+
+    from mmv_torch.fileio import atomic_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.tmp.{int(dead.stdout)}"
+    stale.mkdir()
+    (stale / "x").write_text("partial")
+    with pytest.warns(UserWarning, match="left by an interrupted write"), atomic_folder(tmp_path / "out") as tmp:
+        (tmp / "y").write_text("ok")
+    assert sorted(os.listdir(tmp_path)) == ["out"]

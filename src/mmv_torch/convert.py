@@ -49,7 +49,7 @@ from mmv_torch.config import (
     get_preset,
     save_config,
 )
-from mmv_torch.fileio import atomic_write
+from mmv_torch.fileio import atomic_folder
 from mmv_torch.models.mmv import MMV
 from mmv_torch.unpickle import load_official_pickle
 
@@ -585,24 +585,33 @@ def official_outputs(model: MMV, video: np.ndarray, audio_spectrogram: np.ndarra
 # 4. Conversion to a checkpoint folder
 
 
+CONVERTED_FILES = frozenset({"model.safetensors", "config.json", "vocab.txt"})
+"""What a converted checkpoint folder may hold; a folder with anything else is not replaced."""
+
+
 def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | Path) -> Path:
     """Convert an official checkpoint into ``out_dir/model.safetensors`` + ``out_dir/config.json``.
 
     ``config.json`` is the resolved full :class:`Config` (preset of the inferred backbone with the
     inferred model); the safetensors keys are :class:`MMV`'s own ``state_dict`` keys (float32).
-    Both files are written atomically. Returns ``out_dir``; load with
+    The folder is written whole (:func:`mmv_torch.fileio.atomic_folder`): files of an earlier
+    conversion (e.g. a ``vocab.txt`` for another table) do not survive; a folder holding other files
+    is refused. Returns ``out_dir``; load with
     ``create_model(checkpoint=out_dir)``.
     """
     from safetensors.torch import save_file
 
+    out = Path(out_dir)
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in CONVERTED_FILES) if out.is_dir() else []
+    if foreign:
+        raise ValueError(f"{out} holds files that are not a converted checkpoint ({foreign[:3]}); choose a new "
+                         "or empty folder (its whole content is replaced)")
     params, state, source = official_leaves(in_path)
     cfg = infer_config(params, source)
     model = _build_loaded(cfg.model, params, state, source)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    atomic_write(out / "model.safetensors",
-                  lambda tmp: save_file(tensors, tmp, metadata={"source": "official MMV checkpoint",
-                                                                 "format": "pt"}))
-    save_config(cfg, out / "config.json")
+    with atomic_folder(out) as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"source": "official MMV checkpoint",
+                                                                   "format": "pt"})
+        save_config(cfg, tmp / "config.json")
     return out

@@ -9,9 +9,13 @@ the temporary file is removed and the target keeps its old content (or stays abs
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +144,66 @@ def check_output(path: str | Path, option: str, *, folder: bool = False, inputs:
             if w.absolute().resolve() == Path(src).absolute().resolve():
                 raise ValueError(f"{option} {p}: would overwrite the input {src}")
     return p
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (one owned by another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _remove_stale_folders(out: Path) -> None:
+    """Remove the temporary folders that killed writers (their process gone) left next to ``out``."""
+    for d in out.parent.glob(f".{glob.escape(out.name)}{TMP_INFIX}*"):
+        pid = d.name.rsplit(".", 1)[-1]
+        if d.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            warnings.warn(f"removing {d}, left by an interrupted write of {out}", stacklevel=3)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def replace_folder(tmp: str | Path, out: str | Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``out``; the old ``out`` is removed afterwards.
+
+    The old folder is first renamed to ``<out>.old-<timestamp>-<pid>``, then ``tmp`` to ``out``, then
+    the old one is deleted. A process killed between the renames leaves no ``out`` but both complete
+    folders (the old one under its ``.old-`` name); never one folder mixing both.
+    """
+    tmp, out = Path(tmp), Path(out)
+    old = None
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            warnings.warn(f"could not remove the replaced folder {old}", stacklevel=2)
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | Path) -> Iterator[Path]:
+    """Write a folder whole: yields a fresh hidden sibling (``.<name>.tmp.<pid>``) to fill, which
+    replaces ``out`` (:func:`replace_folder`) when the block ends without an error. On an error or an
+    interrupt ``out`` stays as it was and the temporary folder is removed; temporary folders of killed
+    writers are removed first. No file of an earlier content survives in ``out``."""
+    out = Path(os.path.abspath(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_folders(out)
+    tmp = out.with_name(f".{out.name}{TMP_INFIX}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_dir(tmp)
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mmv_torch.fileio import pid_alive
+
 LOCK_NAME = ".lock"
 RUN_MARKERS = ("config.json", "log.jsonl", "checkpoints", "export", "finetune.pt", "finetune_log.jsonl")
 """Entries whose presence means a folder holds a run (training or fine-tuning)."""
@@ -36,18 +38,6 @@ RUN_MARKERS = ("config.json", "log.jsonl", "checkpoints", "export", "finetune.pt
 
 class RunFolderError(ValueError):
     """A run folder cannot be used as asked (in use, or holds a run that would be overwritten)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    except OSError:
-        return False
-    return True
 
 
 def read_lock(run_dir: str | Path) -> dict[str, Any] | None:
@@ -60,7 +50,7 @@ def read_lock(run_dir: str | Path) -> dict[str, Any] | None:
 
 def lock_is_stale(owner: dict[str, Any]) -> bool:
     """Whether a lock's owner is known to be gone: same host, process no longer running."""
-    return owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))
+    return owner.get("host") == socket.gethostname() and not pid_alive(int(owner.get("pid", -1)))
 
 
 class RunLock:

@@ -24,9 +24,7 @@ import logging
 import os
 import random
 import re
-import shutil
 import tarfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .. import dist
 from ..config import DataConfig
-from ..fileio import fsync_dir
+from ..fileio import atomic_folder
 from .datasets import (
     MODALITIES,
     SkipTracker,
@@ -63,49 +61,6 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (signal 0 probes without sending anything)."""
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return True  # another user's process
-    except (ProcessLookupError, OverflowError):
-        return False
-    return True
-
-
-TMP_TAG = ".shards-tmp-"
-"""The folder being written is ``<parent>/.<name>.shards-tmp-<pid>``, next to ``out_dir``."""
-
-
-def _remove_stale_tmp(out: Path) -> None:
-    """Remove the temporary folders that killed runs (their process is gone) left next to ``out``."""
-    for d in out.parent.glob(f".{glob.escape(out.name)}{TMP_TAG}*"):
-        pid = d.name.rsplit("-", 1)[1]
-        if d.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
-            logger.warning("removing %s, left by an interrupted shard run", d)
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Put the finished folder ``tmp`` in place of ``out``; the old ``out`` is removed afterwards.
-
-    The old folder is first renamed to ``<out>.old-<timestamp>``, then ``tmp`` to ``out``, then the
-    old one is deleted. A run killed between the renames leaves no ``out`` but both complete
-    folders (the old one under its ``.old-`` name); never one folder holding both.
-    """
-    old = None
-    if out.exists() and any(out.iterdir()):
-        old = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)  # onto an absent or empty folder
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-        if old.exists():
-            logger.warning("could not remove the replaced shards in %s", old)
-
-
 def write_shards(manifest: str | Path, out_dir: str | Path, samples_per_shard: int = 1000,
                  max_shard_bytes: int = 1 << 30, prefix: str = "shard", verify: bool = True,
                  overwrite: bool = False) -> dict[str, Any]:
@@ -117,9 +72,9 @@ def write_shards(manifest: str | Path, out_dir: str | Path, samples_per_shard: i
 
     ``out_dir`` must be absent or empty (a ``ValueError`` otherwise), unless ``overwrite``: then all
     of its content is replaced (a folder holding the manifest or the current folder is refused). The
-    shards are written into ``.<name>.shards-tmp-<pid>`` next to ``out_dir``, which takes its place
-    only when complete (:func:`_swap_in`: the old folder is removed once the new one is in place). An
-    error or interrupt leaves ``out_dir`` as it was and removes the temporary folder; one that a
+    shards are written into ``.<name>.tmp.<pid>`` next to ``out_dir``, which takes its place only
+    when complete (:func:`mmv_torch.fileio.atomic_folder`: the old folder is removed once the new one
+    is in place). An error or interrupt leaves ``out_dir`` as it was and removes the temporary folder; one that a
     killed run left behind is removed by the next run.
     """
     if samples_per_shard <= 0 or max_shard_bytes <= 0:
@@ -138,18 +93,8 @@ def write_shards(manifest: str | Path, out_dir: str | Path, samples_per_shard: i
         for inside, what in keep:
             if inside == real or real in inside.parents:
                 raise ValueError(f"shard output folder {out_dir} holds {what}; --overwrite would delete it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(out)
-    tmp = out.with_name(f".{out.name}{TMP_TAG}{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(out) as tmp:
         report = _write_into(mpath, tmp, samples_per_shard, max_shard_bytes, prefix, verify)
-        fsync_dir(tmp)
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report["shards"] = [str(Path(out_dir) / name) for name in report["shards"]]
     return report
 
