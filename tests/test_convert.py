@@ -473,7 +473,7 @@ def test_convert_pickle_to_safetensors_and_reload_bit_identical(loaded, fake_mod
     (out / "vocab.txt").write_text("old\nwords\n")
     assert sorted(p.name for p in convert_checkpoint(pkl, out).iterdir()) == ["config.json", "model.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".converted", "converted.old"))]
-    (out / "notes.md").write_text("mine")
+    (out / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds files that are not a converted checkpoint"):
         convert_checkpoint(pkl, out)
-    assert (out / "notes.md").read_text() == "mine"
+    assert (out / "notes.txt").read_text() == "mine"
