@@ -8,49 +8,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (``mmv-torch CMD: error: ...``) with exit status 2, no usage dump."""
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _int_at_least(lo: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {lo}"
-    return parse
-
-
-def _float_above(lo: float, inclusive: bool = False) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < lo or (value == lo and not inclusive):
-            raise argparse.ArgumentTypeError(f"must be a finite number {'>=' if inclusive else '>'} {lo:g}, "
-                                             f"got {text}")
-        return value
-
-    parse.__name__ = f"number {'>=' if inclusive else '>'} {lo:g}"
-    return parse
-
-
-_COUNT, _POSITIVE, _RATE, _NONNEG = _int_at_least(0), _int_at_least(1), _float_above(0.0), _float_above(0.0, True)
+from mmv_torch.cli_support import (
+    COUNT,
+    NONNEG,
+    POSITIVE,
+    RATE,
+    Parser,
+    anticipated,
+    check_outputs,
+    int_at_least,
+    one_line,
+    resume_command,
+)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -380,8 +353,8 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
                    help="a training run folder (its export/, else its latest checkpoint), an export or `mmv-torch "
                         "convert` folder, or a training checkpoint .pt")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    p.add_argument("--batch-size", type=_POSITIVE, default=8, help="items per batch (each with its windows)")
-    p.add_argument("--workers", type=_COUNT, default=None,
+    p.add_argument("--batch-size", type=POSITIVE, default=8, help="items per batch (each with its windows)")
+    p.add_argument("--workers", type=COUNT, default=None,
                    help="data-loading processes (0: in the main process; default: the cores less one, at most 4)")
     p.add_argument("--seed", type=int, default=0, help="augmentation and probe seed")
     p.add_argument("--set", nargs="*", metavar="data.KEY=VALUE",
@@ -396,7 +369,7 @@ def _add_data_args(p: argparse.ArgumentParser, what: str) -> None:
     g.add_argument("--video-root", metavar="DIR", help="videos of --ucf101-splits / --hmdb51-splits")
     g.add_argument("--esc50-meta", metavar="CSV", help="ESC-50 meta/esc50.csv")
     g.add_argument("--audio-root", metavar="DIR", help="audio files of --esc50-meta")
-    g.add_argument("--split", type=_POSITIVE, default=1, help="official split (UCF101/HMDB51: 1-3) or ESC-50 test fold")
+    g.add_argument("--split", type=POSITIVE, default=1, help="official split (UCF101/HMDB51: 1-3) or ESC-50 test fold")
 
 
 def _add_text_args(p: argparse.ArgumentParser) -> None:
@@ -422,13 +395,22 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
                    help="multi-label probe scored by mAP; the manifest gives 'labels': [class, ...]")
     p.add_argument("--hidden", default=None, metavar="H[,H...]",
                    help="hidden sizes of the multi-label probe ('' for linear)")
-    p.add_argument("--probe-epochs", type=_POSITIVE, default=100, help="epochs of the multi-label probe")
+    p.add_argument("--probe-epochs", type=POSITIVE, default=100, help="epochs of the multi-label probe")
+    _add_json_arg(p)
+
+
+def _add_bn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bn-steps", type=COUNT, default=200, help="BN re-training steps (bn_retrained)")
+    p.add_argument("--bn-lr", type=RATE, default=1e-3, help="BN re-training learning rate (bn_retrained)")
+
+
+def _add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = _Parser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
+    parser = Parser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the model presets with parameter counts per tower")
@@ -436,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthetic data -> train the tiny model -> evaluate -> report")
     p.add_argument("--out", default="runs/demo", help="output folder (data, run, report.md, plots)")
-    p.add_argument("--steps", type=_POSITIVE, default=None, help="training steps (default: the demo's setting)")
-    p.add_argument("--num-clips", type=_POSITIVE, default=None, help="pretraining clips (default: the demo's setting)")
+    p.add_argument("--steps", type=POSITIVE, default=None, help="training steps (default: the demo's setting)")
+    p.add_argument("--num-clips", type=POSITIVE, default=None, help="pretraining clips (default: the demo's setting)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
                    help="config overrides on top of the demo's, for ablations, e.g. data.color_jitter=0.4")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run with tiny sizes")
@@ -469,14 +451,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", choices=["va", "vt", "at", "repr"], default="repr",
                    help="embedding space, or repr (the backbone representation)")
     p.add_argument("--out", required=True, metavar="FILE", help="writes FILE.npy and FILE.index.json")
-    p.add_argument("--windows", type=_POSITIVE, default=1, help="linearly spaced video windows, embeddings averaged")
+    p.add_argument("--windows", type=POSITIVE, default=1, help="linearly spaced video windows, embeddings averaged")
     _add_text_args(p)
     p.add_argument("--image-strategy", choices=["naive", "bn_retrained", "inflation"], default="naive",
                    help="video network on images: deflated, deflated + BN re-trained, or static-video input")
-    p.add_argument("--bn-steps", type=_COUNT, default=200, help="BN re-training steps (bn_retrained)")
-    p.add_argument("--bn-lr", type=_RATE, default=1e-3, help="BN re-training learning rate (bn_retrained)")
+    _add_bn_args(p)
     p.set_defaults(func=_cmd_embed)
 
+    _add_eval_parsers(sub)
+    _add_data_parsers(sub)
+    return parser
+
+
+def _add_eval_parsers(sub: Any) -> None:
     evals = sub.add_parser("eval", help="downstream evaluations writing JSON + markdown reports").add_subparsers(
         dest="eval_command", required=True)
     p = evals.add_parser("linear", help="linear probe on frozen features (official SVM protocol by default)")
@@ -484,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, "labelled JSONL manifest with 'label' and 'split' (train/test) or 'fold' fields")
     p.add_argument("--modality", choices=["video", "audio"], default="video")
     p.add_argument("--space", choices=["va", "vt", "at", "repr"], default="repr")
-    p.add_argument("--train-epochs", type=_POSITIVE, default=10, help="augmented passes over the training set")
-    p.add_argument("--test-windows", type=_POSITIVE, default=10, help="linearly spaced test windows, scores averaged")
+    p.add_argument("--train-epochs", type=POSITIVE, default=10, help="augmented passes over the training set")
+    p.add_argument("--test-windows", type=POSITIVE, default=10, help="linearly spaced test windows, scores averaged")
     p.add_argument("--folds", action="store_true",
                    help="k-fold cross-validation over the 'fold' field (or the ESC-50 folds) instead of train/test")
     _add_probe_args(p)
@@ -497,24 +484,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", choices=["text-video", "audio-video"], default="text-video")
     p.add_argument("--space", choices=["va", "vt", "at", "repr"], default=None,
                    help="default: vt for text-video, va for audio-video")
-    p.add_argument("--windows", type=_POSITIVE, default=1, help="linearly spaced video windows, embeddings averaged")
+    p.add_argument("--windows", type=POSITIVE, default=1, help="linearly spaced video windows, embeddings averaged")
     _add_text_args(p)
-    p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_eval_retrieval)
 
     p = evals.add_parser("finetune", help="fine-tune the video backbone + a linear head on a labelled set")
     _add_checkpoint_args(p)
     _add_data_args(p, "labelled JSONL manifest of videos with 'label' and 'split' fields")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="finetune.pt checkpoint and finetune_log.jsonl")
-    p.add_argument("--epochs", type=_POSITIVE, default=10)
-    p.add_argument("--lr", type=_RATE, default=1e-3, help="peak learning rate of the head")
-    p.add_argument("--backbone-lr", type=_RATE, default=None, help="peak learning rate of the backbone (default lr/10)")
-    p.add_argument("--weight-decay", type=_NONNEG, default=1e-4, help="AdamW weight decay")
-    p.add_argument("--warmup-steps", type=_COUNT, default=0)
-    p.add_argument("--test-windows", type=_POSITIVE, default=10, help="linearly spaced test windows, logits averaged")
+    p.add_argument("--epochs", type=POSITIVE, default=10)
+    p.add_argument("--lr", type=RATE, default=1e-3, help="peak learning rate of the head")
+    p.add_argument("--backbone-lr", type=RATE, default=None, help="peak learning rate of the backbone (default lr/10)")
+    p.add_argument("--weight-decay", type=NONNEG, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--warmup-steps", type=COUNT, default=0)
+    p.add_argument("--test-windows", type=POSITIVE, default=10, help="linearly spaced test windows, logits averaged")
     p.add_argument("--resume", choices=["latest"], default=None, help="continue RUN_DIR/finetune.pt")
     p.add_argument("--overwrite", action="store_true", help="RUN_DIR holds a fine-tuning run: move it aside first")
-    p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_eval_finetune)
 
     p = evals.add_parser("image", help="image probes with the video network deflated / BN-retrained / inflated")
@@ -524,24 +511,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "'image' entries with 'split'")
     p.add_argument("--strategies", default="naive,bn_retrained,inflation",
                    help="comma-separated: naive, bn_retrained, inflation")
-    p.add_argument("--bn-steps", type=_COUNT, default=200, help="BN re-training steps (bn_retrained)")
-    p.add_argument("--bn-lr", type=_RATE, default=1e-3, help="BN re-training learning rate (bn_retrained)")
+    _add_bn_args(p)
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_image)
 
+
+def _add_data_parsers(sub: Any) -> None:
     data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards, frames").add_subparsers(
         dest="data_command", required=True)
     p = data.add_parser("synthetic", help="write a synthetic narrated-video data set (mp4 + manifests)")
     p.add_argument("out_dir")
-    p.add_argument("--num-clips", type=_COUNT, default=200, help="pretraining clips (probe/retrieval sets extra)")
+    p.add_argument("--num-clips", type=COUNT, default=200, help="pretraining clips (probe/retrieval sets extra)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=_int_at_least(8), default=64, help="frame height and width in pixels")
-    p.add_argument("--fps", type=_RATE, default=16.0)
-    p.add_argument("--workers", type=_POSITIVE, default=2)
+    p.add_argument("--size", type=int_at_least(8), default=64, help="frame height and width in pixels")
+    p.add_argument("--fps", type=RATE, default=16.0)
+    p.add_argument("--workers", type=POSITIVE, default=2)
     p.add_argument("--speech", action="store_true", help="mix espeak-ng narration into the audio track")
-    p.add_argument("--num-probe-train", type=_COUNT, default=None, help="default: num_clips // 2")
-    p.add_argument("--num-probe-test", type=_COUNT, default=None, help="default: num_clips // 4")
-    p.add_argument("--num-retrieval", type=_COUNT, default=None, help="default: num_clips // 8")
+    p.add_argument("--num-probe-train", type=COUNT, default=None, help="default: num_clips // 2")
+    p.add_argument("--num-probe-test", type=COUNT, default=None, help="default: num_clips // 4")
+    p.add_argument("--num-retrieval", type=COUNT, default=None, help="default: num_clips // 8")
     p.set_defaults(func=_cmd_data_synthetic)
     p = data.add_parser("check", help="report for every file of a manifest or folder what decodes and why not")
     p.add_argument("path", help="a JSONL manifest or a folder of media files")
@@ -554,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("shard", help="write WebDataset tar shards from a pretraining manifest")
     p.add_argument("manifest")
     p.add_argument("out_dir")
-    p.add_argument("--samples-per-shard", type=_POSITIVE, default=1000)
+    p.add_argument("--samples-per-shard", type=POSITIVE, default=1000)
     p.add_argument("--no-verify", action="store_true", help="do not decode each file before sharding it")
     p.add_argument("--overwrite", action="store_true",
                    help="out_dir is not empty: replace its contents once the new shards are complete")
@@ -563,60 +551,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", help="labelled JSONL manifest whose entries are videos")
     p.add_argument("out_dir", help="folder for img_NNNN.png and images.jsonl")
     p.set_defaults(func=_cmd_data_frames)
-    return parser
-
-
-_FILE_OUTPUTS = {"json": "--json", "clean": "--clean"}
-_INPUTS = ("data", "path", "manifest", "checkpoint", "config")
-
-
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Every output path of the command, validated before any work (see ``fileio.check_output``)."""
-    from mmv_torch.fileio import check_output
-
-    inputs = tuple(str(getattr(args, k)) for k in _INPUTS if getattr(args, k, None))
-    for attr, option in _FILE_OUTPUTS.items():
-        if getattr(args, attr, None):
-            check_output(getattr(args, attr), option, inputs=inputs, suffixes=(".md",) if attr == "json" else ())
-    if getattr(args, "out", None):
-        if args.command == "embed":  # FILE -> FILE.npy + FILE.index.json
-            check_output(args.out, "--out", inputs=inputs, suffixes=(".npy", ".index.json"))
-        else:
-            check_output(args.out, "--out", folder=True, inputs=inputs)
-    if getattr(args, "out_dir", None):
-        check_output(args.out_dir, "out_dir", folder=True, inputs=inputs)
-
-
-def _anticipated() -> tuple[type[BaseException], ...]:
-    """Failures that are the user's input, data or machine, not a bug: one line, exit status 2."""
-    from mmv_torch.data.datasets import SkipRateExceeded
-    from mmv_torch.data.decode import DecodeError
-
-    return ValueError, OSError, SkipRateExceeded, DecodeError
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if isinstance(e, ValueError) else f"{type(e).__name__}: {text}"
-
-
-def _resume_command(argv: list[str]) -> str:
-    """The command line that continues an interrupted run: the same one, ``--resume latest`` instead of
-    any ``--resume X`` or ``--overwrite``."""
-    import shlex
-
-    kept, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "--resume":
-            skip = True
-            continue
-        if a == "--overwrite" or a.startswith("--resume="):
-            continue
-        kept.append(a)
-    return " ".join(shlex.quote(a) for a in ["mmv-torch", *kept, "--resume", "latest"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -632,10 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = " ".join(n for n in (args.command, getattr(args, "data_command", None),
                                 getattr(args, "eval_command", None)) if n)
     try:
-        _check_outputs(args)
+        check_outputs(args)
         return func(args)
     except Interrupted as e:
-        again = _resume_command(list(sys.argv[1:] if argv is None else argv))
+        again = resume_command(list(sys.argv[1:] if argv is None else argv))
         print(f"mmv-torch {name}: interrupted at step {e.step} (checkpoint {e.checkpoint}); continue with: {again}",
               file=sys.stderr)
         return e.exit_code
@@ -645,8 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = f"; continue with the same command and --resume latest (run folder {args.out})"
         print(f"mmv-torch {name}: interrupted{hint}", file=sys.stderr)
         return 130
-    except _anticipated() as e:
-        print(f"mmv-torch {name}: error: {_one_line(e)}", file=sys.stderr)
+    except anticipated() as e:
+        print(f"mmv-torch {name}: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -78,6 +78,24 @@ def _log(path: Path, record: Mapping[str, Any]) -> None:
         f.write(json.dumps(dict(record)) + "\n")
 
 
+def _restore(path: Path, model: nn.Module, opt: torch.optim.Optimizer, num_classes: int, dev: torch.device
+             ) -> tuple[int, int, list[dict[str, Any]], dict[str, Any] | None]:
+    """Load a fine-tuning checkpoint into ``model`` and ``opt`` (and the torch RNG): (first epoch to run,
+    step, history, the position inside that epoch when a signal stopped it, else None)."""
+    try:
+        state = torch.load(path, map_location=dev, weights_only=False)
+    except Exception as e:  # truncated zip, unpickling error, ...
+        raise ValueError(f"{path} cannot be read: {type(e).__name__}: {e}") from e
+    saved = state["model"]["head.weight"].shape[0]
+    if saved != num_classes:
+        raise ValueError(f"{path} fine-tunes {saved} classes, the data now have {num_classes}: resume with the "
+                         "same data, or choose another --out")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return state["epoch"] + 1, state["step"], state["history"], state.get("partial")
+
+
 def finetune(backbone: nn.Module, train_loader: Iterable[Mapping[str, Any]], test_loader: Iterable[Mapping[str, Any]],
              num_classes: int, out_dir: str | Path, epochs: int = 10, lr: float = 1e-3,
              backbone_lr: float | None = None, weight_decay: float = 1e-4, warmup_steps: int = 0,
@@ -109,24 +127,10 @@ def finetune(backbone: nn.Module, train_loader: Iterable[Mapping[str, Any]], tes
     except TypeError:
         raise ValueError("finetune needs a train loader with a length (for the cosine schedule)") from None
     total = epochs * steps_per_epoch
-    start_epoch, step, history = 0, 0, []
     ckpt_path = out / CHECKPOINT
+    start_epoch, step, history, partial = 0, 0, [], None
     if resume and ckpt_path.is_file():
-        try:
-            state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        except Exception as e:  # truncated zip, unpickling error, ...
-            raise ValueError(f"{ckpt_path} cannot be read: {type(e).__name__}: {e}") from e
-        saved = state["model"]["head.weight"].shape[0]
-        if saved != num_classes:
-            raise ValueError(f"{ckpt_path} fine-tunes {saved} classes, the data now have {num_classes}: resume "
-                             "with the same data, or choose another --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
-        torch.set_rng_state(state["rng"])
-        partial = state.get("partial")  # stopped by a signal inside epoch start_epoch
-    else:
-        partial = None
+        start_epoch, step, history, partial = _restore(ckpt_path, model, opt, num_classes, dev)
     log_path = out / LOG
 
     def lr_factor(s: int) -> float:

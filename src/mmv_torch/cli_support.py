@@ -1,0 +1,107 @@
+"""Command-line plumbing shared by the subcommands (layer L4): one-line usage errors, numeric option
+types checked at parse time, output paths checked before any work, the failures that are the user's
+(one line, exit status 2), and the command that continues an interrupted run."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import Any
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``mmv-torch CMD: error: ...``) with exit status 2, no usage dump."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(lo: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``lo``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def float_above(lo: float, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number > ``lo`` (>= with ``inclusive``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < lo or (value == lo and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>=' if inclusive else '>'} {lo:g}, "
+                                             f"got {text}")
+        return value
+
+    parse.__name__ = f"number {'>=' if inclusive else '>'} {lo:g}"
+    return parse
+
+
+COUNT, POSITIVE, RATE, NONNEG = int_at_least(0), int_at_least(1), float_above(0.0), float_above(0.0, True)
+"""Option types: an integer >= 0, an integer >= 1, a finite number > 0, a finite number >= 0."""
+
+
+_FILE_OUTPUTS = {"json": "--json", "clean": "--clean"}
+_INPUTS = ("data", "path", "manifest", "checkpoint", "config")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path of the command, validated before any work (see ``fileio.check_output``)."""
+    from mmv_torch.fileio import check_output
+
+    inputs = tuple(str(getattr(args, k)) for k in _INPUTS if getattr(args, k, None))
+    for attr, option in _FILE_OUTPUTS.items():
+        if getattr(args, attr, None):
+            check_output(getattr(args, attr), option, inputs=inputs, suffixes=(".md",) if attr == "json" else ())
+    if getattr(args, "out", None):
+        if args.command == "embed":  # FILE -> FILE.npy + FILE.index.json
+            check_output(args.out, "--out", inputs=inputs, suffixes=(".npy", ".index.json"))
+        else:
+            check_output(args.out, "--out", folder=True, inputs=inputs)
+    if getattr(args, "out_dir", None):
+        check_output(args.out_dir, "out_dir", folder=True, inputs=inputs)
+
+
+def anticipated() -> tuple[type[BaseException], ...]:
+    """Failures that are the user's input, data or machine, not a bug: one line, exit status 2."""
+    from mmv_torch.data.datasets import SkipRateExceeded
+    from mmv_torch.data.decode import DecodeError
+
+    return ValueError, OSError, SkipRateExceeded, DecodeError
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, ValueError) else f"{type(e).__name__}: {text}"
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted run: the same one, ``--resume latest`` instead of
+    any ``--resume X`` or ``--overwrite``."""
+    import shlex
+
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--resume":
+            skip = True
+            continue
+        if a == "--overwrite" or a.startswith("--resume="):
+            continue
+        kept.append(a)
+    return " ".join(shlex.quote(a) for a in ["mmv-torch", *kept, "--resume", "latest"])
