@@ -360,3 +360,17 @@ def test_captions_without_known_words_are_counted_and_left_out(setup, capsys):
     index = json.loads((root / "e" / "noisy_text.index.json").read_text())
     assert [it["known_words"] == 0 for it in index["items"]].count(True) == 2
     assert index["captions_without_known_words"] == 2
+
+
+def test_retrieval_ignores_labels(setup, capsys):
+    """Retrieval uses no labels: a manifest whose 'label' values are arbitrary strings is fine."""
+    data, root = setup["data"], setup["root"]
+    lines = [json.loads(x) for x in (data / "retrieval.jsonl").read_text().splitlines()]
+    for i, x in enumerate(lines):
+        x["video"], x["label"] = str(data / x["video"]), f"cooking class {i}"
+    manifest = root / "labelled_retrieval.jsonl"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = root / "r" / "labelled.json"
+    for pair in ("text-video", "audio-video"):
+        assert main(["eval", "retrieval", "--checkpoint", setup["ckpt"], "--data", str(manifest), "--pair", pair,
+                     *FAST, "--json", str(out)]) == 0

@@ -77,7 +77,7 @@ def test_unknown_preset_lists_the_valid_ones():
     (lambda: ModelConfig(graph="shared"), "graph 'shared' needs one dim for every space"),
     (lambda: ModelConfig(graph="shared", spaces={s: SpaceConfig(8, HeadConfig(hidden=(8,)) if s == "va" else
                                                                  HeadConfig()) for s in ("va", "vt", "at")}),
-     "same video head config"),
+     "same video head for"),
     (lambda: LossConfig(temperature=0.0), "loss.temperature must be > 0"),
     (lambda: LossConfig(weight_at=-0.5), "loss.weight_at must be >= 0"),
     (lambda: DataConfig(scale_jitter=(1.2, 0.8)), "data.scale_jitter must be"),
@@ -304,3 +304,22 @@ def test_load_config_errors_name_the_file(tmp_path, content, message):
 def test_load_config_on_a_folder(tmp_path):
     with pytest.raises(ValueError, match=r"cannot read config .*: \[Errno 21\]"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize("preset", ["mmv_s3d", "mmv_tsm_r50", "tiny"])
+def test_shared_graph_error_names_the_overrides_that_work(preset):
+    import shlex
+
+    from mmv_torch.config import get_preset
+    from mmv_torch.models.mmv import MMV
+
+    cfg = get_preset(preset)
+    with pytest.raises(ValueError, match="with this config add: --set ") as e:
+        apply_overrides(cfg, ["model.graph=shared"])
+    fixes = shlex.split(str(e.value).split("--set ", 1)[1])
+    shared = apply_overrides(cfg, ["model.graph=shared", *fixes])
+    assert shared.model.graph == "shared" and len({s.dim for s in shared.model.spaces.values()}) == 1
+    import torch
+
+    with torch.device("meta"):
+        MMV(shared.model)

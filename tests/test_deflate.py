@@ -169,3 +169,20 @@ def test_full_size_s3d_deflation():
     gap = padding_gap(video, img, 8, flat)
     assert gap["replicate"] < 1e-5
     assert gap["zeros"] > 1e-3
+
+
+def test_image_encoder_tsm_naive_chooses_the_deflation():
+    from mmv_torch.deflate import image_encoder
+
+    video = _tiny_tsm()
+    img = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        want = {"paper": deflate_tsm(video, fold_channel_order=False).eval()(img),
+                "folded": deflate_tsm(video, fold_channel_order=True).eval()(img)}
+        for mode in ("paper", "folded"):
+            net, settings = image_encoder(video, "naive", 8, tsm_naive=mode)
+            assert settings["tsm_naive"] == mode
+            torch.testing.assert_close(net(img), want[mode])
+    assert not torch.allclose(want["paper"], want["folded"])
+    with pytest.raises(ValueError, match="tsm_naive must be one of"):
+        image_encoder(video, "naive", 8, tsm_naive="flat")

@@ -282,7 +282,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         tokenizer, info["vocab"] = _tokenizer(args, cfg)
     out = embed(model, cfg, source, _loader_options(args), args.out, modality=args.modality, space=args.space,
                 windows=args.windows, tokenizer=tokenizer, word_mask=word_mask, image_strategy=args.image_strategy,
-                bn_steps=args.bn_steps, bn_lr=args.bn_lr, info=info, device=device)
+                bn_steps=args.bn_steps, bn_lr=args.bn_lr, tsm_naive=args.tsm_naive, info=info, device=device)
     if dist.is_main():
         print(f"wrote {out['path']} {tuple(out['shape'])} and {out['index_path']}")
     return 0
@@ -343,7 +343,7 @@ def _cmd_eval_image(args: argparse.Namespace) -> int:
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, "image")
     result = image_probe(model, cfg, source, _loader_options(args), strategies, classifier=args.classifier,
-                         multilabel=args.multilabel, bn_steps=args.bn_steps, bn_lr=args.bn_lr,
+                         multilabel=args.multilabel, bn_steps=args.bn_steps, bn_lr=args.bn_lr, tsm_naive=args.tsm_naive,
                          probe_kwargs=_probe_kwargs(args, args.multilabel, ""), device=device)
     return _write(result, args)
 
@@ -402,6 +402,9 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
 def _add_bn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-steps", type=COUNT, default=200, help="BN re-training steps (bn_retrained)")
     p.add_argument("--bn-lr", type=RATE, default=1e-3, help="BN re-training learning rate (bn_retrained)")
+    p.add_argument("--tsm-naive", choices=["folded", "paper"], default="folded",
+                   help="deflating a TSM tower: paper = shift off (the paper's n-def); folded = shift off with its "
+                        "channel order folded into the next convolution (closer to the video network)")
 
 
 def _add_json_arg(p: argparse.ArgumentParser) -> None:

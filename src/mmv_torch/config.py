@@ -191,13 +191,21 @@ class ModelConfig:
         if missing or unknown:
             raise ValueError(f"model.spaces needs exactly {list(SPACES)}; missing {missing}, unknown {unknown}")
         if self.graph == "shared":
-            dims = {self.spaces[s].dim for s in SPACES}
-            if len(dims) != 1:
-                raise ValueError(f"graph 'shared' needs one dim for every space, got {sorted(dims)}")
-        if self.graph == "shared":
-            va, vt = self.spaces["va"], self.spaces["vt"]
-            if va.first != vt.first:
-                raise ValueError("graph 'shared' needs the same video head config for 'va' and 'vt'")
+            self._check_shared()
+
+    def _check_shared(self) -> None:
+        """The shared graph has one space: every space one dim and one video head; the error names the
+        ``--set`` overrides that make this config shared (the space dims and the video head of 'va')."""
+        import shlex
+
+        va = self.spaces["va"]
+        fixes = [f"model.spaces.{s}.dim={va.dim}" for s in SPACES if self.spaces[s].dim != va.dim]
+        if self.spaces["vt"].first != va.first:
+            fixes.append("model.spaces.vt.first=" + json.dumps(dataclasses.asdict(va.first), separators=(",", ":")))
+        if fixes:
+            dims = sorted({self.spaces[s].dim for s in SPACES})
+            raise ValueError(f"graph 'shared' needs one dim for every space (got {dims}) and the same video head for "
+                             f"'va' and 'vt'; with this config add: --set {' '.join(shlex.quote(f) for f in fixes)}")
 
 
 @dataclass(frozen=True)

@@ -429,22 +429,32 @@ def l1_gap(deflated: nn.Module, video: nn.Module, images: torch.Tensor, num_fram
     return float((deflated(images) - video(static_video(images, num_frames))).abs().mean())
 
 
+TSM_NAIVE = ("folded", "paper")
+"""How a TSM tower is deflated: ``paper`` switches the shift off (the paper's n-def), ``folded`` also
+folds the shift's channel order into the next convolution (module doc)."""
+
+
 def image_encoder(video: nn.Module, strategy: str, num_frames: int, bn_images: Iterable[Any] | None = None,
-                  bn_steps: int = 200, bn_lr: float = 1e-3, device: torch.device | str = "cpu"
-                  ) -> tuple[nn.Module, dict[str, Any]]:
+                  bn_steps: int = 200, bn_lr: float = 1e-3, device: torch.device | str = "cpu",
+                  tsm_naive: str = "folded") -> tuple[nn.Module, dict[str, Any]]:
     """An image network ``(B, 3, H, W)`` → ``(B, D)`` from a video backbone by one of :data:`STRATEGIES`.
 
     ``naive``: :func:`deflate`; ``bn_retrained``: deflate, then :func:`retrain_bn` on ``bn_images``
-    for ``bn_steps``; ``inflation``: :class:`InflatedImageEncoder` with ``num_frames``. Returns the
-    network (eval mode) and a settings dict for the report.
+    for ``bn_steps``; ``inflation``: :class:`InflatedImageEncoder` with ``num_frames``. ``tsm_naive``
+    (:data:`TSM_NAIVE`) chooses how a TSM tower is deflated. Returns the network (eval mode) and a
+    settings dict for the report.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    if tsm_naive not in TSM_NAIVE:
+        raise ValueError(f"tsm_naive must be one of {list(TSM_NAIVE)}, got {tsm_naive!r}")
     video.eval()
     settings: dict[str, Any] = {"strategy": strategy, "num_frames": num_frames}
     if strategy == "inflation":
         return InflatedImageEncoder(video, num_frames).eval(), settings
-    net = deflate(video)
+    if isinstance(video, TSMResNet):
+        settings["tsm_naive"] = tsm_naive
+    net = deflate(video, fold_channel_order=tsm_naive == "folded")
     if strategy == "bn_retrained":
         if bn_images is None:
             raise ValueError("strategy 'bn_retrained' needs bn_images")
@@ -488,7 +498,8 @@ def run_image_eval(video: nn.Module, strategies: Iterable[str], num_frames: int,
                    train_loader: Iterable[Mapping[str, Any]], train_labels: Any,
                    test_loader: Iterable[Mapping[str, Any]], test_labels: Any, multilabel: bool = False,
                    classifier: str = "svm", bn_images: Iterable[Any] | None = None, bn_steps: int = 200,
-                   bn_lr: float = 1e-3, device: torch.device | str = "cpu", **probe_kwargs: Any) -> dict[str, Any]:
+                   bn_lr: float = 1e-3, device: torch.device | str = "cpu", tsm_naive: str = "folded",
+                   **probe_kwargs: Any) -> dict[str, Any]:
     """What ``mmv-torch eval image`` calls: the image probe for each strategy on one video backbone.
 
     Returns ``{"task": "image", "metrics": {strategy: metrics}, "settings": {strategy: settings}}``.
@@ -496,7 +507,7 @@ def run_image_eval(video: nn.Module, strategies: Iterable[str], num_frames: int,
     metrics: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     for s in strategies:
-        enc, s_settings = image_encoder(video, s, num_frames, bn_images, bn_steps, bn_lr, device)
+        enc, s_settings = image_encoder(video, s, num_frames, bn_images, bn_steps, bn_lr, device, tsm_naive)
         res = image_probe(enc, train_loader, train_labels, test_loader, test_labels, multilabel, classifier,
                           device, **probe_kwargs)
         metrics[s] = res["metrics"]

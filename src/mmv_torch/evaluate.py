@@ -10,7 +10,7 @@ trains, and returns ``{"task", "metrics", "settings"}`` (reports are written by 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,12 @@ def linear_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, op
     return result
 
 
+def _unlabelled_videos(source: LabelledSource, cfg: Config, windows: int, seed: int) -> LabelledDataset:
+    """The source's videos for retrieval, which uses no labels (any ``label`` field is ignored)."""
+    entries = [replace(e, label="") for e in source.entries]
+    return LabelledDataset(entries, cfg.data, "video", classes=[""], num_windows=windows, seed=seed)
+
+
 def text_video_embeddings(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
                           tokenizer: Tokenizer, word_mask: bool, *, space: str = "vt", windows: int = 1,
                           text_batch_size: int | None = None, device: str | torch.device | None = None
@@ -137,7 +143,7 @@ def text_video_embeddings(model: torch.nn.Module, cfg: Config, source: LabelledS
     captions in ``space``: ``(video_emb (V, D), text_emb (C, D), videos, captions)``."""
     from mmv_torch.eval.retrieval import embed_text_video
 
-    videos = LabelledDataset(source.entries, cfg.data, "video", classes=[""], num_windows=windows, seed=opts.seed)
+    videos = _unlabelled_videos(source, cfg, windows, opts.seed)
     texts = caption_set(videos.entries, tokenizer, word_mask, source.source)
     text_loader = make_loader(texts.dataset, text_batch_size or opts.batch_size,
                               0 if text_batch_size else opts.workers)
@@ -156,8 +162,7 @@ def retrieval(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts:
     space = space or ("vt" if pair == "text-video" else "va")
     settings: dict[str, Any] = {"data": source.source, "windows": windows}
     if pair == "audio-video":
-        videos = LabelledDataset(source.entries, cfg.data, "video", classes=[""], num_windows=windows,
-                                 seed=opts.seed)
+        videos = _unlabelled_videos(source, cfg, windows, opts.seed)
         loader = opts.loader(videos)
         result = run_retrieval(model, loader, loader, "audio", "video", space, device=device)
     elif pair == "text-video":
@@ -213,7 +218,7 @@ def finetune_classifier(model: torch.nn.Module, cfg: Config, source: LabelledSou
 
 def image_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
                 strategies: list[str], *, classifier: str = "svm", multilabel: bool = False, bn_steps: int = 200,
-                bn_lr: float = 1e-3, probe_kwargs: dict[str, Any] | None = None,
+                bn_lr: float = 1e-3, tsm_naive: str = "folded", probe_kwargs: dict[str, Any] | None = None,
                 device: str | torch.device = "cpu") -> dict[str, Any]:
     """Image probes with the video network turned into an image network by each of ``strategies``
     (naive deflation, BN re-trained, inflation), on the source's train/test images."""
@@ -232,7 +237,8 @@ def image_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opt
     train_loader = opts.loader(train_ds)
     result = run_image_eval(model.video, strategies, cfg.data.num_frames, train_loader, labels(train_ds),
                             opts.loader(test_ds), labels(test_ds), multilabel, classifier, bn_images=train_loader,
-                            bn_steps=bn_steps, bn_lr=bn_lr, device=device, **(probe_kwargs or {}))
+                            bn_steps=bn_steps, bn_lr=bn_lr, device=device, tsm_naive=tsm_naive,
+                            **(probe_kwargs or {}))
     result["settings"] = {**result["settings"], "data": source.source, "train_images": len(train_ds),
                           "test_images": len(test_ds), "seed": opts.seed}
     return result
@@ -241,7 +247,8 @@ def image_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opt
 def embed(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions, out: str | Path, *,
           modality: str, space: str = "repr", windows: int = 1, tokenizer: Tokenizer | None = None,
           word_mask: bool = True, image_strategy: str = "naive", bn_steps: int = 200, bn_lr: float = 1e-3,
-          info: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> dict[str, Any]:
+          tsm_naive: str = "folded", info: dict[str, Any] | None = None, device: str | torch.device = "cpu"
+          ) -> dict[str, Any]:
     """Embeddings of the source's entries (``modality`` video/audio/image, or text: their captions) in
     ``space``, written to ``out`` (``.npy`` + ``.index.json``); runs across ranks under torchrun.
     Returns what :func:`mmv_torch.eval.features.run_embed` returns."""
@@ -273,6 +280,6 @@ def embed(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: Loa
 
         # BN re-training sees the whole set on every rank (same data and seed), so ranks agree.
         model, settings = image_encoder(model.video, image_strategy, cfg.data.num_frames, bn_images=opts.loader(ds),
-                                        bn_steps=bn_steps, bn_lr=bn_lr, device=device)
+                                        bn_steps=bn_steps, bn_lr=bn_lr, device=device, tsm_naive=tsm_naive)
         info.update(image=settings)
     return run_embed(model, loader, modality, space, out, records, device, info)
