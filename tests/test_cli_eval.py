@@ -374,3 +374,25 @@ def test_retrieval_ignores_labels(setup, capsys):
     for pair in ("text-video", "audio-video"):
         assert main(["eval", "retrieval", "--checkpoint", setup["ckpt"], "--data", str(manifest), "--pair", pair,
                      *FAST, "--json", str(out)]) == 0
+
+
+def test_a_checkpoint_that_takes_dmvr_tokens_refuses_a_plain_word_list(setup, capsys):
+    import shutil
+
+    from mmv_torch.config import apply_overrides, load_config, save_config
+
+    root, words = setup["root"], setup["words"]
+    ckpt = root / "dmvr_ckpt"
+    shutil.copytree(setup["bare"], ckpt)
+    save_config(apply_overrides(load_config(ckpt / "config.json"), ["data.tokenizer=dmvr"]), ckpt / "config.json")
+    plain = root / "plain_words.txt"
+    plain.write_text("".join(w + "\n" for w in words))
+    common = ["embed", "--checkpoint", str(ckpt), "--data", str(setup["data"] / "retrieval.jsonl"), "--modality",
+              "text", *FAST, "--out", str(root / "e" / "dmvr_ckpt")]
+    assert main([*common, "--vocab", str(plain)]) == 2
+    assert "takes DMVR's tokenizer" in capsys.readouterr().err
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    rows = specials + [w for w in words[1:] if w not in specials][: len(words) - 4]
+    vocab = root / "dmvr_vocab2.txt"
+    vocab.write_text("".join(f"{i} {w}\n" for i, w in enumerate(rows)))
+    assert main([*common, "--vocab", str(vocab)]) == 0

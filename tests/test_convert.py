@@ -477,3 +477,15 @@ def test_convert_pickle_to_safetensors_and_reload_bit_identical(loaded, fake_mod
     with pytest.raises(ValueError, match="holds files that are not a converted checkpoint"):
         convert_checkpoint(pkl, out)
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_converted_config_records_the_official_input_contract(loaded, fake_modules, tmp_path) -> None:
+    from mmv_torch.config import load_config
+    from mmv_torch.convert import OFFICIAL_INPUTS
+
+    mapping = ref.official_mapping("s3d", two_level=True)
+    out = convert_checkpoint(mapping, tmp_path / "converted")
+    data = load_config(out / "config.json").data
+    assert (data.sample_rate, data.audio_frontend, data.audio_seconds, data.tokenizer) == (48000, "dmvr", 3.2, "dmvr")
+    assert (data.num_frames, data.fps, data.eval_crop_size) == (32, 12.5, 224)
+    assert all(getattr(data, k.split(".")[1]) == v for k, v in OFFICIAL_INPUTS.items())

@@ -265,6 +265,9 @@ class DataConfig:
     """K: narrations nearest to the clip used as MIL-NCE candidates."""
     max_words: int = 16
     """Words per narration after tokenisation."""
+    tokenizer: str = "default"
+    """Raw text -> ids: 'default' (lower case, stop words removed, unknown words dropped) or 'dmvr' (DMVR's
+    WordTokenizer, what the released models were fed: needs a DMVR vocabulary)."""
     word_vectors: str = "glove-6b-50d"
     """Word vectors: 'glove-6b-50d' (bundled) or a path to word2vec/GloVe files."""
     max_skip_rate: float = 0.1
@@ -279,6 +282,7 @@ class DataConfig:
             raise ValueError(f"data.scale_jitter must be (low, high) with 0 < low <= high, got {self.scale_jitter}")
         if self.audio_frontend not in ("default", "dmvr"):
             raise ValueError(f"data.audio_frontend must be 'default' or 'dmvr', got {self.audio_frontend!r}")
+        _check_choice("data.tokenizer", self.tokenizer, ("default", "dmvr"))
         if self.audio_frontend == "dmvr" and self.sample_rate != 48000:
             raise ValueError(f"data.audio_frontend 'dmvr' needs data.sample_rate 48000, got {self.sample_rate}")
         if not 0.0 <= self.max_skip_rate <= 1.0:

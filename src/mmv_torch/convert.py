@@ -46,6 +46,7 @@ from mmv_torch.config import (
     SpaceConfig,
     TextConfig,
     VideoConfig,
+    apply_overrides,
     get_preset,
     save_config,
 )
@@ -585,6 +586,16 @@ def official_outputs(model: MMV, video: np.ndarray, audio_spectrogram: np.ndarra
 # 4. Conversion to a checkpoint folder
 
 
+OFFICIAL_INPUTS = {
+    "data.sample_rate": 48000, "data.audio_frontend": "dmvr", "data.audio_seconds": 3.2, "data.num_mel_bins": 80,
+    "data.num_frames": 32, "data.fps": 12.5, "data.resize_short": 224, "data.eval_crop_size": 224,
+    "data.crop_size": 224, "data.tokenizer": "dmvr", "data.max_words": 16,
+}
+"""The input contract of the released models, recorded in a converted checkpoint's ``config.json`` so
+every command that loads it feeds them as they were fed: DMVR's log-mel front-end on 3.2 s of 48 kHz
+audio, 32 frames at stride 2 from 25-fps video (12.5 fps) with a 224 short side and 224 crops (the
+official UCF101 evaluation), and DMVR's tokenizer on up to 16 words (docs/official_inputs.md)."""
+
 CONVERTED_FILES = frozenset({"model.safetensors", "config.json", "vocab.txt"})
 """What a converted checkpoint folder may hold; a folder with anything else is not replaced."""
 
@@ -593,7 +604,8 @@ def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | P
     """Convert an official checkpoint into ``out_dir/model.safetensors`` + ``out_dir/config.json``.
 
     ``config.json`` is the resolved full :class:`Config` (preset of the inferred backbone with the
-    inferred model); the safetensors keys are :class:`MMV`'s own ``state_dict`` keys (float32).
+    inferred model and the released models' input contract, :data:`OFFICIAL_INPUTS`); the safetensors
+    keys are :class:`MMV`'s own ``state_dict`` keys (float32).
     The folder is written whole (:func:`mmv_torch.fileio.atomic_folder`): files of an earlier
     conversion (e.g. a ``vocab.txt`` for another table) do not survive; a folder holding other files
     is refused. Returns ``out_dir``; load with
@@ -607,7 +619,7 @@ def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | P
         raise ValueError(f"{out} holds files that are not a converted checkpoint ({foreign[:3]}); choose a new "
                          "or empty folder (its whole content is replaced)")
     params, state, source = official_leaves(in_path)
-    cfg = infer_config(params, source)
+    cfg = apply_overrides(infer_config(params, source), OFFICIAL_INPUTS)
     model = _build_loaded(cfg.model, params, state, source)
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_folder(out) as tmp:
