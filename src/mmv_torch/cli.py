@@ -219,7 +219,11 @@ def _tokenizer(args: argparse.Namespace, cfg: Any) -> tuple[Any, str]:
     if len(words) != rows:
         raise ValueError(f"{where}: {len(words)} words but the checkpoint's word table has {rows} rows; the list "
                          "must give one word per row, in row order")
-    if kind == "dmvr":
+    if cfg.data.tokenizer == "dmvr" and kind != "dmvr":
+        raise ValueError(f"{where}: this checkpoint takes DMVR's tokenizer (data.tokenizer=dmvr), which needs a DMVR "
+                         "vocabulary ('idx word' lines with <pad> <bos> <eos> <unk>; `mmv-torch vocab match` writes "
+                         "one)")
+    if kind == "dmvr":  # a DMVR vocabulary brings DMVR's tokenizer
         return Tokenizer.from_dmvr_vocab(args.vocab, max_words=cfg.data.max_words), where
     return Tokenizer(Vocabulary(words), max_words=cfg.data.max_words), where
 
