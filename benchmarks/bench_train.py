@@ -152,7 +152,7 @@ def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
     from mmv_torch import dist
     from mmv_torch.config import apply_overrides, get_preset
     from mmv_torch.models.mmv import MMV
-    from mmv_torch.train import TrainState, build_optimizer, to_device, train_step, wrap_for_ddp
+    from mmv_torch.train import TrainState, build_optimizer, to_device, train_step, unused_parameters, wrap_for_ddp
 
     total = spec["warmup"] + spec["steps"]
     preset = get_preset(spec["preset"])
@@ -163,10 +163,11 @@ def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
     torch.manual_seed(t.seed)
     raw = MMV(cfg.model)
     set_channels_last(raw, spec["channels_last"])
+    find_unused = dist.world_size() > 1 and bool(unused_parameters(raw, cfg))  # as the loop decides
     raw.to(device)
     optimizer = build_optimizer(raw, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-    model = wrap_for_ddp(raw, device)
+    model = wrap_for_ddp(raw, device, find_unused)
     model.train()
     batch = to_device(make_batch(cfg, t.batch_size, device, seed=dist.rank()), device, torch.float32,
                       t.channels_last)
@@ -415,7 +416,7 @@ def _prepare_manifest(preset: str, batch: int, clips: int, cache: Path) -> str:
     return str(manifest)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--presets", nargs="+", help="default: tiny on CPU; every preset on CUDA")
@@ -444,6 +445,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--keep", help="loop mode: keep the synthetic data and run folders under this folder")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--render", help="only print the table of rows saved with --json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark (or one worker, with ``--worker``); returns the table's rows."""
+    p = _parser()
     a = p.parse_args(argv)
     if a.worker is not None:
         worker_main(a.worker)

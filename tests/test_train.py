@@ -405,3 +405,26 @@ def test_train_step_on_a_caller_built_state():
     with pytest.raises(T.TrainingDivergedError, match="2 steps had a non-finite"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         T.train_step(state)
+
+
+def test_unused_parameters_are_those_the_loss_never_reaches():
+    from mmv_torch.models.mmv import MMV
+    from mmv_torch.train import unused_parameters
+
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = MMV(cfg.model)
+    state = torch.get_rng_state()
+    unused = unused_parameters(model, cfg)
+    assert torch.equal(torch.get_rng_state(), state)  # the training RNG is untouched
+    assert unused and {n.split(".")[1] for n in unused} == {"audio_at", "text_at"}  # loss.weight_at = 0
+    assert all(p.grad is None for p in model.parameters())  # the probe ran on a copy
+    assert unused_parameters(model, apply_overrides(cfg, ["loss.weight_at=1"])) == []
+    import dataclasses
+    import json
+
+    va = cfg.model.spaces["va"]
+    shared = apply_overrides(cfg, ["model.graph=shared", f"model.spaces.vt.dim={va.dim}",
+                                   f"model.spaces.at.dim={va.dim}",
+                                   "model.spaces.vt.first=" + json.dumps(dataclasses.asdict(va.first))])
+    assert unused_parameters(MMV(shared.model), shared) == []  # one head per tower, every term uses it

@@ -161,17 +161,39 @@ def _device_for_rank(device: str | None) -> torch.device:
     return torch.device("cpu")
 
 
-def wrap_for_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+def unused_parameters(model: nn.Module, cfg: Config) -> list[str]:
+    """Names of the trainable parameters that the loss of ``cfg`` never reaches (e.g. the ``at`` heads
+    when ``loss.weight_at = 0``), found by one forward and backward pass of a CPU copy of ``model`` on a
+    small random batch (the global RNG state is left as it was). Which parameters get a gradient depends
+    on the config only: masks for missing audio or narration keep the graph connected."""
+    import copy
+
+    d = cfg.data
+    with torch.random.fork_rng(devices=[]):
+        probe = copy.deepcopy(model).to("cpu").train()
+        b, k = 2, d.num_candidates
+        emb = probe(video=torch.rand(b, 3, d.num_frames, 64, 64), audio=torch.randn(b, 1, 128, d.num_mel_bins),
+                    text=torch.randint(1, cfg.model.text.vocab_size, (b, k, d.max_words)))
+        loss, _ = mmv_loss(emb, cfg.loss, audio_mask=torch.ones(b, dtype=torch.bool),
+                           text_mask=torch.ones(b, k, dtype=torch.bool))
+        loss.backward()
+    return [n for n, p in probe.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def wrap_for_ddp(model: nn.Module, device: torch.device, find_unused: bool = True) -> nn.Module:
     """The module the loop calls: SyncBatchNorm + DistributedDataParallel when world size > 1, else
-    ``model`` itself. Heads unused by the loss (e.g. ``at`` with ``weight_at = 0``) get no gradient, so
-    DDP looks for unused parameters."""
+    ``model`` itself. ``find_unused`` makes DDP search the autograd graph for parameters without a
+    gradient every step; pass ``bool(unused_parameters(model, cfg))`` to pay that only when the config
+    leaves some unused. Gradients are views into DDP's buckets (``gradient_as_bucket_view``), so a
+    channels-last weight's gradient needs no copy into a bucket of another layout."""
     if dist.world_size() == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     model = dist.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused,
+                                   gradient_as_bucket_view=True)
 
 
 def _no_sync(model: nn.Module, last_micro: bool) -> contextlib.AbstractContextManager:
@@ -385,6 +407,7 @@ def _build_training(cfg: Config, tdata: TrainData, ckpt: dict[str, Any] | None, 
         raw_model.text.load_word_vectors(tdata.vectors)
     if ckpt:
         raw_model.load_state_dict(ckpt["model"])
+    find_unused = dist.world_size() > 1 and bool(unused_parameters(raw_model, cfg))
     raw_model.to(dev)
     # The towers create their weights channels-last and convert their inputs (S3D, R(2+1)D, audio), and a
     # TSM tower has 4-D weights that channels_last_3d would reject; so the loop only lays out the video
@@ -394,7 +417,7 @@ def _build_training(cfg: Config, tdata: TrainData, ckpt: dict[str, Any] | None, 
     if ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
-    model = wrap_for_ddp(raw_model, dev)
+    model = wrap_for_ddp(raw_model, dev, find_unused)
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     return model, raw_model, optimizer, scaler
