@@ -152,7 +152,7 @@ def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
     from mmv_torch import dist
     from mmv_torch.config import apply_overrides, get_preset
     from mmv_torch.models.mmv import MMV
-    from mmv_torch.train import TrainState, build_optimizer, to_device, train_step, unused_parameters, wrap_for_ddp
+    from mmv_torch.train import TrainState, build_optimizer, freeze_unreached, to_device, train_step, wrap_for_ddp
 
     total = spec["warmup"] + spec["steps"]
     preset = get_preset(spec["preset"])
@@ -163,11 +163,11 @@ def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
     torch.manual_seed(t.seed)
     raw = MMV(cfg.model)
     set_channels_last(raw, spec["channels_last"])
-    find_unused = dist.world_size() > 1 and bool(unused_parameters(raw, cfg))  # as the loop decides
+    freeze_unreached(raw, cfg)  # as the loop does, before the optimizer is built
     raw.to(device)
     optimizer = build_optimizer(raw, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-    model = wrap_for_ddp(raw, device, find_unused)
+    model = wrap_for_ddp(raw, device)
     model.train()
     batch = to_device(make_batch(cfg, t.batch_size, device, seed=dist.rank()), device, torch.float32,
                       t.channels_last)

@@ -295,6 +295,9 @@ def test_two_process_gloo_run_equals_one_process_on_the_whole_batch(tmp_path):
                 q.kill()
             raise
     assert all(p.returncode == 0 for p in procs), "\n".join(outputs)[-4000:]
+    # No graph traversal for unused parameters and no gradient copied into a bucket of another layout:
+    # PyTorch warns about either.
+    assert not [o for o in outputs if "find_unused_parameters" in o or "Grad strides do not match" in o]
     summaries = [json.loads((run / f"summary_rank{r}.json").read_text()) for r in range(2)]
     assert [s["world_size"] for s in summaries] == [2, 2]
     assert summaries[0]["final_loss"] == summaries[1]["final_loss"]  # the global loss on every rank

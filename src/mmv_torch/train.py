@@ -180,20 +180,43 @@ def unused_parameters(model: nn.Module, cfg: Config) -> list[str]:
     return [n for n, p in probe.named_parameters() if p.requires_grad and p.grad is None]
 
 
-def wrap_for_ddp(model: nn.Module, device: torch.device, find_unused: bool = True) -> nn.Module:
+def freeze_unreached(model: nn.Module, cfg: Config) -> list[str]:
+    """Under several processes, make the parameters that the loss never reaches (:func:`unused_parameters`)
+    stop requiring gradients, and return their names; a no-op in one process.
+
+    DDP must know every parameter that gets no gradient: either it searches the autograd graph for
+    them every step (``find_unused_parameters=True``, which also fails to see heads whose outputs are
+    returned but not in the loss) or they are not trainable. Frozen here, they keep their values and
+    stay in the checkpoints and the export; the optimizer, built after this, leaves them out (they had
+    no gradient, so Adam never moved them)."""
+    if dist.world_size() == 1:
+        return []
+    names = unused_parameters(model, cfg)
+    frozen = set(names)
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    return names
+
+
+def wrap_for_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """The module the loop calls: SyncBatchNorm + DistributedDataParallel when world size > 1, else
-    ``model`` itself. ``find_unused`` makes DDP search the autograd graph for parameters without a
-    gradient every step; pass ``bool(unused_parameters(model, cfg))`` to pay that only when the config
-    leaves some unused. Gradients are views into DDP's buckets (``gradient_as_bucket_view``), so a
-    channels-last weight's gradient needs no copy into a bucket of another layout."""
+    ``model`` itself. Every trainable parameter must get a gradient each step (:func:`freeze_unreached`
+    first), so DDP does not search the autograd graph for unused ones. Gradients are views into DDP's
+    buckets; pointwise convolution weights (all kernel sizes 1), which the towers keep channels-last,
+    are given their equivalent contiguous strides, the ones their gradients have, so no gradient is
+    copied into a bucket of another layout."""
     if dist.world_size() == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     model = dist.convert_sync_batchnorm(model)
+    for param in model.parameters():
+        if param.dim() > 2 and all(n == 1 for n in param.shape[2:]):
+            # same memory order; only the (meaningless) strides of the size-1 dims become the canonical ones
+            param.data = param.data.clone(memory_format=torch.contiguous_format)
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused,
-                                   gradient_as_bucket_view=True)
+    return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
 
 
 def _no_sync(model: nn.Module, last_micro: bool) -> contextlib.AbstractContextManager:
@@ -407,7 +430,7 @@ def _build_training(cfg: Config, tdata: TrainData, ckpt: dict[str, Any] | None, 
         raw_model.text.load_word_vectors(tdata.vectors)
     if ckpt:
         raw_model.load_state_dict(ckpt["model"])
-    find_unused = dist.world_size() > 1 and bool(unused_parameters(raw_model, cfg))
+    freeze_unreached(raw_model, cfg)  # before the optimizer is built
     raw_model.to(dev)
     # The towers create their weights channels-last and convert their inputs (S3D, R(2+1)D, audio), and a
     # TSM tower has 4-D weights that channels_last_3d would reject; so the loop only lays out the video
@@ -417,7 +440,7 @@ def _build_training(cfg: Config, tdata: TrainData, ckpt: dict[str, Any] | None, 
     if ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
-    model = wrap_for_ddp(raw_model, dev, find_unused)
+    model = wrap_for_ddp(raw_model, dev)
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     return model, raw_model, optimizer, scaler
