@@ -226,11 +226,11 @@ def audio_features(waveform: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
 
 def window_span(duration: float, window: tuple[float, float] | None) -> tuple[float, float]:
     """``(offset, length)`` seconds of the part of a ``duration``-second file that samples come from: the
-    manifest's window clipped to the file, or the whole file."""
-    if window is None:
+    manifest's window clipped to the file, or the whole file (also when the window starts at or after
+    the file's end: the file is then taken as the segment, already cut)."""
+    if window is None or window[0] >= duration:
         return 0.0, duration
-    start = min(window[0], max(duration, 0.0))
-    return start, max(0.0, min(window[1], duration) - start)
+    return window[0], min(window[1], duration) - window[0]
 
 
 def make_sample(src: Source, name: str, narrations: Sequence[Narration], duration: float, cfg: DataConfig,
