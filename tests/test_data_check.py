@@ -8,7 +8,8 @@ import av
 import pytest
 from media_utils import make_video, make_wav, truncate
 
-from mmv_torch.data.check import _entries, check_file, check_path, modality_of, run_check
+from mmv_torch.config import DataConfig
+from mmv_torch.data.check import _entries, check_file, check_path, format_report, modality_of, run_check
 from mmv_torch.data.datasets import read_class_folders, read_pretrain_manifest
 from mmv_torch.data.media import MEDIA_SUFFIXES
 from mmv_torch.data.sources import MEDIA_KINDS
@@ -160,3 +161,22 @@ def test_full_check_finds_zeroed_bytes_in_a_matroska_file(tmp_path):
     rep = check_file(bad, full=True)
     assert not rep["ok"] and rep["gaps"] == 2 and rep["frames"] < 200
     assert 2.5 < rep["problem_at"] < 4.0  # 40 % into an 8 s file
+
+
+def test_check_counts_and_repairs_narrations_as_the_loader_does(folder, tmp_path):
+    from mmv_torch.data.datasets import PretrainDataset
+
+    m = tmp_path / "n.jsonl"
+    m.write_text(json.dumps({"video": str(folder / "good.mp4"), "narration": [  # good.mp4 is 2 s long
+        {"start": 0.5, "end": 0.2, "text": "end before start"}, {"start": -1, "end": 1, "text": "early start"},
+        {"start": 1.0, "end": 1.5, "text": ""}, {"start": 2.5, "end": 3, "text": "after the end"},
+        {"start": 1.5, "end": None, "text": "no end"}, {"start": 1.0, "end": 1.8, "text": "fine"}]}) + "\n")
+    rep = check_path(m, clean_manifest=tmp_path / "c.jsonl")
+    assert rep["num_ok"] == 1 and (rep["narrations_dropped"], rep["narrations_clamped"]) == (4, 1)
+    assert rep["files"][0]["narrations"]["kept"] == 2
+    assert "narrations: 4 dropped, 1 clamped" in format_report(rep)
+    ds = PretrainDataset(m, DataConfig())
+    kept = ds._narrations(0, ds._duration(ds.entries[0]))  # the loader's view with the probed duration
+    clean = read_pretrain_manifest(tmp_path / "c.jsonl")[0]
+    assert clean.narrations == kept and [n.text for n in kept] == ["early start", "fine"] and kept[0].start == 0.0
+    assert clean.issues is None

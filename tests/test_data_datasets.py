@@ -70,8 +70,12 @@ def test_manifest_parsing_and_errors(tmp_path):
     bad.write_text('{"video": "x.mp4"\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1: invalid JSON"):
         read_pretrain_manifest(bad)
-    bad.write_text('{"video": "x.mp4", "narration": [{"start": 1}]}\n')
-    with pytest.raises(ValueError, match="narration\\[0\\]"):
+    bad.write_text('{"video": "x.mp4", "narration": [{"start": 1}, {"start": 0, "end": 1, "text": "a"}]}\n')
+    [entry] = read_pretrain_manifest(bad)  # a malformed segment is dropped and counted, not fatal
+    assert [s.text for s in entry.narrations] == ["a"] and entry.issues.reasons() == {
+        "not an object with start, end and text": 1}
+    bad.write_text('{"video": "x.mp4", "narration": {"start": 1}}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1: 'narration' must be a list"):
         read_pretrain_manifest(bad)
 
 

@@ -83,6 +83,14 @@ def _cmd_data_frames(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from mmv_torch.data.prepare import run_prepare
+
+    run_prepare(args.dataset, args.annotations, args.media_root, args.out_manifest, split=args.split,
+                pattern=args.pattern, labels=args.labels, json_out=args.json)
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from mmv_torch.convert import convert_checkpoint
 
@@ -558,6 +566,30 @@ def _add_data_parsers(sub: Any) -> None:
     p.add_argument("manifest", help="labelled JSONL manifest whose entries are videos")
     p.add_argument("out_dir", help="folder for img_NNNN.png and images.jsonl")
     p.set_defaults(func=_cmd_data_frames)
+    _add_prepare_parser(data)
+
+
+def _add_prepare_parser(data: Any) -> None:
+    names = ("howto100m", "audioset", "msrvtt", "youcook2", "kinetics", "vggsound", "ucf101", "hmdb51", "esc50")
+    p = data.add_parser("prepare", help="a manifest of one of the paper's data sets from its official annotation "
+                                        "files and a folder of downloaded media")
+    p.add_argument("dataset", choices=names)
+    p.add_argument("--annotations", required=True, metavar="PATH",
+                   help="the data set's annotation file (or folder: HowTo100M <id>.csv files, UCF101/HMDB51 splits)")
+    p.add_argument("--media-root", required=True, metavar="DIR",
+                   help="downloaded media, searched recursively by each set's usual file name, any extension")
+    p.add_argument("--out", required=True, dest="out_manifest", metavar="MANIFEST.jsonl",
+                   help="the manifest to write (paths relative to its folder)")
+    p.add_argument("--split", default=None, help="msrvtt: train|validate|test; youcook2: validation|training; "
+                   "kinetics: train|validate|test; audioset, vggsound: train|test; "
+                   "ucf101/hmdb51: 1-3; esc50: test fold")
+    p.add_argument("--pattern", default=None, help="media file name with {id}, {start}, {end} (integer seconds); "
+                   "with {start}: pre-cut files, otherwise the segment is a window inside the file")
+    p.add_argument("--labels", default=None, metavar="CSV",
+                   help="audioset: class_labels_indices.csv (default: beside --annotations)")
+    p.add_argument("--json", default=None, metavar="REPORT", help="write the report (missing media, malformed "
+                   "rows, each with its reason) here")
+    p.set_defaults(func=_cmd_data_prepare)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

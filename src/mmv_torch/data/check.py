@@ -17,7 +17,13 @@ Two depths, named in the report (``"checked"``):
 A file is ``ok`` when its modality decodes (a video file needs decodable frames) and nothing failed:
 a video file without an audio stream is fine, one whose audio fails to decode is not.
 
-``check_path`` can write the report as JSON and a clean manifest holding only the good entries.
+Narrations of a pretraining manifest are checked with the loader's own rules
+(:func:`mmv_torch.data.narrations.validate_narrations`, bounded by the probed duration): the report
+counts what the loader drops or clamps, per file (``"narrations"``) and in total
+(``"narrations_dropped"``, ``"narrations_clamped"``). Noisy narrations do not make a file bad.
+
+``check_path`` can write the report as JSON and a clean manifest holding only the good entries, their
+narrations repaired.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from ..fileio import atomic_write_text
 from .datasets import MODALITIES, read_jsonl
 from .decode import DecodeError, _open, _start_time, load_audio, load_clip, load_image, probe
 from .media import modality_of
+from .narrations import validate_narrations
 
 TRUNCATION_TOLERANCE_S = 1.0
 """A video whose last frame is more than this before the duration in its header counts as truncated."""
@@ -276,8 +283,12 @@ def check_path(path: str | Path, json_out: str | Path | None = None, clean_manif
     p = Path(path)
     items = _entries(p)
     files = [check_file(it["file"], it["modality"], full=full) for it in items]
+    cleaned = [_check_narrations(it, rep) for it, rep in zip(items, files)]
     report = {"path": str(p), "checked": CHECKED[full], "num_files": len(files),
-              "num_ok": sum(f["ok"] for f in files), "num_bad": sum(not f["ok"] for f in files), "files": files}
+              "num_ok": sum(f["ok"] for f in files), "num_bad": sum(not f["ok"] for f in files),
+              "narrations_dropped": sum(f["narrations"]["dropped"] for f in files if f.get("narrations")),
+              "narrations_clamped": sum(f["narrations"]["clamped"] for f in files if f.get("narrations")),
+              "files": files}
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
@@ -285,15 +296,36 @@ def check_path(path: str | Path, json_out: str | Path | None = None, clean_manif
         out = Path(clean_manifest)
         out.parent.mkdir(parents=True, exist_ok=True)
         lines = []
-        for it, rep in zip(items, files):
+        for it, rep, narrations in zip(items, files, cleaned):
             if not rep["ok"]:
                 continue
             rel = os.path.relpath(os.path.abspath(it["file"]), os.path.abspath(out.parent))
             obj = dict(it["obj"]) if it["obj"] is not None else {}
+            if narrations is not None:
+                obj["narration"] = narrations
             obj[it.get("key", it["modality"])] = rel
             lines.append(json.dumps(obj) + "\n")
         atomic_write_text(out, "".join(lines))
     return report
+
+
+def _check_narrations(item: dict[str, Any], rep: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Validate a manifest line's narrations as the loader does (bounded by the line's ``duration``, else
+    the probed one); record the counts in ``rep["narrations"]`` and return the repaired list (None: the
+    line has no ``narration``)."""
+    obj = item.get("obj")
+    if obj is None or "narration" not in obj:
+        return None
+    duration = obj.get("duration", rep.get("duration"))
+    try:
+        kept, issues = validate_narrations(obj["narration"], rep["path"],
+                                           float(duration) if duration is not None else None)
+    except ValueError as e:
+        rep["narrations"] = {"kept": 0, "dropped": 0, "clamped": 0, "reasons": {str(e): 1}, "segments": []}
+        rep["ok"], rep["error"] = False, "; ".join(x for x in (rep["error"], str(e)) if x)
+        return None
+    rep["narrations"] = {"kept": len(kept), **issues.as_dict()}
+    return [{"start": n.start, "end": n.end, "text": n.text} for n in kept]
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -303,10 +335,16 @@ def format_report(report: dict[str, Any]) -> str:
         dur = f"{f['duration']:.2f}" if f["duration"] is not None else "-"
         fps = f"{f['fps']:.2f}" if f["fps"] else "-"
         why = f"  [{f['error']}]" if f["error"] else ""
+        nar = f.get("narrations")
+        if nar and (nar["dropped"] or nar["clamped"]):
+            why += f"  [narrations: {nar['dropped']} dropped, {nar['clamped']} clamped: {nar['reasons']}]"
         rows.append(f"{'ok' if f['ok'] else 'BAD':6s} {dur:>7s} {fps:>6s} {'yes' if f['video'] else 'no':5s} "
                     f"{'yes' if f['audio'] else 'no':5s}  {f['path']}{why}")
     rows.append(f"{report['num_ok']} of {report['num_files']} files ok, {report['num_bad']} bad "
                 f"(checked: {report['checked']})")
+    if report.get("narrations_dropped") or report.get("narrations_clamped"):
+        rows.append(f"narrations: {report['narrations_dropped']} dropped, {report['narrations_clamped']} clamped "
+                    "(as the loader does; --clean writes them repaired)")
     return "\n".join(rows)
 
 

@@ -4,8 +4,10 @@ Pretraining manifest (JSONL, one video per line; paths relative to the manifest'
 
     {"video": "clips/a.mp4", "narration": [{"start": 1.2, "end": 3.4, "text": "cut the onion"}]}
 
-``narration`` absent or empty means no text (AudioSet-style); the text is then masked. An optional
-``"duration"`` (seconds) saves a probe of the file.
+``narration`` absent or empty means no text (AudioSet-style); the text is then masked; noisy narrations
+are dropped or clamped (:mod:`mmv_torch.data.narrations`). An optional ``"duration"`` (seconds) saves a
+probe of the file; optional ``"start"``/``"end"`` (seconds, in labelled manifests too) name a segment
+inside a longer file, which every clip of the entry then comes from.
 
 Sample format of :class:`PretrainDataset` (and of the shard reader in ``shards.py``), a dict of tensors
 that the default collate stacks into a batch:
@@ -40,7 +42,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,13 +55,10 @@ from ..config import DataConfig
 from .audio import log_mel_spectrogram
 from .decode import DecodeError, Source, load_audio, load_clip, load_image, probe
 from .media import MEDIA_SUFFIXES
+from .narrations import Narration, NarrationIssues, Tokenize, encode_narrations, nearest_narrations, validate_narrations
 from .transforms import eval_transform, random_start_time, train_transform
 
 logger = logging.getLogger("mmv_torch.data")
-
-Tokenize = Callable[[str], Sequence[Any]]
-"""``text -> (ids (N,), word_mask (N,), ...)``: ids padded with 0 to N words; extra items are ignored
-(``mmv_torch.data.text.Tokenizer.encode`` fits)."""
 
 MODALITIES = ("video", "audio", "image")
 
@@ -70,15 +69,6 @@ class SkipRateExceeded(RuntimeError):
 
 # ------------------------------------------------------------------------------------------------
 # Manifests
-
-
-@dataclass(frozen=True)
-class Narration:
-    """One timed narration (ASR) segment."""
-
-    start: float
-    end: float
-    text: str
 
 
 @dataclass(frozen=True)
@@ -95,6 +85,11 @@ class VideoEntry:
     """``manifest:line`` for messages."""
     raw: dict
     """The JSON object of the line."""
+    window: tuple[float, float] | None = None
+    """``(start, end)`` seconds of the segment inside the file (the manifest's ``start``/``end``), or None:
+    the whole file."""
+    issues: NarrationIssues | None = None
+    """Narrations the manifest reader dropped or clamped (None: none)."""
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
@@ -122,69 +117,53 @@ def _resolve(base: Path, rel: str) -> str:
     return str(Path(rel) if os.path.isabs(rel) else (base / rel))
 
 
-def _parse_narrations(obj: Any, where: str) -> tuple[Narration, ...]:
-    if obj is None:
-        return ()
-    if not isinstance(obj, list):
-        raise ValueError(f"{where}: 'narration' must be a list of {{start, end, text}}")
-    out = []
-    for i, seg in enumerate(obj):
-        if not isinstance(seg, dict) or not {"start", "end", "text"} <= set(seg):
-            raise ValueError(f"{where}: narration[{i}] needs keys 'start', 'end', 'text'")
-        start, end = float(seg["start"]), float(seg["end"])
-        if not (math.isfinite(start) and math.isfinite(end)) or end < start:
-            raise ValueError(f"{where}: narration[{i}] has start={start}, end={end}")
-        out.append(Narration(start, end, str(seg["text"])))
-    return tuple(sorted(out, key=lambda s: (s.start, s.end)))
+def _parse_narrations(obj: Any, where: str, duration: float | None = None) -> tuple[Narration, ...]:
+    """The usable narrations of ``obj`` (:func:`~mmv_torch.data.narrations.validate_narrations`)."""
+    return validate_narrations(obj, where, duration)[0]
+
+
+def read_window(obj: dict, where: str) -> tuple[float, float] | None:
+    """The ``(start, end)`` seconds a manifest line's ``start``/``end`` keys name inside its file (None: the
+    whole file). ``end`` absent means to the end of the file (``inf``); a bad window raises ``ValueError``."""
+    if obj.get("start") is None and obj.get("end") is None:
+        return None
+    try:
+        start = float(obj.get("start") or 0.0)
+        end = float(obj["end"]) if obj.get("end") is not None else math.inf
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: 'start' and 'end' must be numbers (seconds), got {obj.get('start')!r}, "
+                         f"{obj.get('end')!r}") from None
+    if not (math.isfinite(start) and start >= 0 and end > start):
+        raise ValueError(f"{where}: the window start={start}, end={end} is empty or negative")
+    return start, end
 
 
 def read_pretrain_manifest(path: str | Path) -> list[VideoEntry]:
-    """Read a pretraining manifest (see the module doc). Missing ``video`` keys raise ``ValueError``."""
+    """Read a pretraining manifest (see the module doc). Missing ``video`` keys raise ``ValueError``;
+    noisy narrations are dropped or clamped (:func:`~mmv_torch.data.narrations.validate_narrations`,
+    bounded by the line's ``duration`` when given), counted on the entries and logged once per manifest."""
     p = Path(path)
     base = p.parent
     out = []
+    dropped = clamped = 0
+    reasons: dict[str, int] = {}
     for n, obj in read_jsonl(p):
         where = f"{p}:{n}"
         if not isinstance(obj.get("video"), str):
             raise ValueError(f"{where}: missing string key 'video'")
         dur = obj.get("duration")
-        out.append(VideoEntry(_resolve(base, obj["video"]), _parse_narrations(obj.get("narration"), where),
-                              float(dur) if dur is not None else None, where, obj))
+        narrations, issues = validate_narrations(obj.get("narration"), where,
+                                                 float(dur) if dur is not None else None)
+        if issues:
+            dropped, clamped = dropped + len(issues.dropped), clamped + len(issues.clamped)
+            for k, v in issues.reasons().items():
+                reasons[k] = reasons.get(k, 0) + v
+        out.append(VideoEntry(_resolve(base, obj["video"]), narrations, float(dur) if dur is not None else None,
+                              where, obj, read_window(obj, where), issues or None))
+    if dropped or clamped:
+        logger.warning("%s: %d narration(s) dropped, %d clamped (%s); `mmv-torch data check --clean` repairs the "
+                       "manifest", p, dropped, clamped, ", ".join(f"{k}: {v}" for k, v in reasons.items()))
     return out
-
-
-def nearest_narrations(narrations: Sequence[Narration], start: float, end: float, k: int) -> list[Narration]:
-    """The ``k`` narrations nearest in time to the clip ``[start, end]``, nearest first.
-
-    Distance is 0 for a narration overlapping the clip, else the gap between the intervals; ties go
-    to the narration whose centre is nearer the clip's centre.
-    """
-    centre = (start + end) / 2
-
-    def key(s: Narration) -> tuple[float, float]:
-        gap = max(0.0, s.start - end, start - s.end)
-        return gap, abs((s.start + s.end) / 2 - centre)
-
-    return sorted(narrations, key=key)[:k]
-
-
-def encode_narrations(narrations: Sequence[Narration], tokenize: Tokenize | None, k: int, max_words: int
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Tokenise up to ``k`` narrations → ``text`` int64 (K,N), ``text_mask`` bool (K,), ``word_mask`` bool (K,N)."""
-    text = torch.zeros(k, max_words, dtype=torch.int64)
-    word_mask = torch.zeros(k, max_words, dtype=torch.bool)
-    text_mask = torch.zeros(k, dtype=torch.bool)
-    if tokenize is None:
-        return text, text_mask, word_mask
-    for i, seg in enumerate(narrations[:k]):
-        enc = tokenize(seg.text)
-        ids = torch.as_tensor(np.asarray(enc[0]), dtype=torch.int64)
-        mask = torch.as_tensor(np.asarray(enc[1]), dtype=torch.bool)
-        if ids.shape != (max_words,) or mask.shape != (max_words,):
-            raise ValueError(f"tokenize must return ids and mask of shape ({max_words},), got "
-                             f"{tuple(ids.shape)} and {tuple(mask.shape)}")
-        text[i], word_mask[i], text_mask[i] = ids, mask, True
-    return text, text_mask, word_mask
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,16 +224,27 @@ def audio_features(waveform: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     return log_mel_spectrogram(waveform, cfg.sample_rate, cfg.num_mel_bins, frontend=cfg.audio_frontend)[0]
 
 
+def window_span(duration: float, window: tuple[float, float] | None) -> tuple[float, float]:
+    """``(offset, length)`` seconds of the part of a ``duration``-second file that samples come from: the
+    manifest's window clipped to the file, or the whole file (also when the window starts at or after
+    the file's end: the file is then taken as the segment, already cut)."""
+    if window is None or window[0] >= duration:
+        return 0.0, duration
+    return window[0], min(window[1], duration) - window[0]
+
+
 def make_sample(src: Source, name: str, narrations: Sequence[Narration], duration: float, cfg: DataConfig,
                 tokenize: Tokenize | None, train: bool, generator: torch.Generator, index: int,
-                threads: int = 1) -> dict[str, torch.Tensor]:
+                threads: int = 1, window: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
     """Decode and transform one clip into the sample format of the module doc.
 
     Training: random start in ``[0, duration - span]`` and random augmentation; evaluation: the
-    middle of the video, centre crop of ``eval_crop_size``. Raises :class:`DecodeError`.
+    middle of the video, centre crop of ``eval_crop_size``. With ``window`` (seconds inside the file)
+    the clip comes from that segment instead. Raises :class:`DecodeError`.
     """
     span = clip_span(cfg)
-    start = random_start_time(duration, span, generator) if train else max(0.0, (duration - span) / 2)
+    offset, length = window_span(duration, window)
+    start = offset + (random_start_time(length, span, generator) if train else max(0.0, (length - span) / 2))
     clip = load_clip(src, start, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds, name=name,
                      threads=threads)
     if train:
@@ -322,6 +312,7 @@ class PretrainDataset(Dataset):
         self.max_retries = max_retries
         self.tracker = SkipTracker(cfg.max_skip_rate, min_attempts)
         self._durations: dict[str, float] = {}
+        self._checked: dict[int, tuple[Narration, ...]] = {}
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
@@ -354,6 +345,18 @@ class PretrainDataset(Dataset):
             self._durations[entry.path] = probe(entry.path).duration
         return self._durations[entry.path]
 
+    def _narrations(self, i: int, duration: float) -> tuple[Narration, ...]:
+        """Entry ``i``'s narrations checked against the probed ``duration`` (once; problems logged)."""
+        e = self.entries[i]
+        if e.duration is not None or not e.narrations:
+            return e.narrations
+        if i not in self._checked:
+            kept, issues = validate_narrations(e.raw.get("narration"), e.where, duration)
+            if len(issues) > len(e.issues or ()):
+                logger.warning("%s: narrations outside the %.2f-s video: %s", e.where, duration, issues.reasons())
+            self._checked[i] = kept
+        return self._checked[i]
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFFFFFFFFFFFFFF)
         i = int(index)
@@ -361,8 +364,9 @@ class PretrainDataset(Dataset):
             if i not in self._bad:
                 e = self.entries[i]
                 try:
-                    sample = make_sample(e.path, e.path, e.narrations, self._duration(e), self.cfg, self.tokenize,
-                                         self.train, g, i)
+                    dur = self._duration(e)
+                    sample = make_sample(e.path, e.path, self._narrations(i, dur), dur, self.cfg, self.tokenize,
+                                         self.train, g, i, window=e.window)
                 except (DecodeError, av_errors()) as err:
                     self._bad.add(i)
                     self.tracker.skip(e.path, _decode_reason(err))
@@ -400,6 +404,8 @@ class LabelledEntry:
     """'train', 'test' or None."""
     captions: tuple[str, ...] = ()
     """Captions for retrieval."""
+    window: tuple[float, float] | None = None
+    """``(start, end)`` seconds of the segment inside the file, or None: the whole file."""
 
 
 def read_labelled_manifest(path: str | Path) -> list[LabelledEntry]:
@@ -417,7 +423,8 @@ def read_labelled_manifest(path: str | Path) -> list[LabelledEntry]:
         caps = obj.get("captions", obj.get("caption", ()))
         caps = (caps,) if isinstance(caps, str) else tuple(str(c) for c in caps)
         label = obj.get("label", "")
-        out.append(LabelledEntry(_resolve(p.parent, obj[mods[0]]), mods[0], str(label), split, caps))
+        out.append(LabelledEntry(_resolve(p.parent, obj[mods[0]]), mods[0], str(label), split, caps,
+                                 read_window(obj, where)))
     return out
 
 
@@ -586,18 +593,19 @@ class LabelledDataset(Dataset):
             img = eval_transform(load_image(e.path)[None], cfg.eval_crop_size, cfg.resize_short)
             return {"image": img[:, 0]}
         if self.modality == "audio":
-            dur = probe(e.path).duration
-            start = (random_start_time(dur, cfg.audio_seconds, g) if self.train
-                     else max(0.0, (dur - cfg.audio_seconds) / 2))
+            offset, dur = window_span(probe(e.path).duration, e.window)
+            start = offset + (random_start_time(dur, cfg.audio_seconds, g) if self.train
+                              else max(0.0, (dur - cfg.audio_seconds) / 2))
             wave = load_audio(e.path, start, cfg.audio_seconds, cfg.sample_rate)
             return {"audio": audio_features(wave, cfg)}
-        dur = probe(e.path).duration
+        full = probe(e.path).duration
         span = clip_span(cfg)
         if self.train:
-            s = make_sample(e.path, e.path, (), dur, cfg, None, True, g, 0)
+            s = make_sample(e.path, e.path, (), full, cfg, None, True, g, 0, window=e.window)
             return {k: s[k] for k in ("video", "audio", "has_audio")}
-        starts = ([max(0.0, (dur - span) / 2)] if self.num_windows == 1
-                  else [float(v) for v in np.linspace(0.0, max(0.0, dur - span), self.num_windows)])
+        offset, dur = window_span(full, e.window)
+        starts = ([offset + max(0.0, (dur - span) / 2)] if self.num_windows == 1
+                  else [offset + float(v) for v in np.linspace(0.0, max(0.0, dur - span), self.num_windows)])
         vids, auds, has = [], [], False
         for st in starts:
             clip = load_clip(e.path, st, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds)

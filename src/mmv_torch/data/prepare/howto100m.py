@@ -1,0 +1,60 @@
+"""HowTo100M: ``caption.json`` (video id -> ``{"start": [...], "end": [...], "text": [...]}``) or MIL-NCE's
+folder of per-video ``<id>.csv`` files (``start,end,text``) -> a pretraining manifest with narrations.
+
+Videos are found as ``<id>.<any media extension>`` anywhere under the media root. Narrations keep the
+video's own times; noisy ones are dropped or clamped by the loader's rules and counted in the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from .core import DatasetSpec, Options, PrepareReport, Row
+
+
+def _from_json(path: Path, report: PrepareReport) -> Iterator[Row]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {path} as JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object keyed by video id")
+    for vid, rec in data.items():
+        where = f"{path}:{vid}"
+        lists = [rec.get(k) for k in ("start", "end", "text")] if isinstance(rec, dict) else [None]
+        if not all(isinstance(x, list) for x in lists):
+            report.bad(where, "needs lists 'start', 'end' and 'text'")
+            continue
+        if len({len(x) for x in lists}) != 1:
+            report.bad(where, f"'start', 'end' and 'text' differ in length ({', '.join(str(len(x)) for x in lists)})")
+            continue
+        yield Row(str(vid), where, fields={"narration": [{"start": s, "end": e, "text": t} for s, e, t in zip(*lists)]})
+
+
+def _from_csv_folder(folder: Path, report: PrepareReport) -> Iterator[Row]:
+    files = sorted(folder.rglob("*.csv"))
+    if not files:
+        raise ValueError(f"{folder} holds no <video id>.csv caption files")
+    for f in files:
+        try:
+            rows = list(csv.DictReader(f.read_text(encoding="utf-8").splitlines()))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            report.bad(str(f), f"unreadable CSV: {e}")
+            continue
+        if rows and not {"start", "end", "text"} <= set(rows[0]):
+            report.bad(str(f), "needs the columns start,end,text")
+            continue
+        yield Row(f.stem, str(f), fields={"narration": [{"start": r["start"], "end": r["end"], "text": r["text"]}
+                                                        for r in rows]})
+
+
+def read(annotations: Path, options: Options, report: PrepareReport) -> Iterator[Row]:
+    """Rows of ``caption.json`` or of a folder of ``<id>.csv`` files."""
+    return _from_csv_folder(annotations, report) if annotations.is_dir() else _from_json(annotations, report)
+
+
+SPEC = DatasetSpec("howto100m", read, lambda row: [(row.id, False)], ("video",),
+                   "caption.json or a folder of <id>.csv -> pretraining manifest with narrations")
