@@ -178,9 +178,12 @@ class RowIndex:
 
 def _unit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Float64 unit rows of ``x`` and which rows could be normalised (finite, not zero)."""
-    x64 = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x64, axis=1)
+    x64 = np.array(x, dtype=np.float64)  # a copy, normalised in place
+    norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
     ok = np.isfinite(norms) & (norms > 0)
+    if ok.all():
+        x64 /= norms[:, None]
+        return x64, ok
     return x64[ok] / norms[ok, None], ok
 
 
@@ -217,7 +220,6 @@ def _collect(table: np.ndarray, active: np.ndarray, source: Iterable[tuple[Seque
     rows_of = np.nonzero(active)[0]
     unit_rows, _ = _unit(table[rows_of])
     index = RowIndex(unit_rows, threshold, seed)
-    table64 = np.asarray(table, dtype=np.float64)
     found: dict[int, list[tuple[int, str, float, bool]]] = {}
     offset = 0
     for words, vectors in source:
@@ -230,9 +232,10 @@ def _collect(table: np.ndarray, active: np.ndarray, source: Iterable[tuple[Seque
         unit, ok = _unit(vectors)
         kept = np.nonzero(ok)[0]
         q, r, cos = index.query(unit)
-        for qi, ri, c in zip(kept[q].tolist(), rows_of[r].tolist(), cos.tolist()):
-            exact = bool(np.array_equal(vectors[qi].astype(np.float64), table64[ri]))
-            found.setdefault(ri, []).append((offset + qi, str(words[qi]), c, exact))
+        q, r = kept[q], rows_of[r]
+        exact = np.all(vectors[q].astype(np.float64) == table[r].astype(np.float64), axis=1)
+        for qi, ri, c, e in zip(q.tolist(), r.tolist(), cos.tolist(), exact.tolist()):
+            found.setdefault(ri, []).append((offset + qi, str(words[qi]), c, e))
         offset += len(words)
     return found, offset
 
