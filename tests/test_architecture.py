@@ -9,7 +9,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmv_torch"
 
 LAYERS = {"fileio": -1, "config": 0, "dist": 0, "runs": 0, "unpickle": 0, "models": 1, "losses": 1, "data": 1,
-          "eval": 1, "sampling": 1, "convert": 2, "deflate": 2, "checkpoints": 2, "train_data": 2, "train": 3,
+          "eval": 1, "sampling": 1, "convert": 2, "deflate": 2, "checkpoints": 2, "train_data": 2, "vocab_match": 2,
+          "train": 3,
           "evaluate": 3, "demo": 4, "cli_support": 4, "cli": 5, "__main__": 6}
 
 

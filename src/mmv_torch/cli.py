@@ -475,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_eval_parsers(sub)
     _add_data_parsers(sub)
+    _add_vocab_parsers(sub)
     return parser
 
 
@@ -590,6 +591,53 @@ def _add_prepare_parser(data: Any) -> None:
     p.add_argument("--json", default=None, metavar="REPORT", help="write the report (missing media, malformed "
                    "rows, each with its reason) here")
     p.set_defaults(func=_cmd_data_prepare)
+
+
+def _cmd_vocab_match(args: argparse.Namespace) -> int:
+    from mmv_torch.checkpoints import resolve_checkpoint
+    from mmv_torch.fileio import check_output
+    from mmv_torch.vocab_match import MatchRefused, run_vocab_match
+
+    check_output(args.vocab_out, "--out", inputs=(args.checkpoint, args.vectors or "", args.words or ""))
+    resolved = resolve_checkpoint(args.checkpoint)
+    print(f"mmv-torch vocab match: {resolved.description}", file=sys.stderr)
+    table = resolved.load_model().text.embed.weight
+    try:
+        r = run_vocab_match(table, args.vocab_out, args.vectors, args.words, args.json, args.min_match, args.name)
+    except MatchRefused as e:
+        print(f"mmv-torch vocab match: refused: {e}", file=sys.stderr)
+        return 1
+    print(f"{r['matched']} of {r['rows']} rows matched ({r['match_rate']:.2%}; {r['exact']} exact), "
+          f"{len(r['special'])} special, {r['ambiguous_count']} ambiguous, {r['unmatched_count']} unmatched: "
+          f"{r['kind']} vocabulary {args.vocab_out}")
+    return 0
+
+
+def _add_vocab_parsers(sub: Any) -> None:
+    def row_name(text: str) -> tuple[int, str]:
+        row, sep, word = text.partition("=")
+        if not sep or not row.strip().isdigit() or not word or word.split() != [word]:
+            raise argparse.ArgumentTypeError(f"expected ROW=WORD (e.g. 1=<bos>), got {text!r}")
+        return int(row), word
+
+    vocab = sub.add_parser("vocab", help="vocabularies of word tables").add_subparsers(dest="vocab_command",
+                                                                                       required=True)
+    p = vocab.add_parser("match", help="recover or verify the word of every row of a checkpoint's frozen word table "
+                                       "from a word-vector source; writes a DMVR vocabulary")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a training run folder, an export or `mmv-torch convert` folder, or a training checkpoint .pt")
+    p.add_argument("--vectors", default=None, metavar="SPEC",
+                   help="word2vec (binary or text) or GloVe file, glove-6b-50d (bundled; default), or a matrix "
+                        ".pkl/.npz/.npy (key word_embeddings) with --words")
+    p.add_argument("--words", default=None, metavar="FILE", help="word list of the matrix rows (line i = row i)")
+    p.add_argument("--out", dest="vocab_out", required=True, metavar="VOCAB.txt",
+                   help="the vocabulary: 'idx word' lines in row order")
+    _add_json_arg(p)
+    p.add_argument("--min-match", type=NONNEG, default=0.9,
+                   help="refuse (exit 1, nothing written) when fewer of the rows match")
+    p.add_argument("--name", type=row_name, action="append", default=[], metavar="ROW=WORD",
+                   help="name a row instead of matching it (repeatable), e.g. --name 1=<bos>")
+    p.set_defaults(func=_cmd_vocab_match)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

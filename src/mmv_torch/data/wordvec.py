@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -82,6 +82,34 @@ def _parse_header(line: bytes, path: Path) -> tuple[int, int]:
     return count, dim
 
 
+def _word2vec_binary_rows(f: BinaryIO, p: Path, count: int, dim: int, n_rows: int, unicode_errors: str,
+                          chunk_bytes: int) -> Iterator[tuple[str, bytes]]:
+    """``(word, DIM little-endian float32 bytes)`` for each of the first ``n_rows`` rows after the header."""
+    row_bytes = 4 * dim
+    buf = b""
+    pos = 0
+    for row in range(n_rows):
+        while True:  # find the space ending the word (skipping a newline left by the previous row)
+            while pos < len(buf) and buf[pos] in (0x0A, 0x0D):
+                pos += 1
+            space = buf.find(b" ", pos)
+            if space >= 0 and len(buf) - space - 1 >= row_bytes:
+                break
+            more = f.read(chunk_bytes)
+            if not more:
+                raise ValueError(f"{p}: file ends inside row {row} of {count} (truncated?)")
+            buf = buf[pos:] + more
+            pos = 0
+        raw_word = buf[pos:space]
+        try:
+            word = raw_word.decode("utf-8", errors=unicode_errors)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}: row {row} word {raw_word[:40]!r} is not UTF-8 ({e}); pass "
+                             "unicode_errors='ignore' or 'replace' to read it anyway") from None
+        pos = space + 1 + row_bytes
+        yield word, buf[space + 1: pos]
+
+
 def read_word2vec_binary(path: str | Path, limit: int | None = None, restrict_to: Iterable[str] | None = None,
                          unicode_errors: str = "strict",
                          chunk_bytes: int = 1 << 22) -> tuple[list[str], np.ndarray]:
@@ -98,33 +126,11 @@ def read_word2vec_binary(path: str | Path, limit: int | None = None, restrict_to
         count, dim = _parse_header(f.readline(), p)
         n_rows = sel.rows_to_read(count)
         assert n_rows is not None
-        row_bytes = 4 * dim
         words: list[str] = []
         # Without a restriction every row is kept: write straight into a preallocated table.
         table = np.empty((n_rows, dim), np.float32) if sel.restrict is None else None
         kept: list[np.ndarray] = []
-        buf = b""
-        pos = 0
-        for row in range(n_rows):
-            while True:  # find the space ending the word (skipping a newline left by the previous row)
-                while pos < len(buf) and buf[pos] in (0x0A, 0x0D):
-                    pos += 1
-                space = buf.find(b" ", pos)
-                if space >= 0 and len(buf) - space - 1 >= row_bytes:
-                    break
-                more = f.read(chunk_bytes)
-                if not more:
-                    raise ValueError(f"{p}: file ends inside row {row} of {count} (truncated?)")
-                buf = buf[pos:] + more
-                pos = 0
-            raw_word = buf[pos:space]
-            try:
-                word = raw_word.decode("utf-8", errors=unicode_errors)
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{p}: row {row} word {raw_word[:40]!r} is not UTF-8 ({e}); pass "
-                                 "unicode_errors='ignore' or 'replace' to read it anyway") from None
-            vec = buf[space + 1: space + 1 + row_bytes]
-            pos = space + 1 + row_bytes
+        for word, vec in _word2vec_binary_rows(f, p, count, dim, n_rows, unicode_errors, chunk_bytes):
             if sel.keep(word):
                 words.append(word)
                 if table is not None:
@@ -140,11 +146,9 @@ def read_word2vec_binary(path: str | Path, limit: int | None = None, restrict_to
     return words, vectors.astype(np.float32, copy=False)
 
 
-def _read_text_vectors(p: Path, header: bool, limit: int | None, restrict_to: Iterable[str] | None,
-                       unicode_errors: str) -> tuple[list[str], np.ndarray]:
-    sel = _Selector(limit, restrict_to)
-    words: list[str] = []
-    kept: list[np.ndarray] = []
+def _text_rows(p: Path, header: bool, unicode_errors: str, rows_to_read: Callable[[int | None], int | None],
+               info: dict[str, int]) -> Iterator[tuple[int, str, list[str]]]:
+    """``(line number, word, number fields)`` per row of a text file; ``info["dim"]`` is set once known."""
     with _open_binary(p) as fb:
         f = io.TextIOWrapper(fb, encoding="utf-8", errors=unicode_errors, newline=None)
         count: int | None = None
@@ -152,11 +156,12 @@ def _read_text_vectors(p: Path, header: bool, limit: int | None, restrict_to: It
         try:
             if header:
                 count, dim = _parse_header(f.readline().encode(), p)
-            n_rows = sel.rows_to_read(count)
+                info["dim"] = dim
+            n_rows = rows_to_read(count)
             row = 0
             for line_no, line in enumerate(f, start=2 if header else 1):
                 if n_rows is not None and row >= n_rows:
-                    break
+                    return
                 line = line.rstrip("\n").rstrip(" ")
                 if not line:
                     continue
@@ -164,26 +169,41 @@ def _read_text_vectors(p: Path, header: bool, limit: int | None, restrict_to: It
                     dim = len(line.split(" ")) - 1
                     if dim <= 0:
                         raise ValueError(f"{p}:{line_no}: a row needs a word and numbers, got {line[:80]!r}")
+                    info["dim"] = dim
                 parts = line.rsplit(" ", dim)  # the word itself may contain spaces (GloVe 840B)
                 if len(parts) != dim + 1:
                     raise ValueError(f"{p}:{line_no}: expected a word and {dim} numbers, got "
                                      f"{len(parts) - 1} fields")
                 row += 1
-                if sel.keep(parts[0]):
-                    try:
-                        kept.append(np.array(parts[1:], dtype=np.float32))
-                    except ValueError as e:
-                        raise ValueError(f"{p}:{line_no}: bad number in row of {parts[0]!r}: {e}") from None
-                    words.append(parts[0])
-                if sel.done():
-                    break
+                yield line_no, parts[0], parts[1:]
         except UnicodeDecodeError as e:
             raise ValueError(f"{p}: not UTF-8 text ({e}); pass unicode_errors='ignore' or 'replace'") from None
-        if header and count is not None and n_rows is not None and row < n_rows and not sel.done():
+        if header and count is not None and n_rows is not None and row < n_rows:
             raise ValueError(f"{p}: header says {count} words but the file ends after {row} (truncated?)")
     if dim is None:
         raise ValueError(f"{p}: no word vectors in file")
-    vectors = np.stack(kept) if kept else np.zeros((0, dim), np.float32)
+
+
+def _numbers(p: Path, line_no: int, word: str, fields: list[str]) -> np.ndarray:
+    try:
+        return np.array(fields, dtype=np.float32)
+    except ValueError as e:
+        raise ValueError(f"{p}:{line_no}: bad number in row of {word!r}: {e}") from None
+
+
+def _read_text_vectors(p: Path, header: bool, limit: int | None, restrict_to: Iterable[str] | None,
+                       unicode_errors: str) -> tuple[list[str], np.ndarray]:
+    sel = _Selector(limit, restrict_to)
+    words: list[str] = []
+    kept: list[np.ndarray] = []
+    info: dict[str, int] = {}
+    for line_no, word, fields in _text_rows(p, header, unicode_errors, sel.rows_to_read, info):
+        if sel.keep(word):
+            kept.append(_numbers(p, line_no, word, fields))
+            words.append(word)
+        if sel.done():
+            break
+    vectors = np.stack(kept) if kept else np.zeros((0, info["dim"]), np.float32)
     return words, vectors
 
 
@@ -311,3 +331,50 @@ def vocabulary_for_sentences(sentences: Iterable[str], source: str | Path | Voca
     if isinstance(source, Vocabulary):
         return source.subset(wanted, add_unk=add_unk)
     return load_word_vectors(source, restrict_to=wanted, add_unk=bool(add_unk))
+
+
+def iter_word_vectors(spec: str | Path = BUNDLED_GLOVE, fmt: str = "auto", chunk_rows: int = 50_000,
+                      unicode_errors: str = "strict") -> Iterator[tuple[list[str], np.ndarray]]:
+    """Every row of a word-vector source in file order, as chunks ``(words, float32 [n <= chunk_rows, D])``.
+
+    ``spec`` and ``fmt`` as in :func:`load_word_vectors`, but nothing is skipped (reserved tokens and
+    repeated words included) and only one chunk is in memory at a time, so a 3M-word GoogleNews file
+    streams in bounded memory (the bundled GloVe is memory-mapped).
+    """
+    if chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be > 0, got {chunk_rows}")
+    if str(spec) == BUNDLED_GLOVE:
+        words, vectors = read_bundled_glove()
+        for start in range(0, len(words), chunk_rows):
+            yield words[start: start + chunk_rows], vectors[start: start + chunk_rows]
+        return
+    p = Path(spec)
+    if not p.is_file():
+        raise ValueError(f"word vectors {str(spec)!r}: not '{BUNDLED_GLOVE}' and no such file")
+    if fmt == "auto":
+        fmt = detect_format(p)
+    if fmt not in WORD_VECTOR_FORMATS:
+        raise ValueError(f"fmt={fmt!r} is not one of {['auto', *WORD_VECTOR_FORMATS]}")
+    words: list[str] = []
+    if fmt == "word2vec-binary":
+        raws: list[bytes] = []
+        with _open_binary(p) as f:
+            count, dim = _parse_header(f.readline(), p)
+            for word, vec in _word2vec_binary_rows(f, p, count, dim, count, unicode_errors, 1 << 22):
+                words.append(word)
+                raws.append(vec)
+                if len(words) == chunk_rows:
+                    yield words, np.frombuffer(b"".join(raws), dtype="<f4").reshape(-1, dim).astype(np.float32)
+                    words, raws = [], []
+        if words:
+            yield words, np.frombuffer(b"".join(raws), dtype="<f4").reshape(-1, dim).astype(np.float32)
+        return
+    rows: list[np.ndarray] = []
+    for line_no, word, fields in _text_rows(p, fmt == "word2vec-text", unicode_errors, lambda n: n, {}):
+        words.append(word)
+        rows.append(_numbers(p, line_no, word, fields))
+        if len(words) == chunk_rows:
+            yield words, np.stack(rows)
+            words, rows = [], []
+    if words:
+        yield words, np.stack(rows)
