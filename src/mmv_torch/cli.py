@@ -12,15 +12,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mmv_torch.cli_data import add_data_parsers, add_vocab_parsers
 from mmv_torch.cli_support import (
     COUNT,
     NONNEG,
     POSITIVE,
     RATE,
     Parser,
+    add_json_arg,
     anticipated,
     check_outputs,
-    int_at_least,
     one_line,
     resume_command,
 )
@@ -46,48 +47,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for r in table:
         print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     print("Parameter counts include the frozen word-vector table of the text tower.")
-    return 0
-
-
-def _cmd_data_synthetic(args: argparse.Namespace) -> int:
-    import json
-
-    from mmv_torch.data.synthetic import write_dataset
-
-    summary = write_dataset(args.out_dir, args.num_clips, args.seed, size=args.size, fps=args.fps,
-                            workers=args.workers, speech=args.speech, num_probe_train=args.num_probe_train,
-                            num_probe_test=args.num_probe_test, num_retrieval=args.num_retrieval)
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
-
-
-def _cmd_data_check(args: argparse.Namespace) -> int:
-    from mmv_torch.data.check import run_check
-
-    report = run_check(args.path, args.json, args.clean, full=args.full)
-    return 1 if report["num_bad"] > 0 else 0
-
-
-def _cmd_data_shard(args: argparse.Namespace) -> int:
-    from mmv_torch.data.shards import run_shard
-
-    run_shard(args.manifest, args.out_dir, args.samples_per_shard, verify=not args.no_verify, overwrite=args.overwrite)
-    return 0
-
-
-def _cmd_data_frames(args: argparse.Namespace) -> int:
-    from mmv_torch.data.frames import write_middle_frames
-
-    path = write_middle_frames(args.manifest, args.out_dir)
-    print(f"wrote {path}; evaluate with: mmv-torch eval image --data {path} --checkpoint CKPT")
-    return 0
-
-
-def _cmd_data_prepare(args: argparse.Namespace) -> int:
-    from mmv_torch.data.prepare import run_prepare
-
-    run_prepare(args.dataset, args.annotations, args.media_root, args.out_manifest, split=args.split,
-                pattern=args.pattern, labels=args.labels, json_out=args.json)
     return 0
 
 
@@ -408,7 +367,7 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", default=None, metavar="H[,H...]",
                    help="hidden sizes of the multi-label probe ('' for linear)")
     p.add_argument("--probe-epochs", type=POSITIVE, default=100, help="epochs of the multi-label probe")
-    _add_json_arg(p)
+    add_json_arg(p)
 
 
 def _add_bn_args(p: argparse.ArgumentParser) -> None:
@@ -417,10 +376,6 @@ def _add_bn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tsm-naive", choices=["folded", "paper"], default="folded",
                    help="deflating a TSM tower: paper = shift off (the paper's n-def); folded = shift off with its "
                         "channel order folded into the next convolution (closer to the video network)")
-
-
-def _add_json_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -474,8 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_embed)
 
     _add_eval_parsers(sub)
-    _add_data_parsers(sub)
-    _add_vocab_parsers(sub)
+    add_data_parsers(sub)
+    add_vocab_parsers(sub)
     return parser
 
 
@@ -502,7 +457,7 @@ def _add_eval_parsers(sub: Any) -> None:
                    help="default: vt for text-video, va for audio-video")
     p.add_argument("--windows", type=POSITIVE, default=1, help="linearly spaced video windows, embeddings averaged")
     _add_text_args(p)
-    _add_json_arg(p)
+    add_json_arg(p)
     p.set_defaults(func=_cmd_eval_retrieval)
 
     p = evals.add_parser("finetune", help="fine-tune the video backbone + a linear head on a labelled set")
@@ -517,7 +472,7 @@ def _add_eval_parsers(sub: Any) -> None:
     p.add_argument("--test-windows", type=POSITIVE, default=10, help="linearly spaced test windows, logits averaged")
     p.add_argument("--resume", choices=["latest"], default=None, help="continue RUN_DIR/finetune.pt")
     p.add_argument("--overwrite", action="store_true", help="RUN_DIR holds a fine-tuning run: move it aside first")
-    _add_json_arg(p)
+    add_json_arg(p)
     p.set_defaults(func=_cmd_eval_finetune)
 
     p = evals.add_parser("image", help="image probes with the video network deflated / BN-retrained / inflated")
@@ -532,114 +487,6 @@ def _add_eval_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_eval_image)
 
 
-def _add_data_parsers(sub: Any) -> None:
-    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards, frames").add_subparsers(
-        dest="data_command", required=True)
-    p = data.add_parser("synthetic", help="write a synthetic narrated-video data set (mp4 + manifests)")
-    p.add_argument("out_dir")
-    p.add_argument("--num-clips", type=COUNT, default=200, help="pretraining clips (probe/retrieval sets extra)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int_at_least(8), default=64, help="frame height and width in pixels")
-    p.add_argument("--fps", type=RATE, default=16.0)
-    p.add_argument("--workers", type=POSITIVE, default=2)
-    p.add_argument("--speech", action="store_true", help="mix espeak-ng narration into the audio track")
-    p.add_argument("--num-probe-train", type=COUNT, default=None, help="default: num_clips // 2")
-    p.add_argument("--num-probe-test", type=COUNT, default=None, help="default: num_clips // 4")
-    p.add_argument("--num-retrieval", type=COUNT, default=None, help="default: num_clips // 8")
-    p.set_defaults(func=_cmd_data_synthetic)
-    p = data.add_parser("check", help="report for every file of a manifest or folder what decodes and why not")
-    p.add_argument("path", help="a JSONL manifest or a folder of media files")
-    p.add_argument("--json", default=None, help="write the full report as JSON here")
-    p.add_argument("--clean", default=None, help="write a manifest with only the good entries here")
-    p.add_argument("--full", action="store_true",
-                   help="decode every frame and audio packet (finds mid-file corruption; slow). Default: the "
-                        "header, the start and the last second of each file")
-    p.set_defaults(func=_cmd_data_check)
-    p = data.add_parser("shard", help="write WebDataset tar shards from a pretraining manifest")
-    p.add_argument("manifest")
-    p.add_argument("out_dir")
-    p.add_argument("--samples-per-shard", type=POSITIVE, default=1000)
-    p.add_argument("--no-verify", action="store_true", help="do not decode each file before sharding it")
-    p.add_argument("--overwrite", action="store_true",
-                   help="out_dir is not empty: replace its contents once the new shards are complete")
-    p.set_defaults(func=_cmd_data_shard)
-    p = data.add_parser("frames", help="the middle frame of every video of a labelled manifest, as an image set")
-    p.add_argument("manifest", help="labelled JSONL manifest whose entries are videos")
-    p.add_argument("out_dir", help="folder for img_NNNN.png and images.jsonl")
-    p.set_defaults(func=_cmd_data_frames)
-    _add_prepare_parser(data)
-
-
-def _add_prepare_parser(data: Any) -> None:
-    names = ("howto100m", "audioset", "msrvtt", "youcook2", "kinetics", "vggsound", "ucf101", "hmdb51", "esc50")
-    p = data.add_parser("prepare", help="a manifest of one of the paper's data sets from its official annotation "
-                                        "files and a folder of downloaded media")
-    p.add_argument("dataset", choices=names)
-    p.add_argument("--annotations", required=True, metavar="PATH",
-                   help="the data set's annotation file (or folder: HowTo100M <id>.csv files, UCF101/HMDB51 splits)")
-    p.add_argument("--media-root", required=True, metavar="DIR",
-                   help="downloaded media, searched recursively by each set's usual file name, any extension")
-    p.add_argument("--out", required=True, dest="out_manifest", metavar="MANIFEST.jsonl",
-                   help="the manifest to write (paths relative to its folder)")
-    p.add_argument("--split", default=None, help="msrvtt: train|validate|test; youcook2: validation|training; "
-                   "kinetics: train|validate|test; audioset, vggsound: train|test; "
-                   "ucf101/hmdb51: 1-3; esc50: test fold")
-    p.add_argument("--pattern", default=None, help="media file name with {id}, {start}, {end} (integer seconds); "
-                   "with {start}: pre-cut files, otherwise the segment is a window inside the file")
-    p.add_argument("--labels", default=None, metavar="CSV",
-                   help="audioset: class_labels_indices.csv (default: beside --annotations)")
-    p.add_argument("--json", default=None, metavar="REPORT", help="write the report (missing media, malformed "
-                   "rows, each with its reason) here")
-    p.set_defaults(func=_cmd_data_prepare)
-
-
-def _cmd_vocab_match(args: argparse.Namespace) -> int:
-    from mmv_torch.checkpoints import resolve_checkpoint
-    from mmv_torch.fileio import check_output
-    from mmv_torch.vocab_match import MatchRefused, run_vocab_match
-
-    check_output(args.vocab_out, "--out", inputs=(args.checkpoint, args.vectors or "", args.words or ""))
-    resolved = resolve_checkpoint(args.checkpoint)
-    print(f"mmv-torch vocab match: {resolved.description}", file=sys.stderr)
-    table = resolved.load_model().text.embed.weight
-    try:
-        r = run_vocab_match(table, args.vocab_out, args.vectors, args.words, args.json, args.min_match, args.name)
-    except MatchRefused as e:
-        print(f"mmv-torch vocab match: refused: {e}", file=sys.stderr)
-        return 1
-    print(f"{r['matched']} of {r['rows']} rows matched ({r['match_rate']:.2%}; {r['exact']} exact), "
-          f"{len(r['special'])} special, {r['ambiguous_count']} ambiguous, {r['unmatched_count']} unmatched: "
-          f"{r['kind']} vocabulary {args.vocab_out}")
-    return 0
-
-
-def _add_vocab_parsers(sub: Any) -> None:
-    def row_name(text: str) -> tuple[int, str]:
-        row, sep, word = text.partition("=")
-        if not sep or not row.strip().isdigit() or not word or word.split() != [word]:
-            raise argparse.ArgumentTypeError(f"expected ROW=WORD (e.g. 1=<bos>), got {text!r}")
-        return int(row), word
-
-    vocab = sub.add_parser("vocab", help="vocabularies of word tables").add_subparsers(dest="vocab_command",
-                                                                                       required=True)
-    p = vocab.add_parser("match", help="recover or verify the word of every row of a checkpoint's frozen word table "
-                                       "from a word-vector source; writes a DMVR vocabulary")
-    p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a training run folder, an export or `mmv-torch convert` folder, or a training checkpoint .pt")
-    p.add_argument("--vectors", default=None, metavar="SPEC",
-                   help="word2vec (binary or text) or GloVe file, glove-6b-50d (bundled; default), or a matrix "
-                        ".pkl/.npz/.npy (key word_embeddings) with --words")
-    p.add_argument("--words", default=None, metavar="FILE", help="word list of the matrix rows (line i = row i)")
-    p.add_argument("--out", dest="vocab_out", required=True, metavar="VOCAB.txt",
-                   help="the vocabulary: 'idx word' lines in row order")
-    _add_json_arg(p)
-    p.add_argument("--min-match", type=NONNEG, default=0.9,
-                   help="refuse (exit 1, nothing written) when fewer of the rows match")
-    p.add_argument("--name", type=row_name, action="append", default=[], metavar="ROW=WORD",
-                   help="name a row instead of matching it (repeatable), e.g. --name 1=<bos>")
-    p.set_defaults(func=_cmd_vocab_match)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code.
 
@@ -650,8 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    name = " ".join(n for n in (args.command, getattr(args, "data_command", None),
-                                getattr(args, "eval_command", None)) if n)
+    name = " ".join([args.command] + [v for k, v in sorted(vars(args).items()) if k.endswith("_command") and v])
     try:
         check_outputs(args)
         return func(args)

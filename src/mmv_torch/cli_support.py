@@ -105,3 +105,8 @@ def resume_command(argv: list[str]) -> str:
             continue
         kept.append(a)
     return " ".join(shlex.quote(a) for a in ["mmv-torch", *kept, "--resume", "latest"])
+
+
+def add_json_arg(p: argparse.ArgumentParser) -> None:
+    """``--json OUT``: where a command writes its metrics and settings (and ``OUT.md``)."""
+    p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
