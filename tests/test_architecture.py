@@ -8,8 +8,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmv_torch"
 
-LAYERS = {"fileio": -1, "config": 0, "dist": 0, "models": 1, "losses": 1, "data": 1, "eval": 1, "convert": 2,
-          "deflate": 2, "train": 3, "demo": 4, "cli": 5, "__main__": 6}
+LAYERS = {"fileio": -1, "runtime": 0, "config": 0, "dist": 0, "models": 1, "losses": 1, "data": 1, "eval": 1,
+          "convert": 2, "deflate": 2, "train": 3, "demo": 4, "cli": 5, "__main__": 6}
 
 
 def _group(module_path: Path) -> str:
