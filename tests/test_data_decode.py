@@ -287,3 +287,19 @@ def test_stage_times_cover_the_decoding_stages(tmp_path):
         load_clip(path, 0.2, 4, 10.0)
     assert set(st) == {"open_seek", "video_decode", "convert", "audio_decode"}
     assert all(v > 0 for v in st.values())
+
+
+def _frame_indices(path):
+    return [frame_index_of(f.numpy()) for f in load_clip(path, 0.2, 3, 10.0).frames]
+
+
+def test_decoding_in_a_forked_child_after_the_parent_decoded(tmp_path):
+    # The parent's cached conversion context must not carry threads into a forked DataLoader worker.
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    path = make_video(tmp_path / "v.mp4", num_frames=25, fps=25)
+    assert _frame_indices(path) == [5, 7, 10]
+    with mp.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_frame_indices, (path,)).get(timeout=60) == [5, 7, 10]

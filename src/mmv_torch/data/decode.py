@@ -324,12 +324,14 @@ def _better_frame_skipped(times: list[float], picked: list[float], skipped: list
 
 def _rgb(frame: Any, width: int, height: int) -> np.ndarray:
     """``frame`` as uint8 RGB ``[height, width, 3]`` through this thread's libswscale context."""
-    reformatter = getattr(_LOCAL, "reformatter", None)
-    if reformatter is None:
+    # One thread (no libswscale thread pool: a pool copied into a forked DataLoader worker deadlocks
+    # there), and a fresh context in every new process for the same reason.
+    cached = getattr(_LOCAL, "reformatter", None)
+    if cached is None or cached[0] != os.getpid():
         from av.video.reformatter import VideoReformatter
 
-        reformatter = _LOCAL.reformatter = VideoReformatter()
-    return reformatter.reformat(frame, width, height, format="rgb24").to_ndarray()
+        cached = _LOCAL.reformatter = (os.getpid(), VideoReformatter())
+    return cached[1].reformat(frame, width, height, format="rgb24", threads=1).to_ndarray()
 
 
 def _load_frames(container: Any, stream: Any, name: str, start_s: float, num_frames: int, fps: float
