@@ -4,11 +4,16 @@ Setting of the paper: 32 frames at 10 fps (3.2 s) cropped to 200x200, 2 s of aud
 80-bin log-mel, from a 25 fps 320x240 H.264 + AAC source (written here with PyAV into a temp dir).
 "ours" is ``mmv_torch.data`` (seek to the clip, decode only its frames); "naive" decodes the whole file
 first and then picks the frames and audio. Run: ``python benchmarks/bench_data.py``.
+
+``--write-set DIR`` instead writes the data set of the pipeline benchmark ``mmv-torch data bench`` /
+``python -m mmv_torch.data.bench``: ``--files`` (20) such sources of 10-20 s with 2-s key frames and
+their manifest ``DIR/manifest.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -63,6 +68,19 @@ def make_source(path: Path, seconds: float, gop: int, width: int = 320, height: 
                 out.mux(p)
         for p in aus.encode():
             out.mux(p)
+
+
+def write_bench_set(out_dir: Path, files: int = 20, gop: int = 50) -> Path:
+    """``files`` sources of 10-20 s (lengths spread evenly) and their manifest; returns the manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(files):
+        seconds = 10 + (i * 10) // max(files - 1, 1)
+        make_source(out_dir / f"v{i:02d}.mp4", seconds, gop)
+        lines.append(json.dumps({"video": f"v{i:02d}.mp4"}))
+    manifest = out_dir / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
 
 
 def naive_load(path: str, start: float, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +158,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--no-naive-loader", action="store_true", help="skip the naive DataLoader rows")
+    ap.add_argument("--write-set", type=Path, default=None, metavar="DIR",
+                    help="only write the data set of `mmv-torch data bench` to DIR and exit")
+    ap.add_argument("--files", type=int, default=20, help="sources written by --write-set")
     args = ap.parse_args()
+    if args.write_set is not None:
+        t0 = time.perf_counter()
+        manifest = write_bench_set(args.write_set, args.files, args.gop)
+        print(f"wrote {manifest} ({args.files} sources) in {time.perf_counter() - t0:.1f} s")
+        return
     torch.set_num_threads(1)
     cfg = DataConfig()  # 32 frames @ 10 fps, 200 crop, 2 s audio @ 16 kHz, 80 mel bins
     with tempfile.TemporaryDirectory() as tmp:

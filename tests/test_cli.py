@@ -91,3 +91,14 @@ def test_data_shard_refuses_a_non_empty_folder_and_check_full(tmp_path, capsys):
     report = tmp_path / "full.json"
     assert main(["data", "check", str(out / "pretrain.jsonl"), "--full", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["checked"] == "full"
+
+
+def test_data_bench_runs_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["data", "synthetic", str(out), "--num-clips", "2", "--size", "32", "--workers", "1",
+                 "--num-probe-train", "0", "--num-probe-test", "0", "--num-retrieval", "0"]) == 0
+    report = tmp_path / "bench.json"
+    assert main(["data", "bench", str(out / "pretrain.jsonl"), "--seconds", "1", "--preset", "tiny",
+                 "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["clips_per_s"] > 0 and result["decode_fps"] > 0

@@ -183,3 +183,123 @@ def test_audio_shares_the_video_clock(tmp_path):
     assert [frame_index_of(f.numpy()) for f in clip.frames] == [2, 3, 4, 5]
     t = 0.5 + 0.2 + np.arange(3200) / 8000  # clip 0.2..0.6 s after the first frame = 0.7..1.1 s of audio
     np.testing.assert_allclose(clip.audio.numpy(), 0.5 * np.sin(2 * np.pi * 37.0 * t), atol=2e-4)
+
+
+def _textured_h264(path, num_frames=75, fps=25, gop=25, size=(96, 64)):
+    """Moving random texture, x264 'veryfast' (B frames, some not referenced), key frame every ``gop``."""
+    import av
+
+    w, h = size
+    rng = np.random.default_rng(1)
+    tex = rng.integers(0, 256, (2 * h, 2 * w, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.codec_context.gop_size = gop
+        vs.options = {"preset": "veryfast", "crf": "23"}
+        for i in range(num_frames):
+            img = np.ascontiguousarray(tex[(2 * i) % h:(2 * i) % h + h, (3 * i) % w:(3 * i) % w + w])
+            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
+            fr.pts = i
+            for p in vs.encode(fr):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+    return path
+
+
+def _reference_frames(path):
+    """Every frame decoded from the start and converted with PyAV's own per-frame conversion: (times, rgb)."""
+    import av
+
+    with av.open(str(path)) as c:
+        decoded = [(float(f.time), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    return np.array([t for t, _ in decoded]), [a for _, a in decoded]
+
+
+def test_fast_path_frames_equal_full_decode(tmp_path):
+    # The seek + skip + shared-converter path returns bit-identical frames at the same timestamps as
+    # decoding everything and converting each frame on its own (no resize: no interpolation tolerance).
+    if not has_encoder("libx264"):
+        pytest.skip("PyAV build lacks libx264")
+    path = _textured_h264(tmp_path / "tex.mp4")
+    times, ref = _reference_frames(path)
+    for start, n, fps in [(0.0, 8, 10.0), (0.37, 10, 10.0), (1.05, 6, 7.0), (1.6, 12, 25.0), (2.5, 8, 10.0)]:
+        clip = load_clip(path, start, n, fps)
+        want = [int(np.searchsorted(times, (start + i / fps) % 3.0 + 1e-4, side="right")) - 1 for i in range(n)]
+        got = clip.frames.numpy()
+        assert got.shape == (n, 64, 96, 3)
+        for i, k in enumerate(want):
+            np.testing.assert_array_equal(got[i], ref[k], err_msg=f"start {start}, frame {i} (source {k})")
+
+
+def test_unneeded_non_reference_frames_are_not_decoded(tmp_path):
+    import av
+
+    from mmv_torch.data import decode
+
+    if not has_encoder("libx264"):
+        pytest.skip("PyAV build lacks libx264")
+    path = _textured_h264(tmp_path / "tex.mp4")
+    times = [1.0 + i / 5 for i in range(5)]  # 5 fps from 25 fps: most frames are not needed
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        decode._seek(c, vs, 0.0)
+        skipped: list[float] = []
+        out = [float(f.time) for f in decode._packets_decoded(c, vs, times, 0.0, skipped)]
+    # Reference frames are decoded even when sent for skipping; the others never appear.
+    never = {round(t, 6) for t in skipped} - {round(t, 6) for t in out}
+    assert never and len(out) + len(never) >= 75 > len(out)
+    # The frame shown at each sampled time was decoded.
+    assert all(any(abs(t - o) < 1e-6 for o in out) for t in times)
+
+
+def test_skipped_frame_that_was_needed_is_decoded_again(tmp_path, monkeypatch):
+    from mmv_torch.data import decode
+
+    if not has_encoder("libx264"):
+        pytest.skip("PyAV build lacks libx264")
+    path = _textured_h264(tmp_path / "tex.mp4")
+    times, ref = _reference_frames(path)
+    original = decode._packets_decoded
+    # Pretend no frame is needed: every non-reference frame is discarded, so picks must be redone.
+    monkeypatch.setattr(decode, "_packets_decoded", lambda c, s, t, o, skipped: original(c, s, [], o, skipped))
+    clip = load_clip(path, 0.5, 16, 25.0)
+    for i in range(16):
+        np.testing.assert_array_equal(clip.frames[i].numpy(), ref[12 + i])  # 0.5 s: frame 12 (0.48 s)
+
+
+def test_better_frame_skipped():
+    from mmv_torch.data.decode import _better_frame_skipped
+
+    assert _better_frame_skipped([0.5], [0.4], [0.48])  # skipped 0.48 is shown at 0.5, not 0.4
+    assert not _better_frame_skipped([0.5], [0.48], [0.4])  # an older frame: not shown
+    assert not _better_frame_skipped([0.5], [0.48], [0.52])  # a later frame: not shown yet
+    assert _better_frame_skipped([0.5], [0.6], [0.3])  # pick fell back to a later frame; 0.3 was shown
+
+
+def test_stage_times_cover_the_decoding_stages(tmp_path):
+    from mmv_torch.data.decode import stage_times
+
+    path = make_video(tmp_path / "v.mp4", num_frames=25, fps=25)
+    load_clip(path, 0.0, 4, 10.0)  # outside a block: nothing collected, no error
+    with stage_times() as st:
+        load_clip(path, 0.2, 4, 10.0)
+    assert set(st) == {"open_seek", "video_decode", "convert", "audio_decode"}
+    assert all(v > 0 for v in st.values())
+
+
+def _frame_indices(path):
+    return [frame_index_of(f.numpy()) for f in load_clip(path, 0.2, 3, 10.0).frames]
+
+
+def test_decoding_in_a_forked_child_after_the_parent_decoded(tmp_path):
+    # The parent's cached conversion context must not carry threads into a forked DataLoader worker.
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    path = make_video(tmp_path / "v.mp4", num_frames=25, fps=25)
+    assert _frame_indices(path) == [5, 7, 10]
+    with mp.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_frame_indices, (path,)).get(timeout=60) == [5, 7, 10]

@@ -493,7 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Anticipated failures (bad options, files, data, devices, corrupt weights) print one line on stderr
     and return 2; Ctrl-C returns 130; unexpected exceptions keep their traceback."""
     from mmv_torch.runs import Interrupted
+    from mmv_torch.runtime import enable_fast_cpu_memory
 
+    enable_fast_cpu_memory()  # before the first CPU tensor: huge pages for large activations
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -55,7 +55,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def add_data_parsers(sub: Any) -> None:
-    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards, frames").add_subparsers(
+    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards, frames, prepare, bench").add_subparsers(
         dest="data_command", required=True)
     p = data.add_parser("synthetic", help="write a synthetic narrated-video data set (mp4 + manifests)")
     p.add_argument("out_dir")
@@ -90,6 +90,11 @@ def add_data_parsers(sub: Any) -> None:
     p.add_argument("out_dir", help="folder for img_NNNN.png and images.jsonl")
     p.set_defaults(func=_cmd_data_frames)
     _add_prepare_parser(data)
+    from mmv_torch.data.bench import add_bench_arguments, run_bench_command
+
+    p = data.add_parser("bench", help="clips/s of the training input pipeline against the raw decode rate")
+    add_bench_arguments(p)
+    p.set_defaults(func=run_bench_command)
 
 
 def _add_prepare_parser(data: Any) -> None:
