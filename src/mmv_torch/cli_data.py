@@ -55,8 +55,8 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def add_data_parsers(sub: Any) -> None:
-    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards, frames, prepare, bench").add_subparsers(
-        dest="data_command", required=True)
+    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards, frames, prepare, bench")
+    data = data.add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synthetic", help="write a synthetic narrated-video data set (mp4 + manifests)")
     p.add_argument("out_dir")
     p.add_argument("--num-clips", type=COUNT, default=200, help="pretraining clips (probe/retrieval sets extra)")
