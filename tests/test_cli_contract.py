@@ -274,3 +274,19 @@ def test_finetune_sigterm_mid_epoch_resumes_exactly(finished, tmp_path):
     assert a["step"] == b["step"] == 48 and "partial" not in a
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_shards_go_into_a_fresh_folder(finished, tmp_path):
+    root, _ = finished
+    manifest = root / "run" / "synthetic" / "pretrain.jsonl"
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "earlier-000000.tar").write_bytes(b"an earlier run")
+    res = cli("data", "shard", manifest, shards, "--no-verify")
+    assert_one_line_error(res, "is not empty", "--overwrite")
+    assert sorted(p.name for p in shards.iterdir()) == ["earlier-000000.tar"]
+    res = cli("data", "shard", manifest, shards, "--no-verify", "--overwrite", "--samples-per-shard", "4")
+    assert res.returncode == 0, res.stderr
+    names = sorted(p.name for p in shards.iterdir())
+    assert "earlier-000000.tar" not in names and names and all(n.endswith(".tar") for n in names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # no temporary or old folder left
