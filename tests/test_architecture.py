@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mmv_torch"
 
 LAYERS = {"fileio": -1, "config": 0, "dist": 0, "runs": 0, "unpickle": 0, "models": 1, "losses": 1, "data": 1,
           "eval": 1, "sampling": 1, "convert": 2, "deflate": 2, "checkpoints": 2, "train_data": 2, "train": 3,
-          "evaluate": 3, "demo": 4, "cli_support": 4, "cli": 5, "__main__": 6}
+          "evaluate": 3, "index": 3, "demo": 4, "cli_support": 4, "cli": 5, "__main__": 6}
 
 
 def _group(module_path: Path, src: Path = SRC) -> str:
