@@ -18,8 +18,8 @@ from mmv_torch.index.store import IndexStore, build_faiss
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, dict]:
     root = tmp_path_factory.mktemp("index")
-    ckpt = tiny_checkpoint(root / "ckpt")
     clips = synthetic_clips(root / "clips")
+    ckpt = tiny_checkpoint(root / "ckpt", clips)
     (clips / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     summary = build_index(ckpt, clips, root / "idx", progress=False)
     return root, ckpt, clips, summary

@@ -201,6 +201,16 @@ class IndexStore:
                 out[int(wid)] = {"file": fid, "path": path, "root": root, "start": s, "end": e, "has_audio": bool(a)}
         return out
 
+    def window_vector(self, space: str, window_id: int) -> np.ndarray | None:
+        """The stored embedding of one window in ``space`` (``None``: no such window, or no audio)."""
+        row = self.db.execute("SELECT file, has_audio FROM windows WHERE id = ?", (int(window_id),)).fetchone()
+        if row is None or (space == "audio_va" and not row[1]):
+            return None
+        q = "SELECT id FROM windows WHERE file = ?" + (" AND has_audio = 1" if space == "audio_va" else "")
+        order = [w for (w,) in self.db.execute(q + " ORDER BY id", (row[0],))]
+        with np.load(self.folder / VECTORS / f"{row[0]}.npz") as z:
+            return z[space][order.index(int(window_id))]
+
     def thumbnail(self, window_id: int) -> bytes | None:
         """The JPEG thumbnail of a window."""
         row = self.db.execute("SELECT thumb FROM windows WHERE id = ?", (int(window_id),)).fetchone()
