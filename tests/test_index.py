@@ -151,3 +151,23 @@ def test_a_window_of_an_indexed_clip_finds_itself(built) -> None:
     assert hits[0]["start"] <= 1.0 < hits[0]["end"] and len(hits) == 3
     audio_hits = searcher.search("video-audio", k=10, path=target)
     assert len(audio_hits) == 3 and all(h["score"] <= 1.0 + 1e-5 for h in audio_hits)  # one hit per clip
+
+
+def test_command_line_search_add_and_errors(built, tmp_path, capsys) -> None:
+    import json
+
+    from mmv_torch.cli import main
+
+    root, _, clips, _ = built
+    idx = shutil.copytree(root / "idx", tmp_path / "idx")
+    target = sorted(clips.glob("clip_*.mp4"))[0]
+    assert main(["index", "search", str(idx), "--video", str(target), "--start", "0", "-k", "2",
+                 "--json", str(tmp_path / "hits.json"), "--device", "cpu"]) == 0
+    hits = json.loads((tmp_path / "hits.json").read_text())["results"]
+    assert len(hits) == 2 and Path(hits[0]["path"]) == target.resolve()
+    assert str(target.resolve()) in capsys.readouterr().out.splitlines()[0]
+    assert main(["index", "add", str(idx), "--videos", str(clips), "--no-progress", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["unchanged_files"] == 4
+    assert main(["index", "search", str(tmp_path), "--text", "ball", "--device", "cpu"]) == 2
+    assert "not an index" in capsys.readouterr().err
+    assert main(["index", "search", str(idx), "--audio", str(tmp_path / "missing.wav"), "--device", "cpu"]) == 2

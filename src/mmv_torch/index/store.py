@@ -297,7 +297,7 @@ def build_faiss(vecs: np.ndarray, ids: np.ndarray, *, exact_limit: int = EXACT_L
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
-    sample = vecs[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+    sample = vecs[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
     index.train(np.ascontiguousarray(sample))
     index.add_with_ids(vecs, ids)
     queries = np.ascontiguousarray(vecs[rng.choice(n, size=min(n, 200), replace=False)])
