@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mmv_torch.cli_data import add_data_parsers, add_vocab_parsers
+from mmv_torch.cli_index import add_index_parsers
 from mmv_torch.cli_support import (
     COUNT,
     NONNEG,
@@ -22,6 +23,7 @@ from mmv_torch.cli_support import (
     add_json_arg,
     anticipated,
     check_outputs,
+    device_name,
     one_line,
     resume_command,
 )
@@ -107,20 +109,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # embed / eval commands: options -> library calls (mmv_torch.evaluate, mmv_torch.data.sources)
 
 
-def _device(name: str | None) -> str:
-    import torch
-
-    from mmv_torch import dist
-
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device cuda: no CUDA device is available to this torch {torch.__version__} build")
-    if name == "cuda" and dist.is_initialized():
-        name = f"cuda:{dist.local_rank()}"
-    return name
-
-
 def _load_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model in eval mode on the device, full Config with ``--set data.*`` applied, device). The weights
     come from :func:`mmv_torch.checkpoints.resolve_checkpoint` (``args.resolved`` keeps what it chose)."""
@@ -132,7 +120,7 @@ def _load_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, str]:
     if bad:
         raise ValueError(f"--set changes only data.* settings of the checkpoint's config (the weights fix the "
                          f"model); got {bad}")
-    device = _device(args.device)
+    device = device_name(args.device)
     resolved = resolve_checkpoint(args.checkpoint)
     print(f"checkpoint: {resolved.description}", file=sys.stderr)
     cfg = apply_overrides(resolved.config, overrides)
@@ -431,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parsers(sub)
     add_data_parsers(sub)
     add_vocab_parsers(sub)
+    add_index_parsers(sub)
     return parser
 
 

@@ -110,3 +110,19 @@ def resume_command(argv: list[str]) -> str:
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     """``--json OUT``: where a command writes its metrics and settings (and ``OUT.md``)."""
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
+
+
+def device_name(name: str | None) -> str:
+    """The torch device of ``--device`` (default: CUDA when available; this rank's GPU under torchrun);
+    ``--device cuda`` without CUDA is a ``ValueError``."""
+    import torch
+
+    from mmv_torch import dist
+
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device cuda: no CUDA device is available to this torch {torch.__version__} build")
+    if name == "cuda" and dist.is_initialized():
+        name = f"cuda:{dist.local_rank()}"
+    return name

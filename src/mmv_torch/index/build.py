@@ -1,0 +1,136 @@
+"""``index build`` and ``index add``: every video of a folder or manifest cut into sliding windows,
+embedded, stored file by file (a killed build resumes where it stopped) and made searchable."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmv_torch.data.datasets import clip_span
+
+from .embedding import DecodedFile, decode_windows, embed_windows
+from .query import text_tokenizer
+from .store import IndexStore, is_index
+
+
+class _WindowFiles(torch.utils.data.Dataset):
+    """Decoded windows of each file (decoding runs in the loader's worker processes); a file that cannot
+    be read comes back with ``error`` set instead of failing the build."""
+
+    def __init__(self, paths: list[str], cfg: Any, window_s: float, stride_s: float) -> None:
+        self.paths, self.cfg, self.window_s, self.stride_s = paths, cfg, window_s, stride_s
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> DecodedFile:
+        try:
+            return decode_windows(self.paths[i], self.cfg, self.window_s, self.stride_s)
+        except Exception as e:  # a corrupt file is logged and skipped, whatever its decoder raised
+            reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+            return DecodedFile(self.paths[i], error=" ".join(str(reason).split()))
+
+
+def _root_of(path: Path, root: Path) -> Path:
+    """``root`` when ``path`` lies under it, else the file's own folder (a manifest may point elsewhere)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+        return root
+    except ValueError:
+        return path.resolve().parent
+
+
+def list_videos(videos: str | Path) -> tuple[Path, list[Path]]:
+    """(root folder, video files) of a folder (searched recursively) or a labelled JSONL manifest."""
+    from mmv_torch.data.sources import open_source
+
+    src = open_source("video", data=str(videos))
+    root = Path(videos) if Path(videos).is_dir() else Path(videos).parent
+    files = [Path(e.path) for e in src.entries if e.modality == "video"]
+    if not files:
+        raise ValueError(f"{videos}: no video files")
+    return root, files
+
+
+def _settings(resolved: Any, vocab: str | None, word_mask: str, window_s: float, stride_s: float) -> dict[str, Any]:
+    words = resolved.words is not None
+    mask = words if word_mask == "auto" else word_mask == "yes"
+    return {"checkpoint": str(Path(resolved.path).resolve()), "vocab": str(Path(vocab).resolve()) if vocab else None,
+            "word_mask": mask, "window_s": window_s, "stride_s": stride_s}
+
+
+def _open_store(out: str | Path, settings: dict[str, Any], add: bool) -> IndexStore:
+    if add and not is_index(out):
+        raise ValueError(f"{out}: not an index (create it with `mmv-torch index build`)")
+    store = IndexStore(out, create=True)
+    info = store.info()
+    if info:
+        changed = {k: (info.get(k), v) for k, v in settings.items() if k != "vocab" and info.get(k) != v}
+        if changed:
+            raise ValueError(f"{out} was built with other settings {changed} (old, new); build a new index in another "
+                             "folder")
+    else:
+        store.set_info(**settings)
+    return store
+
+
+def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, window_s: float | None = None,
+                stride_s: float | None = None, workers: int = 0, vocab: str | None = None, word_mask: str = "auto",
+                device: str = "cpu", progress: bool = True, add: bool = False) -> dict[str, Any]:
+    """Index every video of ``videos`` (folder or manifest) into the index folder ``out``.
+
+    Files already indexed with the same path, size and mtime are skipped, so running it again after a
+    kill resumes, and ``add=True`` (an existing index only) adds a collection's new or changed files.
+    Window length defaults to the checkpoint's clip span (``num_frames / fps``), the stride to the
+    window. Files that cannot be decoded are reported on stderr and recorded, not indexed. Returns a
+    summary: counts, the nearest-neighbour kind per space, the files skipped."""
+    from mmv_torch.checkpoints import resolve_checkpoint
+    from mmv_torch.data.text import MissingVocabularyError
+
+    resolved = resolve_checkpoint(checkpoint)
+    cfg = resolved.config
+    window_s = float(window_s or clip_span(cfg.data))
+    stride_s = float(stride_s or window_s)
+    settings = _settings(resolved, vocab, word_mask, window_s, stride_s)
+    try:
+        text_tokenizer(resolved, cfg, vocab)
+        text_search = True
+    except MissingVocabularyError:
+        text_search = False
+        warnings.warn(f"{checkpoint} has no word list: text search will be unavailable (pass --vocab FILE)",
+                      stacklevel=2)
+    root, files = list_videos(videos)
+    store = _open_store(out, settings, add)
+    store.set_info(text_search=text_search)
+    todo = [p for p in files if not store.unchanged(p)]
+    skipped = len(files) - len(todo)
+    model = resolved.load_model(device) if todo else None
+    roots = {r: store.add_root(r) for r in {_root_of(p, root) for p in todo}}
+    loader = torch.utils.data.DataLoader(_WindowFiles([str(p) for p in todo], cfg, window_s, stride_s),
+                                         batch_size=None, num_workers=workers)
+    from tqdm import tqdm
+
+    bad = 0
+    dims: dict[str, int] = store.info().get("dims", {})
+    for item in tqdm(loader, total=len(todo), desc="index", unit="file", disable=not progress, file=sys.stderr):
+        p = Path(item.path)
+        root_id = roots[_root_of(p, root)]
+        if item.error is not None:
+            print(f"skipped {p}: {item.error}", file=sys.stderr)
+            store.add_bad(p, root_id, item.error)
+            bad += 1
+            continue
+        vectors = embed_windows(model, item, device)
+        if not dims:
+            dims = {k: int(v.shape[1]) for k, v in vectors.items()}
+            store.set_info(dims=dims)
+        wins = [(s, s + window_s, item.has_audio, t) for s, t in zip(item.starts or [], item.thumbs or [])]
+        store.add_file(p, root_id, item.duration, item.has_audio, wins, vectors)
+    kinds = store.rebuild()
+    return {"index": str(out), **store.counts(), "new_files": len(todo) - bad, "new_bad_files": bad,
+            "unchanged_files": skipped, "nn_index": kinds, "window_s": window_s, "stride_s": stride_s,
+            "text_search": text_search}

@@ -1,0 +1,150 @@
+"""Windows, decoding and embeddings shared by building an index and by queries.
+
+A window is ``window_s`` seconds of a video: ``num_frames`` frames sampled over it (the checkpoint's
+``data.num_frames``; at the checkpoint's own clip span this is its training fps) and the checkpoint's
+``data.audio_seconds`` of audio centred on it. Embeddings are L2-normalised.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmv_torch.config import Config
+from mmv_torch.data.datasets import audio_features
+from mmv_torch.data.decode import load_audio, load_clip, probe
+from mmv_torch.data.transforms import eval_transform
+
+
+def window_starts(duration: float, window_s: float, stride_s: float) -> list[float]:
+    """Start times of the windows covering ``duration`` seconds: every ``stride_s`` while a whole window
+    fits, plus one ending at the end when more than half a stride would be left out; one window at 0
+    for a video shorter than a window."""
+    if window_s <= 0 or stride_s <= 0:
+        raise ValueError(f"window and stride must be > 0 seconds, got {window_s}, {stride_s}")
+    last = max(0.0, duration - window_s)
+    starts = [i * stride_s for i in range(int(math.floor(last / stride_s + 1e-9)) + 1)]
+    if last - starts[-1] > stride_s / 2:
+        starts.append(last)
+    return [round(s, 6) for s in starts]
+
+
+def thumbnail_jpeg(frame: torch.Tensor, width: int = 160) -> bytes:
+    """A small JPEG of one uint8 ``(H, W, 3)`` frame, ``width`` pixels wide."""
+    from PIL import Image
+
+    img = Image.fromarray(frame.numpy())
+    h = max(1, round(img.height * width / max(img.width, 1)))
+    img = img.resize((width, h))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=75)
+    return buf.getvalue()
+
+
+@dataclass
+class DecodedFile:
+    """The windows of one file, decoded and transformed (or the reason it could not be)."""
+
+    path: str
+    duration: float = 0.0
+    has_audio: bool = False
+    starts: list[float] | None = None
+    video: torch.Tensor | None = None
+    """``(W, 3, T, H, W)`` model input."""
+    audio: torch.Tensor | None = None
+    """``(W, 1, T', F)`` log-mel."""
+    thumbs: list[bytes] | None = None
+    error: str | None = None
+
+
+def decode_windows(path: str | Path, cfg: Config, window_s: float, stride_s: float,
+                   starts: list[float] | None = None, thumbs: bool = True) -> DecodedFile:
+    """Decode every window of a video (or those at ``starts``) into model inputs and thumbnails.
+    Raises ``DecodeError`` for a file that cannot be read."""
+    d = cfg.data
+    info = probe(path)
+    if not info.has_video:
+        from mmv_torch.data.decode import DecodeError
+
+        raise DecodeError(str(path), "no video stream")
+    starts = window_starts(info.duration, window_s, stride_s) if starts is None else starts
+    fps = d.num_frames / window_s
+    vids, auds, pics, has_audio = [], [], [], False
+    for s in starts:
+        clip = load_clip(path, s, d.num_frames, fps, d.sample_rate, d.audio_seconds)
+        vids.append(eval_transform(clip.frames, d.eval_crop_size, d.resize_short))
+        auds.append(audio_features(clip.audio, d))
+        has_audio = clip.has_audio
+        if thumbs:
+            pics.append(thumbnail_jpeg(clip.frames[clip.frames.shape[0] // 2]))
+    return DecodedFile(str(path), float(info.duration), has_audio, starts, torch.stack(vids), torch.stack(auds),
+                       pics if thumbs else None)
+
+
+def _normalise(x: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(x.float(), dim=-1).cpu().numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def embed_windows(model: Any, decoded: DecodedFile, device: str | torch.device = "cpu", batch_size: int = 16
+                  ) -> dict[str, np.ndarray]:
+    """``{"video_vt", "video_va", "audio_va"}`` embeddings of a decoded file's windows (``audio_va``
+    empty for a file without an audio track)."""
+    out: dict[str, list[np.ndarray]] = {"video_vt": [], "video_va": [], "audio_va": []}
+    assert decoded.video is not None and decoded.audio is not None
+    for i in range(0, decoded.video.shape[0], batch_size):
+        v = decoded.video[i:i + batch_size].to(device)
+        if decoded.has_audio:
+            emb = model(video=v, audio=decoded.audio[i:i + batch_size].to(device))
+            out["audio_va"].append(_normalise(emb["audio"]["va"]))
+        else:
+            emb = model(video=v)
+        out["video_vt"].append(_normalise(emb["video"]["vt"]))
+        out["video_va"].append(_normalise(emb["video"]["va"]))
+    va_dim = out["video_va"][0].shape[1]  # audio and video share S_va
+    return {k: np.concatenate(v) if v else np.zeros((0, va_dim), np.float32) for k, v in out.items()}
+
+
+@torch.no_grad()
+def embed_text(model: Any, tokenizer: Any, text: str, word_mask: bool, device: str | torch.device = "cpu"
+               ) -> tuple[np.ndarray, int]:
+    """The text-space embedding of ``text`` and how many of its words the vocabulary knows."""
+    tok = tokenizer([text])
+    known = tok.mask.clone()
+    if tokenizer.vocab.unk_id is not None:
+        known &= tok.ids != tokenizer.vocab.unk_id
+    kwargs = {"word_mask": tok.mask.to(device)} if word_mask else {}
+    emb = model(text=tok.ids.to(device), **kwargs)
+    return _normalise(emb["text"]["vt"])[0], int(known.sum())
+
+
+@torch.no_grad()
+def embed_audio_file(model: Any, cfg: Config, path: str | Path, max_windows: int = 8,
+                     device: str | torch.device = "cpu") -> np.ndarray:
+    """The S_va embedding of an audio file (or a video's audio track): up to ``max_windows`` windows of
+    ``data.audio_seconds`` spread over it, embeddings averaged and normalised."""
+    d = cfg.data
+    duration = probe(path).duration
+    starts = window_starts(duration, d.audio_seconds, d.audio_seconds)
+    if len(starts) > max_windows:
+        starts = [starts[round(i)] for i in np.linspace(0, len(starts) - 1, max_windows)]
+    feats = torch.stack([audio_features(load_audio(path, s, d.audio_seconds, d.sample_rate), d) for s in starts])
+    emb = torch.from_numpy(_normalise(model(audio=feats.to(device))["audio"]["va"])).mean(0)
+    return _normalise(emb)
+
+
+@torch.no_grad()
+def embed_video_file(model: Any, cfg: Config, path: str | Path, start_s: float | None, window_s: float,
+                     device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """``{"video_vt", "video_va"}`` of one window of a video: at ``start_s``, or the middle window."""
+    duration = probe(path).duration
+    start = max(0.0, (duration - window_s) / 2) if start_s is None else float(start_s)
+    decoded = decode_windows(path, cfg, window_s, window_s, starts=[start], thumbs=False)
+    emb = model(video=decoded.video.to(device))  # type: ignore[union-attr]
+    return {"video_vt": _normalise(emb["video"]["vt"])[0], "video_va": _normalise(emb["video"]["va"])[0]}

@@ -1,0 +1,163 @@
+"""Searching an index: queries (text, an audio file, a video file) embedded with the index's
+checkpoint, nearest windows found, adjacent windows of one file merged into one hit.
+
+| query | query embedding | searched space |
+|---|---|---|
+| text | text tower, S_vt | ``video_vt`` |
+| audio file | audio tower, S_va | ``video_va`` (audio -> video) |
+| video file | video tower, S_va | ``audio_va`` (video -> audio) |
+| video file | video tower, S_vt | ``video_vt`` (video -> video) |
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .store import IndexStore
+
+MODES = {"text": ("text", "video_vt"), "audio": ("audio", "video_va"), "video-audio": ("video_va", "audio_va"),
+         "video": ("video_vt", "video_vt")}
+"""Search mode -> (query embedding, searched space)."""
+
+
+def text_tokenizer(resolved: Any, cfg: Any, vocab: str | Path | None = None) -> Any:
+    """The tokenizer of a checkpoint's word table: ``vocab`` (a DMVR vocabulary, which brings DMVR's
+    tokenizer, or a plain word list) or the checkpoint's own word list. Raises
+    ``MissingVocabularyError`` when there is neither, ``ValueError`` when the list does not fit the
+    table."""
+    from mmv_torch.data.dmvr_text import load_vocabulary_file
+    from mmv_torch.data.text import MissingVocabularyError, Tokenizer, Vocabulary
+
+    rows = cfg.model.text.vocab_size
+    if vocab is not None:
+        words, kind = load_vocabulary_file(vocab)
+        where = f"{vocab} ({kind})"
+    elif resolved.words is not None:
+        words, kind, where = resolved.words, "word-list", str(resolved.vocab_path or resolved.path)
+    else:
+        raise MissingVocabularyError(f"checkpoint {resolved.path} has no vocab.txt (pass its word list with "
+                                     "--vocab FILE)")
+    if len(words) != rows:
+        raise ValueError(f"{where}: {len(words)} words but the checkpoint's word table has {rows} rows; the list "
+                         "must give one word per row, in row order")
+    if kind == "dmvr":
+        return Tokenizer.from_dmvr_vocab(vocab, max_words=cfg.data.max_words)  # type: ignore[arg-type]
+    return Tokenizer(Vocabulary(words), max_words=cfg.data.max_words)
+
+
+def merge_hits(scores: np.ndarray, ids: np.ndarray, windows: dict[int, dict[str, Any]], stride_s: float,
+               k: int) -> list[dict[str, Any]]:
+    """Nearest windows -> at most ``k`` hits: windows of one file that touch or overlap (a start no
+    more than one stride after the previous window's start) become one hit spanning them, scored by its
+    best window; hits sorted by score."""
+    by_file: dict[int, list[tuple[float, float, float, int]]] = {}
+    for s, wid in zip(scores.tolist(), ids.tolist()):
+        w = windows.get(int(wid))
+        if w is not None:
+            by_file.setdefault(w["file"], []).append((w["start"], w["end"], float(s), int(wid)))
+    hits = []
+    for fid, wins in by_file.items():
+        wins.sort()
+        group = [wins[0]]
+        for w in wins[1:]:
+            if w[0] - group[-1][0] <= stride_s + 1e-6:
+                group.append(w)
+                continue
+            hits.append(_hit(fid, group, windows))
+            group = [w]
+        hits.append(_hit(fid, group, windows))
+    hits.sort(key=lambda h: -h["score"])
+    return hits[:k]
+
+
+def _hit(fid: int, group: list[tuple[float, float, float, int]], windows: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    best = max(group, key=lambda g: g[2])
+    w = windows[best[3]]
+    return {"file": fid, "path": w["path"], "root": w["root"], "start": min(g[0] for g in group),
+            "end": max(g[1] for g in group), "score": round(best[2], 6), "window": best[3],
+            "windows": len(group)}
+
+
+@dataclass
+class Searcher:
+    """An open index with its model: embeds queries and returns merged hits. Thread-safe."""
+
+    store: IndexStore
+    model: Any
+    cfg: Any
+    tokenizer: Any
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        info = self.store.info()
+        self.window_s = float(info["window_s"])
+        self.stride_s = float(info["stride_s"])
+        self.word_mask = bool(info.get("word_mask", True))
+
+    def embed(self, mode: str, *, text: str | None = None, path: str | Path | None = None,
+              start_s: float | None = None) -> np.ndarray:
+        """The query embedding of ``mode`` (see :data:`MODES`)."""
+        from .embedding import embed_audio_file, embed_text, embed_video_file
+
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        with self._lock:
+            if mode == "text":
+                if self.tokenizer is None:
+                    raise ValueError("this index's checkpoint has no word list: text search needs one (build the "
+                                     "index with --vocab FILE)")
+                vec, known = embed_text(self.model, self.tokenizer, text or "", self.word_mask, self.device)
+                if known == 0:
+                    raise ValueError(f"no word of {text!r} is in the checkpoint's vocabulary")
+                return vec
+            if mode == "audio":
+                return embed_audio_file(self.model, self.cfg, path, device=self.device)  # type: ignore[arg-type]
+            emb = embed_video_file(self.model, self.cfg, path, start_s, self.window_s,  # type: ignore[arg-type]
+                                   self.device)
+            return emb[MODES[mode][0]]
+
+    def search_vector(self, space: str, vec: np.ndarray, k: int = 10) -> list[dict[str, Any]]:
+        """Hits of an embedding in ``space``: windows fetched until ``k`` merged hits exist or the index
+        is exhausted."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        fetch = 4 * k
+        while True:
+            scores, ids = self.store.search(space, vec, fetch)
+            hits = merge_hits(scores, ids, self.store.windows(ids), self.stride_s, k)
+            index = self.store.faiss_index(space)
+            total = 0 if index is None else index.ntotal
+            if len(hits) >= k or fetch >= total:
+                return hits
+            fetch *= 4
+
+    def search(self, mode: str, k: int = 10, **query: Any) -> list[dict[str, Any]]:
+        """Embed the query of ``mode`` and return its hits."""
+        return self.search_vector(MODES[mode][1], self.embed(mode, **query), k)
+
+
+def open_searcher(index: str | Path, device: str = "cpu", checkpoint: str | Path | None = None,
+                  vocab: str | Path | None = None) -> Searcher:
+    """An index folder with the model it was built with (or ``checkpoint``, which must give embeddings
+    of the same widths); text search needs a vocabulary (the checkpoint's own, the one recorded at
+    build time, or ``vocab``)."""
+    from mmv_torch.checkpoints import resolve_checkpoint
+    from mmv_torch.data.text import MissingVocabularyError
+
+    store = IndexStore(index)
+    info = store.info()
+    if "window_s" not in info:
+        raise ValueError(f"{index}: an index whose build has not started (run `mmv-torch index build` again)")
+    resolved = resolve_checkpoint(checkpoint or info["checkpoint"])
+    try:
+        tokenizer = text_tokenizer(resolved, resolved.config, vocab or info.get("vocab"))
+    except MissingVocabularyError:
+        tokenizer = None
+    model = resolved.load_model(device)
+    return Searcher(store, model, resolved.config, tokenizer, device)

@@ -1,0 +1,96 @@
+"""A tiny exported checkpoint with a word list and an index of synthetic clips, shared by the index
+tests (module-scoped fixtures build them once per test file)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def tiny_checkpoint(folder: Path, clips: Path) -> Path:
+    """An exported random ``tiny`` model with a word list covering the synthetic captions' words. Its
+    BatchNorm statistics are those of the windows of ``clips`` (a random network with the initial
+    statistics maps every clip to the same direction), so its embeddings tell the clips apart."""
+    from mmv_torch.checkpoints import export_model
+    from mmv_torch.config import get_preset
+    from mmv_torch.data.synthetic import vocabulary_words
+    from mmv_torch.index.embedding import decode_windows
+    from mmv_torch.models.mmv import MMV
+
+    cfg = get_preset("tiny")
+    words = ["<pad>"] + [w for w in vocabulary_words() if w != "<pad>"]
+    words += [f"filler{i}" for i in range(cfg.model.text.vocab_size - len(words))]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MMV(cfg.model)
+    decoded = [decode_windows(p, cfg, 1.0, 1.0, thumbs=False) for p in sorted(clips.glob("*.mp4"))]
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the one calibration batch
+    with torch.no_grad():
+        model.train()(video=torch.cat([d.video for d in decoded]), audio=torch.cat([d.audio for d in decoded]))
+    return export_model(model.eval(), cfg, folder, words=words)
+
+
+def synthetic_clips(folder: Path, n: int = 3, seed: int = 0) -> Path:
+    """``n`` synthetic narrated clips (32 px, 2-4 s, with audio) in ``folder``; returns the folder."""
+    from mmv_torch.data.synthetic import write_dataset
+
+    write_dataset(folder, n, seed, size=32, num_probe_train=0, num_probe_test=0, num_retrieval=0, workers=1)
+    for name in ("pretrain.jsonl", "probe_motion.jsonl", "probe_sound.jsonl", "retrieval.jsonl", "labels.json"):
+        (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+def clip_caption(video: Path) -> str:
+    """The caption of a synthetic clip from its sidecar; it names the clip's object and motion."""
+    return json.loads(video.with_suffix(".json").read_text())["caption"]
+
+
+def plant_vectors(index: Path, video: Path, space: str, vec: np.ndarray) -> None:
+    """Give every window of ``video`` in ``space`` the embedding ``vec`` and rebuild the index, so a query
+    embedding to ``vec`` has that clip as its certain top hit."""
+    from mmv_torch.index.store import VECTORS, IndexStore
+
+    store = IndexStore(index)
+    rec = store.file(video)
+    assert rec is not None and rec.status == "done"
+    path = index / VECTORS / f"{rec.id}.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    arrays[space][:] = vec
+    np.savez(path, **arrays)
+    store.rebuild()
+
+
+@contextlib.contextmanager
+def running_server(app, timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free port of 127.0.0.1 in a thread; yields the base URL and stops
+    the server (bounded by ``timeout``) when the block ends."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        assert not thread.is_alive(), "the test server did not stop"
