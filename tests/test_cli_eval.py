@@ -396,3 +396,24 @@ def test_a_checkpoint_that_takes_dmvr_tokens_refuses_a_plain_word_list(setup, ca
     vocab = root / "dmvr_vocab2.txt"
     vocab.write_text("".join(f"{i} {w}\n" for i, w in enumerate(rows)))
     assert main([*common, "--vocab", str(vocab)]) == 0
+
+
+def test_eval_linear_protocols_are_recorded(setup, capsys):
+    """--protocol config: the checkpoint's clip settings with crop + flip only; the JSON says which protocol,
+    C grid chosen by cross-validation; an audio probe takes its --test-windows."""
+    out = setup["root"] / "r" / "proto.json"
+    assert main(["eval", "linear", "--checkpoint", setup["ckpt"], "--data", str(setup["data"] / "probe_motion.jsonl"),
+                 *FAST, "--train-epochs", "2", "--test-windows", "2", "--protocol", "config", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())["settings"]
+    p = s["protocol"]
+    assert p["name"] == "config" and p["requested"] == "config" and p["C"].startswith("cross-validation")
+    assert (p["num_frames"], p["stride"], p["crop_size"]) == (4, 1, 32)
+    assert "no scale or colour" in p["train_augmentation"]
+    assert len(s["C_grid"]) > 1 and s["C"] in s["C_grid"] and s["test_windows"] == 2
+    out = setup["root"] / "r" / "proto_audio.json"
+    assert main(["eval", "linear", "--checkpoint", setup["ckpt"], "--data", str(setup["data"] / "probe_sound.jsonl"),
+                 "--modality", "audio", *FAST, "--train-epochs", "1", "--test-windows", "3", "--C", "0.01",
+                 "--json", str(out)]) == 0
+    s = json.loads(out.read_text())["settings"]
+    assert s["test_windows"] == 3 and s["C"] == 0.01 and s["protocol"]["C"] == "given (--C)"
+    assert s["protocol"]["test_windows"] == "3 linearly spaced windows"

@@ -41,7 +41,7 @@ def _one_thread():
 def tiny_cfg(**train):
     over = {"train.batch_size": 4, "train.steps": 5, "train.warmup_steps": 1, "train.log_every": 1,
             "train.ckpt_every": 2, "train.num_workers": 0, "data.num_frames": 8, "data.fps": 8.0,
-            "data.crop_size": 32, "data.resize_short": 36, "data.audio_seconds": 0.5}
+            "data.crop_size": 32, "data.resize_short": 36, "data.audio_seconds": 0.5, "data.extra_vocab_words": 0}
     over.update({f"train.{k}": v for k, v in train.items()})
     return apply_overrides(get_preset("tiny"), over)
 
@@ -164,6 +164,33 @@ def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
 
     glove = load_word_vectors(restrict_to=[words[5]])
     assert torch.equal(sd["text.embed.weight"][5], glove.vectors_tensor()[1])
+
+
+def test_vocabulary_adds_the_top_words_of_the_vector_source(tmp_path, synthetic_set):
+    """Narration words plus the words among the first N rows of the word vectors, in the vectors' order;
+    a rebuilt vocabulary (resume) is the same list, and a run folder with another list is refused."""
+    from mmv_torch.data.text import split_words
+    from mmv_torch.data.wordvec import load_word_vectors
+    from mmv_torch.train_data import build_train_data
+
+    cfg = apply_overrides(tiny_cfg(), {"data.extra_vocab_words": 300})
+    data = build_train_data([str(synthetic_set / "pretrain.jsonl")], cfg, tmp_path)
+    narrated = {w for line in (synthetic_set / "pretrain.jsonl").read_text().splitlines()
+                for seg in json.loads(line).get("narration", []) for w in split_words(seg["text"])}
+    glove = load_word_vectors(limit=400000)
+    top = [w for w in glove.words[1:301] if split_words(w) == [w]]
+    assert 150 < len(top) < 300 and "," not in top and "the" not in top  # punctuation and stop words left out
+    known = {w for w in narrated if w in glove.index}
+    assert data.words[0] == "<pad>" and set(data.words[1:]) == known | set(top)
+    assert data.words[1:] == sorted(data.words[1:], key=glove.index.__getitem__)  # the vectors' order
+    assert torch.equal(data.vectors[data.words.index("people")], glove.vectors_tensor()[glove.index["people"]])
+    base = build_train_data([str(synthetic_set / "pretrain.jsonl")], tiny_cfg(), tmp_path / "b")
+    assert set(base.words[1:]) == known  # extra_vocab_words=0: narration words only
+    (tmp_path / "vocab.txt").write_text("".join(w + "\n" for w in data.words))
+    assert build_train_data([str(synthetic_set / "pretrain.jsonl")], cfg, tmp_path).words == data.words
+    (tmp_path / "vocab.txt").write_text("".join(w + "\n" for w in base.words))
+    with pytest.raises(ValueError, match="vocabulary"):
+        build_train_data([str(synthetic_set / "pretrain.jsonl")], cfg, tmp_path)
 
 
 def test_run_train_generates_synthetic_data_and_mixes_sources(tmp_path, synthetic_set):

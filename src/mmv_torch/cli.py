@@ -252,10 +252,13 @@ def _cmd_eval_linear(args: argparse.Namespace) -> int:
 
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, args.modality)
+    probe_kwargs = _probe_kwargs(args, args.multilabel, "512")
+    if args.C is None:
+        probe_kwargs.pop("cs", None)  # the protocol's C
     result = linear_probe(model, cfg, source, _loader_options(args), modality=args.modality, space=args.space,
                           classifier=args.classifier, multilabel=args.multilabel, folds=args.folds,
-                          train_epochs=args.train_epochs, test_windows=args.test_windows,
-                          probe_kwargs=_probe_kwargs(args, args.multilabel, "512"), device=device)
+                          train_epochs=args.train_epochs, test_windows=args.test_windows, protocol=args.protocol,
+                          probe_kwargs=probe_kwargs, device=device)
     return _write(result, args)
 
 
@@ -435,6 +438,12 @@ def _add_eval_parsers(sub: Any) -> None:
     p.add_argument("--test-windows", type=POSITIVE, default=10, help="linearly spaced test windows, scores averaged")
     p.add_argument("--folds", action="store_true",
                    help="k-fold cross-validation over the 'fold' field (or the ESC-50 folds) instead of train/test")
+    p.add_argument("--protocol", choices=["auto", "official-ucf101", "official-hmdb51", "official-cv", "config"],
+                   default="auto", help="clip sampling, probe augmentation (random crop + flip) and SVM C: "
+                   "official-ucf101 (32 frames, stride 2 at 25 fps, crop 224, C 0.001), official-hmdb51 (stride 1 "
+                   "at 10 fps, crop 200, C of the backbone), official-cv (UCF101 sampling, C by cross-validation), "
+                   "config (the checkpoint's clip settings, C by cross-validation); auto: the official protocol of "
+                   "--ucf101-splits / --hmdb51-splits, else official-cv")
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_linear)
 

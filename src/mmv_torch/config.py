@@ -270,6 +270,10 @@ class DataConfig:
     WordTokenizer, what the released models were fed: needs a DMVR vocabulary)."""
     word_vectors: str = "glove-6b-50d"
     """Word vectors: 'glove-6b-50d' (bundled) or a path to word2vec/GloVe files."""
+    extra_vocab_words: int = 50000
+    """The word table of a trained model holds the narration words plus the words among the first this many
+    rows of ``word_vectors`` (frequency ordered), so benchmark captions rarely meet an unknown word; 0: the
+    narration words only."""
     max_skip_rate: float = 0.1
     """Stop with an error when more than this fraction of files fails to decode."""
 
@@ -285,6 +289,8 @@ class DataConfig:
         _check_choice("data.tokenizer", self.tokenizer, ("default", "dmvr"))
         if self.audio_frontend == "dmvr" and self.sample_rate != 48000:
             raise ValueError(f"data.audio_frontend 'dmvr' needs data.sample_rate 48000, got {self.sample_rate}")
+        if self.extra_vocab_words < 0:
+            raise ValueError(f"data.extra_vocab_words must be >= 0, got {self.extra_vocab_words}")
         if not 0.0 <= self.max_skip_rate <= 1.0:
             raise ValueError(f"data.max_skip_rate must be in [0, 1], got {self.max_skip_rate}")
         if not self.color_jitter >= 0:

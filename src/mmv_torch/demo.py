@@ -116,7 +116,7 @@ def probe_task(model: torch.nn.Module, data_dir: Path, cfg: Config, s: DemoSetti
     source = manifest_source(data_dir / f"probe_{task}.jsonl").as_modality(modality)
     res = linear_probe(model, cfg, source, LoaderOptions(batch_size=16, workers=s.workers, seed=s.seed),
                        modality=modality, space="repr", classifier="logistic", train_epochs=s.probe_epochs,
-                       test_windows=s.eval_windows)
+                       test_windows=s.eval_windows, protocol="config")
     res["chance"] = 1.0 / res["settings"]["classes"]
     return res
 

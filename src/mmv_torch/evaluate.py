@@ -81,21 +81,38 @@ def caption_set(entries: list[Any], tokenizer: Tokenizer, word_mask: bool, sourc
 
 def linear_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions, *,
                  modality: str = "video", space: str = "repr", classifier: str = "svm", multilabel: bool = False,
-                 folds: bool = False, train_epochs: int = 10, test_windows: int = 10,
+                 folds: bool = False, train_epochs: int = 10, test_windows: int = 10, protocol: str = "auto",
                  probe_kwargs: dict[str, Any] | None = None, device: str | torch.device | None = None
                  ) -> dict[str, Any]:
     """Linear probe on frozen features: train/test splits of ``source`` (``train_epochs`` augmented passes;
     ``test_windows`` linearly spaced test windows), or k-fold cross-validation over the entries' folds
-    (``folds``). ``probe_kwargs`` go to the classifier (C grid, weight decays, seed, ...)."""
+    (``folds``). ``protocol`` (:mod:`mmv_torch.data.protocols`: ``auto``, ``official-ucf101``,
+    ``official-hmdb51``, ``official-cv``, ``config``) fixes the video clip sampling, the probe augmentation
+    (random crop + flip only) and the SVM's C (one value, or a grid chosen by cross-validation on the
+    training split); ``auto`` takes the official protocol of a UCF101 or HMDB51 split source and
+    ``official-cv`` otherwise. ``probe_kwargs`` go to the classifier (a ``cs`` there overrides the
+    protocol's C; weight decays, seed, ...). The settings record the protocol."""
+    from mmv_torch.data.protocols import resolve_protocol
     from mmv_torch.eval.features import extract_features
     from mmv_torch.eval.linear_probe import cross_validate, run_linear
 
+    proto = resolve_protocol(protocol, getattr(source, "kind", None), cfg.data, cfg.model.video)
     kwargs = dict(probe_kwargs or {})
+    proto_settings: dict[str, Any] = {"name": proto.name, "requested": protocol}
+    if classifier == "svm" and not multilabel:
+        proto_settings["C"] = proto.c_choice if "cs" not in kwargs else "given (--C)"
+        kwargs.setdefault("cs", proto.cs)
+    if modality == "video":
+        proto_settings.update({k: v for k, v in proto.settings().items() if k not in ("name", "cs", "c_choice")})
+    else:
+        proto_settings.update(audio_seconds=cfg.data.audio_seconds, train_augmentation="random window",
+                              test_windows="one centred window" if test_windows == 1 else
+                              f"{test_windows} linearly spaced windows")
     classes, hot = multilabel_targets(source) if multilabel else (source.classes, None)
 
     def dataset(split: str | None, train: bool) -> LabelledDataset:
         return LabelledDataset(source.entries, cfg.data, modality, split=split, classes=classes, train=train,
-                               num_windows=1 if train else test_windows, seed=opts.seed)
+                               num_windows=1 if train else test_windows, seed=opts.seed, protocol=proto)
 
     def labels(ds: LabelledDataset) -> np.ndarray:
         return hot[source.rows(ds)] if hot is not None else class_labels(ds, source)
@@ -125,7 +142,7 @@ def linear_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, op
         result = run_linear(model, opts.loader(train_ds), opts.loader(test_ds), labels(train_ds), labels(test_ds),
                             modality, space, train_epochs, classifier, multilabel, device, None, **kwargs)
         n_classes = len(train_ds.classes)
-    result["settings"].update(data=source.source, seed=opts.seed, classes=n_classes)
+    result["settings"].update(data=source.source, seed=opts.seed, classes=n_classes, protocol=proto_settings)
     return result
 
 
@@ -197,7 +214,7 @@ def finetune_classifier(model: torch.nn.Module, cfg: Config, source: LabelledSou
 
     def dataset(split: str, train: bool) -> LabelledDataset:
         return LabelledDataset(source.entries, cfg.data, "video", split=split, classes=source.classes, train=train,
-                               num_windows=1 if train else test_windows, seed=opts.seed)
+                               num_windows=1 if train else test_windows, seed=opts.seed, augmentation="pretraining")
 
     train_ds, test_ds = dataset("train", True), dataset("test", False)
     class_labels(train_ds, source)
@@ -273,7 +290,7 @@ def embed(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: Loa
         ds = LabelledDataset(source.entries, cfg.data, modality, classes=source.classes, num_windows=windows,
                              seed=opts.seed)
         records = [source.records[r] for r in source.rows(ds)]
-        info.update(windows=windows if modality == "video" else 1)
+        info.update(windows=windows)
     loader = opts.loader(ds, distributed=True)
     if modality == "image":
         from mmv_torch.deflate import image_encoder

@@ -109,9 +109,10 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
     WebDataset ``.tar`` shards (``data/shards.py``; streamed through :class:`ShardBatches`, not mixable
     with manifests). ``PATH@W`` gives a manifest weight W for mixing (default 1 each: each source's
     share of an epoch is W / sum(W)).
-    The vocabulary holds the words of all narrations that ``cfg.data.word_vectors`` knows, with their
-    vectors (float32 ``[V, word_dim]``, row 0 the zero padding vector); when ``run_dir/vocab.txt``
-    exists (a resumed run) it must be the same word list.
+    The vocabulary holds the words of all narrations that ``cfg.data.word_vectors`` knows and the words
+    among its first ``cfg.data.extra_vocab_words`` rows, with their vectors (float32 ``[V, word_dim]``,
+    row 0 the zero padding vector); when ``run_dir/vocab.txt`` exists (a resumed run) it must be the same
+    word list.
     """
     from mmv_torch.data.datasets import PretrainDataset, read_pretrain_manifest
     from mmv_torch.data.text import Tokenizer
@@ -140,7 +141,7 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
             manifests.append(synthetic_manifest(path, cfg, run_dir) if synthetic else _manifest_of(path))
         sentences = [seg.text for m in manifests for e in read_pretrain_manifest(m) for seg in e.narrations]
 
-    vocab = vocabulary_for_sentences(sentences, cfg.data.word_vectors)
+    vocab = vocabulary_for_sentences(sentences, cfg.data.word_vectors, extra_words=cfg.data.extra_vocab_words)
     saved = run_dir / "vocab.txt"
     if saved.is_file() and saved.read_text(encoding="utf-8").splitlines() != vocab.words:
         raise ValueError(f"the vocabulary of the --data narrations differs from {saved} of this run; "

@@ -56,6 +56,7 @@ from .audio import log_mel_spectrogram
 from .decode import DecodeError, Source, load_audio, load_clip, load_image, probe
 from .media import MEDIA_SUFFIXES
 from .narrations import Narration, NarrationIssues, Tokenize, encode_narrations, nearest_narrations, validate_narrations
+from .protocols import ProbeProtocol, audio_window_starts, config_protocol, probe_video_item, stack_windows
 from .transforms import eval_transform, random_start_time, train_transform
 
 logger = logging.getLogger("mmv_torch.data")
@@ -551,21 +552,28 @@ class LabelledDataset(Dataset):
     Items are dicts: ``"label"`` int64 ``()`` (-1 when the entry has no label), ``"index"`` int64 ``()``,
     and per modality:
 
-    - video: ``"video"`` float32 ``(3,T,H,W)`` (train: augmented random clip; eval: middle clip, or
-      ``(N,3,T,H,W)`` with ``num_windows = N > 1`` linearly spaced clips), ``"audio"`` ``(1,T',F)``
-      (``(N,1,T',F)``) and ``"has_audio"``;
-    - audio: ``"audio"`` float32 ``(1,T',F)`` of ``cfg.audio_seconds`` (random start in training,
-      centred otherwise);
+    - video: ``"video"`` float32 ``(3,T,H,W)`` (train: random clip with the probe augmentation, random
+      crop + flip only; eval: middle clip, or ``(N,3,T,H,W)`` with ``num_windows = N > 1`` linearly spaced
+      clips), ``"audio"`` ``(1,T',F)`` (``(N,1,T',F)``) and ``"has_audio"``;
+    - audio: ``"audio"`` float32 ``(1,T',F)`` of ``cfg.audio_seconds`` (random start in training;
+      otherwise centred, or ``(N,1,T',F)`` for ``N > 1`` linearly spaced windows);
     - image: ``"image"`` float32 ``(3,H,W)`` (resize short side + centre crop of ``eval_crop_size``).
 
-    Broken files are skipped as in :class:`PretrainDataset`.
+    ``protocol`` (a :class:`~mmv_torch.data.protocols.ProbeProtocol`) samples video clips by frame index
+    as the official linear evaluations do; without it clips follow ``cfg`` (``num_frames`` at ``fps``,
+    training crops of ``eval_crop_size``). ``augmentation="pretraining"`` gives training clips the
+    pretraining augmentation instead (scale and colour jitter; fine-tuning). Broken files are skipped as
+    in :class:`PretrainDataset`.
     """
 
     def __init__(self, entries: Sequence[LabelledEntry], cfg: DataConfig, modality: str = "video",
                  split: str | None = None, classes: Sequence[str] | None = None, train: bool = False,
-                 num_windows: int = 1, seed: int = 0, min_attempts: int = 20) -> None:
+                 num_windows: int = 1, seed: int = 0, min_attempts: int = 20, protocol: ProbeProtocol | None = None,
+                 augmentation: str = "probe") -> None:
         if modality not in MODALITIES:
             raise ValueError(f"modality={modality!r} is not one of {list(MODALITIES)}")
+        if augmentation not in ("probe", "pretraining"):
+            raise ValueError(f"augmentation must be 'probe' or 'pretraining', got {augmentation!r}")
         self.entries = [e for e in entries if e.modality == modality and (split is None or e.split == split)]
         if not self.entries:
             raise ValueError(f"no {modality} entries" + (f" in split {split!r}" if split else ""))
@@ -576,6 +584,7 @@ class LabelledDataset(Dataset):
             raise ValueError(f"labels {unknown[:5]} are not in classes")
         self.cfg, self.modality, self.train, self.seed = cfg, modality, train, seed
         self.num_windows = int(num_windows)
+        self.protocol, self.augmentation = protocol, augmentation
         self.epoch = 0
         self.tracker = SkipTracker(cfg.max_skip_rate, min_attempts)
         self._bad: set[int] = set()
@@ -594,16 +603,19 @@ class LabelledDataset(Dataset):
             return {"image": img[:, 0]}
         if self.modality == "audio":
             offset, dur = window_span(probe(e.path).duration, e.window)
-            start = offset + (random_start_time(dur, cfg.audio_seconds, g) if self.train
-                              else max(0.0, (dur - cfg.audio_seconds) / 2))
-            wave = load_audio(e.path, start, cfg.audio_seconds, cfg.sample_rate)
-            return {"audio": audio_features(wave, cfg)}
+            starts = ([random_start_time(dur, cfg.audio_seconds, g)] if self.train
+                      else audio_window_starts(dur, cfg.audio_seconds, self.num_windows))
+            return {"audio": stack_windows([audio_features(load_audio(e.path, offset + st, cfg.audio_seconds,
+                                                                      cfg.sample_rate), cfg) for st in starts])}
         full = probe(e.path).duration
         span = clip_span(cfg)
-        if self.train:
+        if self.train and self.augmentation == "pretraining":
             s = make_sample(e.path, e.path, (), full, cfg, None, True, g, 0, window=e.window)
             return {k: s[k] for k in ("video", "audio", "has_audio")}
         offset, dur = window_span(full, e.window)
+        if self.train or self.protocol is not None:
+            proto = self.protocol or config_protocol(cfg)
+            return probe_video_item(e.path, dur, cfg, proto, self.train, self.num_windows, g, start=offset)
         starts = ([offset + max(0.0, (dur - span) / 2)] if self.num_windows == 1
                   else [offset + float(v) for v in np.linspace(0.0, max(0.0, dur - span), self.num_windows)])
         vids, auds, has = [], [], False

@@ -51,6 +51,8 @@ class LabelledSource:
     """Class order when the source defines one (official split files, class folders)."""
     folds: list[Any] | None = None
     """Per entry, its cross-validation fold (ESC-50 meta CSV)."""
+    kind: str | None = None
+    """Which benchmark the source is when it says so: 'ucf101', 'hmdb51' (official split files), 'esc50'."""
 
     def rows(self, ds: Any) -> list[int]:
         """Position in ``entries`` of every item of a ``LabelledDataset`` built from them."""
@@ -125,7 +127,7 @@ def esc50_source(meta_csv: str | Path, audio_root: str | Path, test_fold: int = 
     if any(f is None for f in folds):
         raise ValueError(f"{meta_csv}: some rows have a fold outside 1..5")
     records = [{"audio": e.path, "label": e.label, "split": e.split, "fold": f} for e, f in zip(entries, folds)]
-    return LabelledSource(entries, records, str(meta_csv), classes, folds)
+    return LabelledSource(entries, records, str(meta_csv), classes, folds, kind="esc50")
 
 
 def official_split_source(dataset: str, split_dir: str | Path, video_root: str | Path, split: int = 1
@@ -136,7 +138,7 @@ def official_split_source(dataset: str, split_dir: str | Path, video_root: str |
         raise ValueError(f"official splits exist for {sorted(readers)}, not {dataset!r}")
     entries, classes = readers[dataset](split_dir, video_root, split)
     records = [{"video": e.path, "label": e.label, "split": e.split} for e in entries]
-    return LabelledSource(entries, records, str(split_dir), classes)
+    return LabelledSource(entries, records, str(split_dir), classes, kind=dataset)
 
 
 def open_source(modality: str, data: str | Path | None = None, ucf101_splits: str | Path | None = None,

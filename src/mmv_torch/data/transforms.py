@@ -264,3 +264,29 @@ def eval_windows(frames: torch.Tensor, num_frames: int, stride: int = 1, num_win
         idx = temporal_indices(length, num_frames, stride, off)
         out.append(eval_transform(frames[idx], crop_size, resize_short))
     return torch.stack(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# Linear-probe views (mmv_torch.data.protocols)
+
+
+def probe_train_transform(frames: torch.Tensor, crop_size: int = 224, resize_short: int = 224, flip: bool = True,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Probe training augmentation of the official linear evaluations: ``[T, H, W, 3]`` → random
+    horizontal flip (probability 0.5), short side ``resize_short``, random ``crop_size`` crop → float32
+    ``(3, T, crop_size, crop_size)`` in [0, 1]. No scale or colour jitter. A side shorter than the crop
+    is zero-padded (centred) first."""
+    video = resize_short_side(to_float_video(frames), resize_short)
+    if flip and _randint(generator, 2) == 1:
+        video = video.flip(-1)
+    h, w = video.shape[-2:]
+    pad_h, pad_w = max(crop_size - h, 0), max(crop_size - w, 0)
+    if pad_h or pad_w:
+        video = F.pad(video, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+    return random_crop(video, crop_size, generator).clamp(0.0, 1.0).contiguous()
+
+
+def probe_test_transform(frames: torch.Tensor, crop_size: int = 224, resize_short: int = 224) -> torch.Tensor:
+    """Probe test view: short side ``resize_short``, centre ``crop_size`` crop (zero padding where the
+    resized clip is smaller) → float32 ``(3, T, crop_size, crop_size)``."""
+    return center_crop(resize_short_side(to_float_video(frames), resize_short), crop_size).clamp(0.0, 1.0).contiguous()

@@ -317,19 +317,30 @@ def load_word_vectors(spec: str | Path = BUNDLED_GLOVE, fmt: str = "auto", limit
 
 
 def vocabulary_for_sentences(sentences: Iterable[str], source: str | Path | Vocabulary = BUNDLED_GLOVE,
-                             add_unk: bool | None = None, remove_stop_words: bool = True) -> Vocabulary:
-    """A small vocabulary holding only the words of ``sentences`` that ``source`` knows.
+                             add_unk: bool | None = None, remove_stop_words: bool = True,
+                             extra_words: int = 0) -> Vocabulary:
+    """A vocabulary holding the words of ``sentences`` that ``source`` knows, plus the words among the
+    first ``extra_words`` rows of ``source`` (the files are frequency ordered), so that text outside the
+    sentences (benchmark captions) rarely meets an unknown word.
 
     ``source`` is a :class:`Vocabulary` with vectors or a spec for :func:`load_word_vectors`. The
-    words are normalised as the :class:`Tokenizer` does, and keep the source's order. ``add_unk``
-    adds an ``<unk>`` id (``None``: as the source vocabulary, or no for a spec). Useful for demos: the
-    text table stays small.
+    words are normalised as the :class:`Tokenizer` does (rows the tokenizer never produces, such as
+    punctuation or stop words, are left out), and keep the source's order. ``add_unk`` adds an
+    ``<unk>`` id (``None``: as the source vocabulary, or no for a spec).
     """
+    if extra_words < 0:
+        raise ValueError(f"extra_words must be >= 0, got {extra_words}")
     wanted: set[str] = set()
     for s in sentences:
         wanted.update(split_words(s, remove_stop_words))
     if isinstance(source, Vocabulary):
+        reserved = {source.padding_id, source.unk_id}
+        rows = [w for i, w in enumerate(source.words) if i not in reserved and w][:extra_words]
+        wanted.update(w for w in rows if split_words(w, remove_stop_words) == [w])
         return source.subset(wanted, add_unk=add_unk)
+    if extra_words:
+        top = load_word_vectors(source, limit=extra_words)
+        wanted.update(w for w in top.words if w and split_words(w, remove_stop_words) == [w])
     return load_word_vectors(source, restrict_to=wanted, add_unk=bool(add_unk))
 
 
