@@ -214,11 +214,19 @@ class LossConfig:
     """lambda_at, weight of MIL-NCE between audio and the K narrations (0: unused, as in the paper)."""
     normalize: bool = True
     """L2-normalise embeddings before the dot product."""
+    form: str = "joint"
+    """'joint': one softmax per positive whose denominator holds the negative pairs of both directions (the
+    paper's NCE and MIL-NCE equations; the default since this field was added) or 'mean': the average of the
+    two one-directional softmaxes (video->other, other->video), the loss before this field existed."""
     symmetric: bool = True
-    """Average both directions (video->other and other->video)."""
+    """Both directions; False (the video->other direction only) needs form 'mean'."""
 
     def __post_init__(self) -> None:
         _check_positive("loss.temperature", self.temperature)
+        if self.form not in ("joint", "mean"):
+            raise ValueError(f"loss.form must be 'joint' or 'mean', got {self.form!r}")
+        if self.form == "joint" and not self.symmetric:
+            raise ValueError("loss.symmetric=false (one direction only) needs loss.form='mean'")
         for name in ("weight_va", "weight_vt", "weight_at"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0")
