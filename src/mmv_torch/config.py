@@ -246,12 +246,21 @@ class DataConfig:
     """Evaluation centre crop."""
     resize_short: int = 224
     """Short side after resize, before cropping."""
+    augment: str = "dmvr"
+    """Training augmentation: 'dmvr' (DMVR's scale_jitter_augm and color_default_augm: independent height and
+    width scale factors with probability scale_prob, brightness/saturation/contrast/hue with probability
+    color_prob; the default since this field was added) or 'default' (one scale factor, color_jitter; the
+    augmentation before this field existed)."""
     scale_jitter: tuple[float, float] = (0.8, 1.2)
-    """Random scale of the resize before cropping."""
+    """Range of the random scale of the resize before cropping (per axis with 'dmvr')."""
+    scale_prob: float = 0.8
+    """'dmvr': probability of the scale jitter."""
     flip: bool = True
     """Random horizontal flip."""
+    color_prob: float = 0.8
+    """'dmvr': probability of DMVR's colour augmentation (fixed strengths); 0 turns colour off."""
     color_jitter: float = 0.4
-    """Strength of brightness/contrast/saturation jitter (hue gets a tenth); 0 disables."""
+    """'default': strength of brightness/contrast/saturation jitter (hue gets a tenth); 0 disables."""
     audio_seconds: float = 2.0
     """Audio window length in seconds."""
     sample_rate: int = 16000
@@ -285,6 +294,11 @@ class DataConfig:
             raise ValueError(f"data.max_skip_rate must be in [0, 1], got {self.max_skip_rate}")
         if not self.color_jitter >= 0:
             raise ValueError(f"data.color_jitter must be >= 0, got {self.color_jitter}")
+        if self.augment not in ("dmvr", "default"):
+            raise ValueError(f"data.augment must be 'dmvr' or 'default', got {self.augment!r}")
+        for name in ("scale_prob", "color_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from ..config import DataConfig
 from .audio import log_mel_spectrogram
 from .decode import DecodeError, Source, load_audio, load_clip, load_image, probe
 from .media import MEDIA_SUFFIXES
-from .transforms import eval_transform, random_start_time, train_transform
+from .transforms import dmvr_train_transform, eval_transform, random_start_time, train_transform
 
 logger = logging.getLogger("mmv_torch.data")
 
@@ -250,14 +250,18 @@ def make_sample(src: Source, name: str, narrations: Sequence[Narration], duratio
                 threads: int = 1) -> dict[str, torch.Tensor]:
     """Decode and transform one clip into the sample format of the module doc.
 
-    Training: random start in ``[0, duration - span]`` and random augmentation; evaluation: the
-    middle of the video, centre crop of ``eval_crop_size``. Raises :class:`DecodeError`.
+    Training: random start in ``[0, duration - span]`` and random augmentation (``cfg.augment``: DMVR's or
+    the previous default); evaluation: the middle of the video, centre crop of ``eval_crop_size``.
+    Raises :class:`DecodeError`.
     """
     span = clip_span(cfg)
     start = random_start_time(duration, span, generator) if train else max(0.0, (duration - span) / 2)
     clip = load_clip(src, start, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds, name=name,
                      threads=threads)
-    if train:
+    if train and cfg.augment == "dmvr":
+        video = dmvr_train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter, cfg.scale_prob,
+                                     cfg.flip, cfg.color_prob, generator)
+    elif train:
         video = train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter, cfg.flip,
                                 cfg.color_jitter, generator)
     else:
