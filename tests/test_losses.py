@@ -1,14 +1,23 @@
-"""Losses against brute-force loop references, masking, gradients and mmv_loss wiring (one process)."""
+"""Losses against brute-force loop references, masking, gradients and mmv_loss wiring, in both forms
+(joint and mean); one 2-process check that gathered negatives give the one-process loss in both forms."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from mmv_torch.config import LossConfig
+from mmv_torch.config import PRESETS, LossConfig
 from mmv_torch.losses import milnce_loss, mmv_loss, nce_loss
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dist_worker_parity as W  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Brute-force references: plain Python loops over float lists.
@@ -32,38 +41,67 @@ def _dot(a: list[float], b: list[float]) -> float:
     return sum(p * q for p, q in zip(a, b))
 
 
-def ref_nce(x, y, tau=0.07, normalize=True, symmetric=True, mask=None) -> float:
+def ref_nce(x, y, tau=0.07, normalize=True, symmetric=True, mask=None, form="joint") -> float:
     xs, ys = _vecs(x, normalize), _vecs(y, normalize)
     keep = [i for i in range(len(xs)) if mask is None or bool(mask[i])]
     if not keep:
         return 0.0
+
+    def e(i: int, j: int) -> float:  # exp(s(x_i, y_j))
+        return math.exp(_dot(xs[i], ys[j]) / tau)
+
     total = 0.0
     for i in keep:
-        l1 = -math.log(math.exp(_dot(xs[i], ys[i]) / tau) / sum(math.exp(_dot(xs[i], ys[j]) / tau) for j in keep))
+        if form == "joint":
+            den = e(i, i)
+            for j in keep:
+                if j != i:
+                    den += e(i, j) + e(j, i)  # the pairs (x_i, y_j) and (x_j, y_i)
+            total += -math.log(e(i, i) / den)
+            continue
+        l1 = -math.log(e(i, i) / sum(e(i, j) for j in keep))
         if symmetric:
-            l2 = -math.log(math.exp(_dot(ys[i], xs[i]) / tau) / sum(math.exp(_dot(ys[i], xs[j]) / tau) for j in keep))
+            l2 = -math.log(e(i, i) / sum(e(j, i) for j in keep))
             l1 = 0.5 * (l1 + l2)
         total += l1
     return total / len(keep)
 
 
-def ref_milnce(v, t, text_mask=None, sample_mask=None, tau=0.07, normalize=True, symmetric=True) -> float:
+def ref_milnce(v, t, text_mask=None, sample_mask=None, tau=0.07, normalize=True, symmetric=True,
+               form="joint") -> float:
     vs, ts = _vecs(v, normalize), _vecs(t, normalize)
     b, k = len(ts), len(ts[0])
     pos = {i: [c for c in range(k) if (text_mask is None or bool(text_mask[i][c]))] for i in range(b)}
     keep = [i for i in range(b) if pos[i] and (sample_mask is None or bool(sample_mask[i]))]
     if not keep:
         return 0.0
+
+    def e(i: int, j: int, c: int) -> float:  # exp(s(video_i, text_jc))
+        return math.exp(_dot(vs[i], ts[j][c]) / tau)
+
     total = 0.0
     for i in keep:
-        num = sum(math.exp(_dot(vs[i], ts[i][c]) / tau) for c in pos[i])
-        den = sum(math.exp(_dot(vs[i], ts[j][c]) / tau) for j in keep for c in pos[j])
+        num = sum(e(i, i, c) for c in pos[i])
+        if form == "joint":
+            den = num
+            for j in keep:
+                if j == i:
+                    continue
+                den += sum(e(i, j, c) for c in pos[j])  # clip i against clip j's narrations
+                den += sum(e(j, i, c) for c in pos[i])  # clip i's narrations against clip j
+            total += -math.log(num / den)
+            continue
+        den = sum(e(i, j, c) for j in keep for c in pos[j])
         loss = -math.log(num / den)
         if symmetric:
-            den2 = sum(math.exp(_dot(vs[j], ts[i][c]) / tau) for j in keep for c in pos[i])
+            den2 = sum(e(j, i, c) for j in keep for c in pos[i])
             loss = 0.5 * (loss - math.log(num / den2))
         total += loss
     return total / len(keep)
+
+
+FORMS = [("joint", True), ("mean", True), ("mean", False)]
+"""(form, symmetric) combinations: the joint form has both directions by construction."""
 
 
 def _rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -76,26 +114,52 @@ def _rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> tor
 
 
 @pytest.mark.parametrize("normalize", [True, False])
-@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize(("form", "symmetric"), FORMS)
 @pytest.mark.parametrize("tau", [0.07, 0.5, 2.0])
-def test_nce_matches_reference(normalize: bool, symmetric: bool, tau: float) -> None:
+def test_nce_matches_reference(normalize: bool, form: str, symmetric: bool, tau: float) -> None:
     x, y = _rand(6, 5, seed=1), _rand(6, 5, seed=2)
     if not normalize:
         x, y = 0.3 * x, 0.3 * y  # keep exp() in range for the loop reference
     mask = torch.tensor([True, False, True, True, False, True])
     for m in (None, mask):
-        got = nce_loss(x, y, temperature=tau, normalize=normalize, symmetric=symmetric, mask=m)
-        assert got.item() == pytest.approx(ref_nce(x, y, tau, normalize, symmetric, m), rel=1e-10, abs=1e-12)
+        got = nce_loss(x, y, temperature=tau, normalize=normalize, symmetric=symmetric, mask=m, form=form)
+        want = ref_nce(x, y, tau, normalize, symmetric, m, form)
+        assert got.item() == pytest.approx(want, rel=1e-10, abs=1e-12)
 
 
-def test_nce_masking_equals_dropping() -> None:
+def test_nce_forms_differ_and_default_is_joint() -> None:
+    x, y = _rand(5, 4, seed=14), _rand(5, 4, seed=15)
+    joint, mean = nce_loss(x, y, form="joint"), nce_loss(x, y, form="mean")
+    assert abs(joint.item() - mean.item()) > 1e-2  # different objectives
+    torch.testing.assert_close(nce_loss(x, y), joint, rtol=0, atol=0)
+    # The joint denominator holds 2B - 1 pairs, the positive once: at an infinite temperature the loss is
+    # log(2B - 1) (log(B) for the mean form).
+    assert nce_loss(x, y, temperature=1e6).item() == pytest.approx(math.log(9), rel=1e-5)
+    assert nce_loss(x, y, temperature=1e6, form="mean").item() == pytest.approx(math.log(5), rel=1e-5)
+
+
+def test_nce_joint_is_one_softmax_over_both_directions() -> None:
+    # Written from the definition with a matrix, independently of the implementation's masking: for row i the
+    # logits are row i of S (x_i against every y_j) and column i of S without S_ii (every x_j against y_i).
+    x, y = _rand(4, 3, seed=16), _rand(4, 3, seed=17)
+    s = torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(y, dim=1).t() / 0.1
+    rows = []
+    for i in range(4):
+        others = torch.cat([s[:i, i], s[i + 1:, i]])
+        logits = torch.cat([s[i], others])
+        rows.append(-torch.log_softmax(logits, dim=0)[i])
+    torch.testing.assert_close(nce_loss(x, y, temperature=0.1), torch.stack(rows).mean(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", ["joint", "mean"])
+def test_nce_masking_equals_dropping(form: str) -> None:
     x = _rand(7, 4, seed=3).requires_grad_()
     y = _rand(7, 4, seed=4).requires_grad_()
     mask = torch.tensor([True, True, False, True, False, False, True])
-    masked = nce_loss(x, y, mask=mask)
+    masked = nce_loss(x, y, mask=mask, form=form)
     gx, gy = torch.autograd.grad(masked, (x, y))
     xd, yd = x.detach()[mask].clone().requires_grad_(), y.detach()[mask].clone().requires_grad_()
-    dropped = nce_loss(xd, yd)
+    dropped = nce_loss(xd, yd, form=form)
     gxd, gyd = torch.autograd.grad(dropped, (xd, yd))
     torch.testing.assert_close(masked, dropped, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gx[mask], gxd, rtol=1e-10, atol=1e-12)
@@ -103,33 +167,35 @@ def test_nce_masking_equals_dropping() -> None:
     assert torch.all(gx[~mask] == 0) and torch.all(gy[~mask] == 0)
 
 
-def test_nce_temperature_scaling() -> None:
+@pytest.mark.parametrize("form", ["joint", "mean"])
+def test_nce_temperature_scaling(form: str) -> None:
     x, y = _rand(5, 3, seed=5), _rand(5, 3, seed=6)
     # Without normalisation, scaling one side by c is the same as dividing tau by c.
-    a = nce_loss(x, y, temperature=0.2, normalize=False)
-    b = nce_loss(2.5 * x, y, temperature=0.5, normalize=False)
+    a = nce_loss(x, y, temperature=0.2, normalize=False, form=form)
+    b = nce_loss(2.5 * x, y, temperature=0.5, normalize=False, form=form)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     # Aligned pairs: a lower temperature gives a sharper softmax and a lower loss.
     e = _rand(5, 3, seed=7)
-    assert nce_loss(e, e, temperature=0.05) < nce_loss(e, e, temperature=0.5) < nce_loss(e, e, temperature=5.0)
-    # An infinite temperature limit tends to log(B).
-    assert nce_loss(e, e, temperature=1e6).item() == pytest.approx(math.log(5), rel=1e-5)
+    losses = [nce_loss(e, e, temperature=tau, form=form) for tau in (0.05, 0.5, 5.0)]
+    assert losses[0] < losses[1] < losses[2]
 
 
 def test_nce_gradcheck() -> None:
     x = _rand(4, 3, seed=8).requires_grad_()
     y = _rand(4, 3, seed=9).requires_grad_()
     mask = torch.tensor([True, False, True, True])
-    for sym in (True, False):
-        assert torch.autograd.gradcheck(lambda a, b, s=sym: nce_loss(a, b, temperature=0.3, symmetric=s, mask=mask),
-                                        (x, y))
-    assert torch.autograd.gradcheck(lambda a, b: nce_loss(a, b, temperature=0.5, normalize=False), (x, y))
+    for form, sym in FORMS:
+        assert torch.autograd.gradcheck(
+            lambda a, b, f=form, s=sym: nce_loss(a, b, temperature=0.3, symmetric=s, mask=mask, form=f), (x, y))
+        assert torch.autograd.gradcheck(
+            lambda a, b, f=form: nce_loss(a, b, temperature=0.5, normalize=False, form=f), (x, y))
 
 
-def test_nce_all_masked_is_zero_without_nan() -> None:
+@pytest.mark.parametrize("form", ["joint", "mean"])
+def test_nce_all_masked_is_zero_without_nan(form: str) -> None:
     x = _rand(4, 3, seed=10, dtype=torch.float32).requires_grad_()
     y = _rand(4, 3, seed=11, dtype=torch.float32).requires_grad_()
-    loss = nce_loss(x, y, mask=torch.zeros(4, dtype=torch.bool))
+    loss = nce_loss(x, y, mask=torch.zeros(4, dtype=torch.bool), form=form)
     loss.backward()
     assert loss.item() == 0.0
     assert torch.all(x.grad == 0) and torch.all(y.grad == 0)
@@ -145,6 +211,10 @@ def test_nce_bad_inputs() -> None:
         nce_loss(x, x, mask=torch.ones(4))
     with pytest.raises(ValueError, match="temperature"):
         nce_loss(x, x, temperature=0.0)
+    with pytest.raises(ValueError, match="form must be one of"):
+        nce_loss(x, x, form="sum")
+    with pytest.raises(ValueError, match="needs form='mean'"):
+        nce_loss(x, x, symmetric=False)
 
 
 def test_nce_half_precision_and_autocast() -> None:
@@ -163,9 +233,9 @@ def test_nce_half_precision_and_autocast() -> None:
 # MIL-NCE
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize(("form", "symmetric"), FORMS)
 @pytest.mark.parametrize("normalize", [True, False])
-def test_milnce_matches_reference(symmetric: bool, normalize: bool) -> None:
+def test_milnce_matches_reference(form: str, symmetric: bool, normalize: bool) -> None:
     v, t = _rand(5, 4, seed=20), _rand(5, 3, 4, seed=21)
     if not normalize:
         v, t = 0.3 * v, 0.3 * t
@@ -175,39 +245,40 @@ def test_milnce_matches_reference(symmetric: bool, normalize: bool) -> None:
     for tm, sm in ((None, None), (text_mask, None), (text_mask, sample_mask), (None, sample_mask)):
         for tau in (0.07, 1.0):
             got = milnce_loss(v, t, text_mask=tm, sample_mask=sm, temperature=tau, normalize=normalize,
-                              symmetric=symmetric)
-            want = ref_milnce(v, t, tm, sm, tau, normalize, symmetric)
+                              symmetric=symmetric, form=form)
+            want = ref_milnce(v, t, tm, sm, tau, normalize, symmetric, form)
             assert got.item() == pytest.approx(want, rel=1e-10, abs=1e-12)
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_milnce_k1_equals_nce(symmetric: bool) -> None:
+@pytest.mark.parametrize(("form", "symmetric"), FORMS)
+def test_milnce_k1_equals_nce(form: str, symmetric: bool) -> None:
     v, t = _rand(6, 4, seed=22).requires_grad_(), _rand(6, 1, 4, seed=23).requires_grad_()
     mask = torch.tensor([True, False, True, True, True, False])
-    a = milnce_loss(v, t, text_mask=mask[:, None], symmetric=symmetric, temperature=0.1)
+    a = milnce_loss(v, t, text_mask=mask[:, None], symmetric=symmetric, temperature=0.1, form=form)
     ga = torch.autograd.grad(a, (v, t))
-    b = nce_loss(v, t[:, 0], mask=mask, symmetric=symmetric, temperature=0.1)
+    b = nce_loss(v, t[:, 0], mask=mask, symmetric=symmetric, temperature=0.1, form=form)
     gb = torch.autograd.grad(b, (v, t))
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     for p, q in zip(ga, gb):
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
     # sample_mask and text_mask express the same thing for K = 1.
-    c = milnce_loss(v, t, sample_mask=mask, symmetric=symmetric, temperature=0.1)
+    c = milnce_loss(v, t, sample_mask=mask, symmetric=symmetric, temperature=0.1, form=form)
     torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
 
 
-def test_milnce_masking_equals_dropping() -> None:
+@pytest.mark.parametrize("form", ["joint", "mean"])
+def test_milnce_masking_equals_dropping(form: str) -> None:
     v = _rand(6, 4, seed=24).requires_grad_()
     t = _rand(6, 3, 4, seed=25).requires_grad_()
     text_mask = torch.tensor([[True, False, True], [False, False, False], [True, True, True],
                               [True, False, False], [False, True, False], [True, True, False]])
     sample_mask = torch.tensor([True, True, True, False, True, True])
     keep = text_mask.any(1) & sample_mask
-    masked = milnce_loss(v, t, text_mask=text_mask, sample_mask=sample_mask)
+    masked = milnce_loss(v, t, text_mask=text_mask, sample_mask=sample_mask, form=form)
     gv, gt = torch.autograd.grad(masked, (v, t))
     vd = v.detach()[keep].clone().requires_grad_()
     td = t.detach()[keep].clone().requires_grad_()
-    dropped = milnce_loss(vd, td, text_mask=text_mask[keep])
+    dropped = milnce_loss(vd, td, text_mask=text_mask[keep], form=form)
     gvd, gtd = torch.autograd.grad(dropped, (vd, td))
     torch.testing.assert_close(masked, dropped, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gv[keep], gvd, rtol=1e-10, atol=1e-12)
@@ -217,30 +288,32 @@ def test_milnce_masking_equals_dropping() -> None:
     # The content of invalid candidates does not matter.
     t2 = t.detach().clone()
     t2[~text_mask] = 100.0 * torch.randn(int((~text_mask).sum()), 4, dtype=torch.float64)
-    torch.testing.assert_close(milnce_loss(v, t2, text_mask=text_mask, sample_mask=sample_mask), masked)
+    torch.testing.assert_close(milnce_loss(v, t2, text_mask=text_mask, sample_mask=sample_mask, form=form), masked)
 
 
 def test_milnce_gradcheck() -> None:
     v = _rand(3, 4, seed=26).requires_grad_()
     t = _rand(3, 2, 4, seed=27).requires_grad_()
     tm = torch.tensor([[True, False], [True, True], [False, True]])
-    for sym in (True, False):
+    for form, sym in FORMS:
         assert torch.autograd.gradcheck(
-            lambda a, b, s=sym: milnce_loss(a, b, text_mask=tm, temperature=0.3, symmetric=s), (v, t))
-    assert torch.autograd.gradcheck(lambda a, b: milnce_loss(a, b, temperature=0.7, normalize=False), (v, t))
+            lambda a, b, f=form, s=sym: milnce_loss(a, b, text_mask=tm, temperature=0.3, symmetric=s, form=f), (v, t))
+        assert torch.autograd.gradcheck(
+            lambda a, b, f=form: milnce_loss(a, b, temperature=0.7, normalize=False, form=f), (v, t))
 
 
-def test_milnce_all_masked_and_zero_padding_no_nan() -> None:
+@pytest.mark.parametrize("form", ["joint", "mean"])
+def test_milnce_all_masked_and_zero_padding_no_nan(form: str) -> None:
     v = _rand(4, 3, seed=28, dtype=torch.float32).requires_grad_()
     t = _rand(4, 2, 3, seed=29, dtype=torch.float32)
     t[:, 1] = 0.0  # zero padding vectors, normalised with normalize=True
     t.requires_grad_()
-    loss = milnce_loss(v, t, text_mask=torch.zeros(4, 2, dtype=torch.bool))
+    loss = milnce_loss(v, t, text_mask=torch.zeros(4, 2, dtype=torch.bool), form=form)
     loss.backward()
     assert loss.item() == 0.0 and torch.all(v.grad == 0) and torch.all(t.grad == 0)
     v.grad = t.grad = None
     tm = torch.tensor([[True, False]] * 4)
-    loss = milnce_loss(v, t, text_mask=tm)
+    loss = milnce_loss(v, t, text_mask=tm, form=form)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(v.grad).all() and torch.isfinite(t.grad).all()
 
@@ -267,16 +340,18 @@ def _emb(b: int = 5, k: int = 3, seed: int = 30) -> dict[str, dict[str, torch.Te
     }
 
 
-def test_mmv_loss_is_weighted_sum_of_terms() -> None:
+@pytest.mark.parametrize("form", ["joint", "mean"])
+def test_mmv_loss_is_weighted_sum_of_terms(form: str) -> None:
     emb = _emb()
     am = torch.tensor([True, False, True, True, True])
     tm = torch.tensor([[True, True, False], [False, False, False], [True, False, False],
                        [True, True, True], [False, True, False]])
-    cfg = LossConfig(temperature=0.1, weight_va=0.5, weight_vt=2.0, weight_at=0.25)
+    cfg = LossConfig(temperature=0.1, weight_va=0.5, weight_vt=2.0, weight_at=0.25, form=form)
     total, parts = mmv_loss(emb, cfg, audio_mask=am, text_mask=tm)
-    va = nce_loss(emb["video"]["va"], emb["audio"]["va"], temperature=0.1, mask=am)
-    vt = milnce_loss(emb["video"]["vt"], emb["text"]["vt"], text_mask=tm, temperature=0.1)
-    at = milnce_loss(emb["audio"]["at"], emb["text"]["at"], text_mask=tm, sample_mask=am, temperature=0.1)
+    va = nce_loss(emb["video"]["va"], emb["audio"]["va"], temperature=0.1, mask=am, form=form)
+    vt = milnce_loss(emb["video"]["vt"], emb["text"]["vt"], text_mask=tm, temperature=0.1, form=form)
+    at = milnce_loss(emb["audio"]["at"], emb["text"]["at"], text_mask=tm, sample_mask=am, temperature=0.1,
+                     form=form)
     assert set(parts) == {"va", "vt", "at"}
     torch.testing.assert_close(parts["va"], va.float())
     torch.testing.assert_close(parts["vt"], vt.float())
@@ -284,7 +359,19 @@ def test_mmv_loss_is_weighted_sum_of_terms() -> None:
     torch.testing.assert_close(total, 0.5 * va + 2.0 * vt + 0.25 * at)
     # The at term against the loop reference: clips without audio are dropped from it.
     assert parts["at"].item() == pytest.approx(
-        ref_milnce(emb["audio"]["at"], emb["text"]["at"], tm, am, 0.1, True, True), rel=1e-6)
+        ref_milnce(emb["audio"]["at"], emb["text"]["at"], tm, am, 0.1, True, True, form), rel=1e-6)
+    assert parts["va"].item() == pytest.approx(
+        ref_nce(emb["video"]["va"], emb["audio"]["va"], 0.1, True, True, am, form), rel=1e-6)
+
+
+def test_loss_config_form_default_and_checks() -> None:
+    assert LossConfig().form == "joint"
+    assert {name: cfg.loss.form for name, cfg in PRESETS.items()} == dict.fromkeys(PRESETS, "joint")
+    assert LossConfig(form="mean", symmetric=False).symmetric is False
+    with pytest.raises(ValueError, match="loss.form must be"):
+        LossConfig(form="sum")
+    with pytest.raises(ValueError, match="needs loss.form='mean'"):
+        LossConfig(symmetric=False)
 
 
 def test_mmv_loss_skips_absent_terms_and_zero_weights() -> None:
@@ -311,3 +398,43 @@ def test_mmv_loss_everything_masked_gives_zero_grad() -> None:
     assert total.item() == 0.0 and all(v.item() == 0.0 for v in parts.values())
     for leaf in leaves:
         assert leaf.grad is not None and torch.all(leaf.grad == 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two processes (gloo): negatives gathered from the other rank, both forms
+
+
+def _forms_worker(rank: int, world_size: int) -> dict[str, Any]:
+    """Each rank scores its share of :func:`dist_worker_parity.loss_inputs` under both forms."""
+    li = W.loss_inputs(world_size)
+    b = li["audio_mask"].shape[0] // world_size
+    sl = slice(rank * b, (rank + 1) * b)
+    out: dict[str, Any] = {}
+    for form in ("joint", "mean"):
+        leaves = {m: {s: t[sl].clone().requires_grad_() for s, t in d.items()} for m, d in li["emb"].items()}
+        cfg = dataclasses.replace(li["cfg"], form=form)
+        total, parts = mmv_loss(leaves, cfg, audio_mask=li["audio_mask"][sl], text_mask=li["text_mask"][sl])
+        total.backward()
+        out[form] = {"total": total.detach(), "parts": parts,
+                     "grads": {m: {s: t.grad for s, t in d.items()} for m, d in leaves.items()}}
+    return out
+
+
+def test_both_forms_two_processes_equal_one_process() -> None:
+    results = W.spawn(_forms_worker, 2, timeout_s=120)
+    li = W.loss_inputs(2)
+    b = li["audio_mask"].shape[0] // 2
+    for form in ("joint", "mean"):
+        leaves = {m: {s: t.clone().requires_grad_() for s, t in d.items()} for m, d in li["emb"].items()}
+        cfg = dataclasses.replace(li["cfg"], form=form)
+        total, parts = mmv_loss(leaves, cfg, audio_mask=li["audio_mask"], text_mask=li["text_mask"])
+        total.backward()
+        assert parts["vt"].item() == pytest.approx(
+            ref_milnce(li["emb"]["video"]["vt"], li["emb"]["text"]["vt"], li["text_mask"], None, cfg.temperature,
+                       True, True, form), rel=1e-6)
+        for r, res in enumerate(results):
+            torch.testing.assert_close(res[form]["total"], total.detach(), rtol=1e-12, atol=1e-12)
+            for m, d in leaves.items():  # without DDP a rank's gradient is W times its share
+                for s, t in d.items():
+                    torch.testing.assert_close(res[form]["grads"][m][s], 2 * t.grad[r * b:(r + 1) * b],
+                                               rtol=1e-10, atol=1e-12, msg=f"{form} rank {r} {m}/{s}")

@@ -222,11 +222,19 @@ class LossConfig:
     """lambda_at, weight of MIL-NCE between audio and the K narrations (0: unused, as in the paper)."""
     normalize: bool = True
     """L2-normalise embeddings before the dot product."""
+    form: str = "joint"
+    """'joint': one softmax per positive whose denominator holds the negative pairs of both directions (the
+    paper's NCE and MIL-NCE equations; the default since this field was added) or 'mean': the average of the
+    two one-directional softmaxes (video->other, other->video), the loss before this field existed."""
     symmetric: bool = True
-    """Average both directions (video->other and other->video)."""
+    """Both directions; False (the video->other direction only) needs form 'mean'."""
 
     def __post_init__(self) -> None:
         _check_positive("loss.temperature", self.temperature)
+        if self.form not in ("joint", "mean"):
+            raise ValueError(f"loss.form must be 'joint' or 'mean', got {self.form!r}")
+        if self.form == "joint" and not self.symmetric:
+            raise ValueError("loss.symmetric=false (one direction only) needs loss.form='mean'")
         for name in ("weight_va", "weight_vt", "weight_at"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0")
@@ -246,12 +254,21 @@ class DataConfig:
     """Evaluation centre crop."""
     resize_short: int = 224
     """Short side after resize, before cropping."""
+    augment: str = "dmvr"
+    """Training augmentation: 'dmvr' (DMVR's scale_jitter_augm and color_default_augm: independent height and
+    width scale factors with probability scale_prob, brightness/saturation/contrast/hue with probability
+    color_prob; the default since this field was added) or 'default' (one scale factor, color_jitter; the
+    augmentation before this field existed)."""
     scale_jitter: tuple[float, float] = (0.8, 1.2)
-    """Random scale of the resize before cropping."""
+    """Range of the random scale of the resize before cropping (per axis with 'dmvr')."""
+    scale_prob: float = 0.8
+    """'dmvr': probability of the scale jitter."""
     flip: bool = True
     """Random horizontal flip."""
+    color_prob: float = 0.8
+    """'dmvr': probability of DMVR's colour augmentation (fixed strengths); 0 turns colour off."""
     color_jitter: float = 0.4
-    """Strength of brightness/contrast/saturation jitter (hue gets a tenth); 0 disables."""
+    """'default': strength of brightness/contrast/saturation jitter (hue gets a tenth); 0 disables."""
     audio_seconds: float = 2.0
     """Audio window length in seconds."""
     sample_rate: int = 16000
@@ -295,6 +312,11 @@ class DataConfig:
             raise ValueError(f"data.max_skip_rate must be in [0, 1], got {self.max_skip_rate}")
         if not self.color_jitter >= 0:
             raise ValueError(f"data.color_jitter must be >= 0, got {self.color_jitter}")
+        if self.augment not in ("dmvr", "default"):
+            raise ValueError(f"data.augment must be 'dmvr' or 'default', got {self.augment!r}")
+        for name in ("scale_prob", "color_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,18 @@ value returned on every rank is the loss of the whole global batch, identical on
 gradient is scaled so that DDP's average over ranks is exactly the gradient of that global loss:
 the result equals one process on the concatenated batch, masks included (``_global_mean``).
 Scores are computed in float32 (float64 inputs stay float64) with autocast disabled.
+
+Two forms of the symmetric loss (``form``; ``LossConfig.form``):
+
+- ``"joint"`` (the default, the paper's equations): ONE softmax per positive whose denominator holds
+  the positive and the negative pairs of BOTH directions: for NCE(x, y) and positive pair i, the pairs
+  (x_i, y_j) and (x_j, y_i), j != i. For MIL-NCE the numerator is the sum over the clip's valid
+  narrations and the second direction pairs those narrations with the other clips.
+- ``"mean"`` (the default before the joint form was added): the average of two one-directional
+  softmaxes, x->y and y->x, each with the positive once in its denominator (CLIP-style).
+  ``symmetric=False`` keeps the x->y direction only and exists for this form only.
+
+Both forms share the masks and the distributed gathering.
 """
 
 from __future__ import annotations
@@ -24,6 +36,15 @@ from mmv_torch import dist
 from mmv_torch.config import LossConfig
 
 _NEG_INF = float("-inf")
+LOSS_FORMS = ("joint", "mean")
+
+
+def _check_form(form: str, symmetric: bool, name: str) -> None:
+    if form not in LOSS_FORMS:
+        raise ValueError(f"{name} form must be one of {LOSS_FORMS}, got {form!r}")
+    if form == "joint" and not symmetric:
+        raise ValueError(f"{name}: symmetric=False (one direction only) needs form='mean'; the joint form "
+                         "holds both directions in one softmax")
 
 
 def _prep(x: torch.Tensor, normalize: bool) -> torch.Tensor:
@@ -66,74 +87,92 @@ def _check_mask(mask: torch.Tensor | None, shape: tuple[int, ...], name: str, de
 
 
 def nce_loss(x: torch.Tensor, y: torch.Tensor, temperature: float = 0.07, normalize: bool = True,
-             symmetric: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
+             symmetric: bool = True, mask: torch.Tensor | None = None, form: str = "joint") -> torch.Tensor:
     """InfoNCE between paired embeddings: row i of ``x`` (B, D) matches row i of ``y`` (B, D).
 
-    With A the set of global clips whose ``mask`` (B,) bool is True (all when None) and |A| its size:
+    With A the set of global clips whose ``mask`` (B,) bool is True (all when None), |A| its size and
+    e_ij = exp(s(x_i, y_j)):
 
-        l_i^{x->y} = -log( exp(s(x_i, y_i)) / sum_{j in A} exp(s(x_i, y_j)) )
-        L = 1/|A| sum_{i in A} l_i^{x->y}                                  (symmetric=False)
-        L = 1/|A| sum_{i in A} (l_i^{x->y} + l_i^{y->x}) / 2               (symmetric=True)
+        form="joint" (default):
+        l_i = -log( e_ii / (e_ii + sum_{j in A, j != i} e_ij + sum_{j in A, j != i} e_ji) )
+        L = 1/|A| sum_{i in A} l_i
 
-    where l^{y->x} swaps the roles of x and y. j runs over all ranks' clips. Returns a scalar; 0 with
-    a zero gradient when A is empty on every rank.
+        form="mean":
+        l_i^{x->y} = -log( e_ii / sum_{j in A} e_ij ),   l_i^{y->x} = -log( e_ii / sum_{j in A} e_ji )
+        L = 1/|A| sum_{i in A} (l_i^{x->y} + l_i^{y->x}) / 2      (symmetric=True)
+        L = 1/|A| sum_{i in A} l_i^{x->y}                         (symmetric=False)
+
+    The joint form is the NCE of the MMV paper (a negative set holding both directions); ``symmetric``
+    must stay True for it. j runs over all ranks' clips. Returns a scalar; 0 with a zero gradient when
+    A is empty on every rank.
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape != y.shape:
         raise ValueError(f"nce_loss needs x and y of the same shape (B, D), got {tuple(x.shape)} and {tuple(y.shape)}")
     if not temperature > 0:
         raise ValueError(f"nce_loss temperature must be > 0, got {temperature}")
+    _check_form(form, symmetric, "nce_loss")
     b = x.shape[0]
     mask = _check_mask(mask, (b,), "nce_loss mask", x.device)
     with torch.autocast(device_type=x.device.type, enabled=False):
         x, y = _prep(x, normalize), _prep(y, normalize)
         y_all = dist.all_gather_with_grad(y)  # (N, D)
         mask_all = dist.all_gather(mask)  # (N,)
-        pos = dist.rank() * b + torch.arange(b, device=x.device)  # global column of each local row
+        ar = torch.arange(b, device=x.device)
+        pos = dist.rank() * b + ar  # global column of each local row
 
-        def one_way(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        def scores(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
             logits = rows @ cols.t() / temperature  # (B, N)
             logits = logits.masked_fill(~mask_all[None, :], _NEG_INF)
             # Inactive rows are replaced by zeros so that no row is all -inf (no NaN in value or grad).
-            logits = torch.where(mask[:, None], logits, torch.zeros_like(logits))
-            return torch.logsumexp(logits, dim=1) - logits[torch.arange(b, device=x.device), pos]
+            return torch.where(mask[:, None], logits, torch.zeros_like(logits))
 
-        row = one_way(x, y_all)
-        if symmetric:
-            row = 0.5 * (row + one_way(y, dist.all_gather_with_grad(x)))
+        fwd = scores(x, y_all)  # s(x_i, y_j)
+        positive = fwd[ar, pos]
+        if form == "joint":
+            bwd = scores(y, dist.all_gather_with_grad(x))  # s(x_j, y_i)
+            bwd = bwd.masked_fill(pos[:, None] == torch.arange(bwd.shape[1], device=x.device)[None], _NEG_INF)
+            row = torch.logsumexp(torch.cat([fwd, bwd], dim=1), dim=1) - positive
+        else:
+            row = torch.logsumexp(fwd, dim=1) - positive
+            if symmetric:
+                bwd = scores(y, dist.all_gather_with_grad(x))
+                row = 0.5 * (row + torch.logsumexp(bwd, dim=1) - bwd[ar, pos])
         return _global_mean(row, mask, mask_all.sum())
 
 
 def milnce_loss(video: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
                 sample_mask: torch.Tensor | None = None, temperature: float = 0.07, normalize: bool = True,
-                symmetric: bool = True) -> torch.Tensor:
+                symmetric: bool = True, form: str = "joint") -> torch.Tensor:
     """MIL-NCE (Miech et al. 2020) between clips ``video`` (B, D) and their K candidates ``text`` (B, K, D).
 
     ``text_mask`` (B, K) bool marks real candidates (padding False); ``sample_mask`` (B,) bool drops
     whole clips. A = global clips with sample_mask True and at least one valid candidate (others,
     e.g. AudioSet clips without narration, are removed from rows and columns); P_i = valid candidates
-    of clip i in A. With s_{i,jk} = s(video_i, text_jk):
+    of clip i in A. With e_{i,jk} = exp(s(video_i, text_jk)) and the bag score num_i = sum_{k in P_i} e_{i,ik}:
 
-    Video side (the bag P_i holds the positives; the negatives are every valid candidate of the other
-    clips of A):
+    form="joint" (default, the MIL-NCE equation): one softmax per clip whose negatives are both kinds,
+    the clip against the candidates of the other clips and the clip's candidates against the other clips:
 
-        l_i^{v->t} = -log( sum_{k in P_i} exp(s_{i,ik}) / sum_{j in A} sum_{k in P_j} exp(s_{i,jk}) )
+        l_i = -log( num_i / (num_i + sum_{j in A, j != i} sum_{k in P_j} e_{i,jk}
+                                   + sum_{j in A, j != i} sum_{k in P_i} e_{j,ik}) )
 
-    Text side (the bag P_i scored against every video; the negatives pair the candidates of clip i
-    with the videos of the other clips of A):
+    form="mean": the average of the two one-directional softmaxes (each holds the positives once):
 
-        l_i^{t->v} = -log( sum_{k in P_i} exp(s_{i,ik}) / sum_{j in A} sum_{k in P_i} exp(s_{j,ik}) )
+        l_i^{v->t} = -log( num_i / sum_{j in A} sum_{k in P_j} e_{i,jk} )
+        l_i^{t->v} = -log( num_i / sum_{j in A} sum_{k in P_i} e_{j,ik} )
+        l_i = (l_i^{v->t} + l_i^{t->v}) / 2   (symmetric=True)   or   l_i^{v->t}   (symmetric=False)
 
-    L = 1/|A| sum_{i in A} l_i^{v->t} (symmetric=False) or 1/|A| sum_{i in A} (l^{v->t}_i + l^{t->v}_i)/2.
-    Both denominators contain the positives once. With K = 1 this is exactly :func:`nce_loss`
-    (x = video, y = text[:, 0]). Miech et al.'s released code instead puts both kinds of negatives into
-    one softmax (counting the positives twice); the average of the two directions used here keeps the
-    K = 1 case equal to symmetric NCE. Returns a scalar; 0 with a zero gradient when A is empty.
+    L = 1/|A| sum_{i in A} l_i. With K = 1 each form is exactly :func:`nce_loss` of the same form
+    (x = video, y = text[:, 0]). Miech et al.'s released code builds the joint denominator by
+    concatenating both directions' score blocks, so it counts the positives twice; here they are
+    counted once, as in the paper's equation. Returns a scalar; 0 with a zero gradient when A is empty.
     """
     if video.dim() != 2 or text.dim() != 3 or text.shape[0] != video.shape[0] or text.shape[2] != video.shape[1]:
         raise ValueError(f"milnce_loss needs video (B, D) and text (B, K, D), got {tuple(video.shape)} "
                          f"and {tuple(text.shape)}")
     if not temperature > 0:
         raise ValueError(f"milnce_loss temperature must be > 0, got {temperature}")
+    _check_form(form, symmetric, "milnce_loss")
     b, k, d = text.shape
     text_mask = _check_mask(text_mask, (b, k), "milnce_loss text_mask", video.device)
     sample_mask = _check_mask(sample_mask, (b,), "milnce_loss sample_mask", video.device)
@@ -153,17 +192,23 @@ def milnce_loss(video: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
         logits = logits.masked_fill(~cand_all.reshape(1, n * k), _NEG_INF)
         logits = torch.where(active[:, None], logits, torch.zeros_like(logits))
         num = torch.logsumexp(logits.reshape(b, n, k)[ar, pos], dim=1)  # (B,) over k in P_i
-        row = torch.logsumexp(logits, dim=1) - num
+        if form == "mean" and not symmetric:
+            return _global_mean(torch.logsumexp(logits, dim=1) - num, active, active_all.sum())
 
-        if symmetric:
-            v_all = dist.all_gather_with_grad(v)  # (N, D)
-            logits2 = torch.einsum("bkd,nd->bkn", t, v_all) / temperature  # (B, K, N)
-            valid2 = cand[:, :, None] & active_all[None, None, :]
-            logits2 = logits2.masked_fill(~valid2, _NEG_INF)
-            logits2 = torch.where(active[:, None, None], logits2, torch.zeros_like(logits2))
+        # Text side: (B, K, N) the candidates of clip i against every video of the global batch.
+        v_all = dist.all_gather_with_grad(v)  # (N, D)
+        logits2 = torch.einsum("bkd,nd->bkn", t, v_all) / temperature
+        valid2 = cand[:, :, None] & active_all[None, None, :]
+        if form == "joint":  # the positives are already in the video side's block
+            valid2 = valid2 & (pos[:, None, None] != torch.arange(n, device=v.device)[None, None, :])
+        logits2 = logits2.masked_fill(~valid2, _NEG_INF)
+        logits2 = torch.where(active[:, None, None], logits2, torch.zeros_like(logits2))
+        if form == "joint":
+            row = torch.logsumexp(torch.cat([logits, logits2.reshape(b, k * n)], dim=1), dim=1) - num
+        else:
             num2 = torch.logsumexp(logits2[ar, :, pos], dim=1)  # (B,) over k in P_i, video i
-            row2 = torch.logsumexp(logits2.reshape(b, k * n), dim=1) - num2
-            row = 0.5 * (row + row2)
+            row = 0.5 * (torch.logsumexp(logits, dim=1) - num + torch.logsumexp(logits2.reshape(b, k * n), dim=1)
+                         - num2)
         return _global_mean(row, active, active_all.sum())
 
 
@@ -180,12 +225,14 @@ def mmv_loss(emb: dict[str, dict[str, torch.Tensor]], cfg: LossConfig, audio_mas
     ``emb["text"]["at"]`` (B, K, D). A term is computed when its weight is > 0 and both embeddings are
     present (a missing modality skips its term and its weight). ``audio_mask`` (B,) bool marks clips
     with audio (it masks the va and at terms); ``text_mask`` (B, K) bool marks real candidates (a clip
-    with none, e.g. from AudioSet, contributes to the va term only). Temperature, normalisation and
-    the symmetric form come from ``cfg``. Returns ``(total, parts)`` with ``parts`` the detached
+    with none, e.g. from AudioSet, contributes to the va term only). Temperature, normalisation, the form
+    (``cfg.form``: "joint" by default, "mean") and ``cfg.symmetric`` come from ``cfg``. Returns
+    ``(total, parts)`` with ``parts`` the detached
     unweighted terms keyed "va", "vt", "at". A term with no valid pair on any rank is 0 with a zero
     gradient. Raises ``ValueError`` when no term can be computed.
     """
-    common = {"temperature": cfg.temperature, "normalize": cfg.normalize, "symmetric": cfg.symmetric}
+    common = {"temperature": cfg.temperature, "normalize": cfg.normalize, "symmetric": cfg.symmetric,
+              "form": cfg.form}
     terms: dict[str, tuple[float, torch.Tensor]] = {}
     v_va, a_va = _get(emb, "video", "va"), _get(emb, "audio", "va")
     if cfg.weight_va > 0 and v_va is not None and a_va is not None:

@@ -53,11 +53,11 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from ..config import DataConfig
 from .audio import log_mel_spectrogram
-from .decode import DecodeError, Source, load_audio, load_clip, load_image, probe
+from .decode import DecodeError, Source, load_audio, load_clip, load_image, probe, window_span
 from .media import MEDIA_SUFFIXES
 from .narrations import Narration, NarrationIssues, Tokenize, encode_narrations, nearest_narrations, validate_narrations
 from .protocols import ProbeProtocol, audio_window_starts, config_protocol, probe_video_item, stack_windows
-from .transforms import eval_transform, random_start_time, train_transform
+from .transforms import dmvr_train_transform, eval_transform, random_start_time, train_transform
 
 logger = logging.getLogger("mmv_torch.data")
 
@@ -225,30 +225,25 @@ def audio_features(waveform: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     return log_mel_spectrogram(waveform, cfg.sample_rate, cfg.num_mel_bins, frontend=cfg.audio_frontend)[0]
 
 
-def window_span(duration: float, window: tuple[float, float] | None) -> tuple[float, float]:
-    """``(offset, length)`` seconds of the part of a ``duration``-second file that samples come from: the
-    manifest's window clipped to the file, or the whole file (also when the window starts at or after
-    the file's end: the file is then taken as the segment, already cut)."""
-    if window is None or window[0] >= duration:
-        return 0.0, duration
-    return window[0], min(window[1], duration) - window[0]
-
-
 def make_sample(src: Source, name: str, narrations: Sequence[Narration], duration: float, cfg: DataConfig,
                 tokenize: Tokenize | None, train: bool, generator: torch.Generator, index: int,
                 threads: int = 1, window: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
     """Decode and transform one clip into the sample format of the module doc.
 
-    Training: random start in ``[0, duration - span]`` and random augmentation; evaluation: the
-    middle of the video, centre crop of ``eval_crop_size``. With ``window`` (seconds inside the file)
-    the clip comes from that segment instead. Raises :class:`DecodeError`.
+    Training: random start in ``[0, duration - span]`` and random augmentation (``cfg.augment``: DMVR's or
+    the previous default); evaluation: the middle of the video, centre crop of ``eval_crop_size``. With
+    ``window`` (seconds inside the file) the clip comes from that segment instead. Raises
+    :class:`DecodeError`.
     """
     span = clip_span(cfg)
     offset, length = window_span(duration, window)
     start = offset + (random_start_time(length, span, generator) if train else max(0.0, (length - span) / 2))
     clip = load_clip(src, start, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds, name=name,
                      threads=threads)
-    if train:
+    if train and cfg.augment == "dmvr":
+        video = dmvr_train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter, cfg.scale_prob,
+                                     cfg.flip, cfg.color_prob, generator)
+    elif train:
         video = train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter, cfg.flip,
                                 cfg.color_jitter, generator)
     else:

@@ -573,3 +573,12 @@ def load_image(src: Source, name: str | None = None) -> torch.Tensor:
         for frame in container.decode(video=0):
             return torch.from_numpy(frame.to_ndarray(format="rgb24"))
         raise DecodeError(label, "no decodable image")
+
+
+def window_span(duration: float, window: tuple[float, float] | None) -> tuple[float, float]:
+    """``(offset, length)`` seconds of the part of a ``duration``-second file that samples come from: the
+    manifest's window clipped to the file, or the whole file (also when the window starts at or after
+    the file's end: the file is then taken as the segment, already cut)."""
+    if window is None or window[0] >= duration:
+        return 0.0, duration
+    return window[0], min(window[1], duration) - window[0]

@@ -3,10 +3,17 @@
 Inputs are clips as decoded, ``[T, H, W, 3]`` uint8 (0..255) or float (0..1). Outputs are float32
 ``(3, T, H, W)`` (channels first) in [0, 1]; evaluation windows stack to ``(N, 3, T, H, W)``.
 
-Training (:func:`train_transform`): resize the short side to ``resize_short * s`` with a scale
-jitter ``s ~ U(0.8, 1.2)`` (never below the crop), random ``crop_size`` crop, horizontal flip with
-probability 0.5, colour jitter (brightness, contrast, saturation, hue in random order, the same
-factors for every frame of a clip), clamp to [0, 1].
+Training, two pipelines (``DataConfig.augment``):
+
+- ``"dmvr"`` (the default, :func:`dmvr_train_transform`): DMVR's ``resize_smallest``, then with
+  probability 0.8 independent height and width scale factors in [0.8, 1.2] (``scale_jitter_augm``),
+  random ``crop_size`` crop, horizontal flip, and with probability 0.8 DMVR's ``color_default_augm``
+  (additive brightness +-32/255, HSV saturation x [0.6, 1.4], contrast x [0.6, 1.4], HSV hue +-0.2,
+  clip to [0, 1]) with TensorFlow's definitions of those ops.
+- ``"default"`` (:func:`train_transform`, the pipeline before DMVR's was added): resize the short side
+  to ``resize_short * s`` with a scale jitter ``s ~ U(0.8, 1.2)`` (never below the crop), random
+  ``crop_size`` crop, horizontal flip with probability 0.5, colour jitter (brightness, contrast,
+  saturation, hue in random order, the same factors for every frame of a clip), clamp to [0, 1].
 
 Evaluation (:func:`eval_transform`, :func:`eval_windows`): resize the short side, then a centre crop
 (zero padding when the image is smaller, like ``tf.image.resize_with_crop_or_pad``); windows start at
@@ -20,6 +27,7 @@ Randomness comes from an explicit ``torch.Generator`` so a seeded run is reprodu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -240,6 +248,154 @@ def train_transform(
         video = color_jitter(video, color_strength, color_strength, color_strength, color_strength / 10.0,
                              generator)  # clamps to [0, 1]
     return video
+
+
+# ------------------------------------------------------------------------------------------------
+# DMVR's training augmentation (the default: ``data.augment = "dmvr"``)
+
+DMVR_BRIGHTNESS = 32.0 / 255.0
+"""``random_brightness(max_delta=32/255)``: an additive delta ``~ U(-32/255, 32/255)``."""
+DMVR_SATURATION = (0.6, 1.4)
+"""``random_saturation(0.6, 1.4)``: the HSV saturation times a factor in this range (clipped to [0, 1])."""
+DMVR_CONTRAST = (0.6, 1.4)
+"""``random_contrast(0.6, 1.4)``: ``m + f (x - m)`` with ``m`` each frame's mean of each channel."""
+DMVR_HUE = 0.2
+"""``random_hue(max_delta=0.2)``: the HSV hue shifted by a delta ``~ U(-0.2, 0.2)`` turns."""
+
+
+@dataclass(frozen=True)
+class DmvrColor:
+    """One draw of DMVR's colour augmentation, applied in this order (the same for every frame)."""
+
+    brightness: float
+    saturation: float
+    contrast: float
+    hue: float
+
+
+@dataclass(frozen=True)
+class DmvrParams:
+    """One draw of :func:`dmvr_train_transform` for a clip of a given size.
+
+    ``scale`` is the (height, width) factor pair when the scale jitter fired, else None; ``size`` the
+    (height, width) the frames are resized to; ``top``/``left`` the crop offset; ``flip`` the horizontal
+    flip; ``color`` the colour draw when the colour augmentation fired, else None.
+    """
+
+    scale: tuple[float, float] | None
+    size: tuple[int, int]
+    top: int
+    left: int
+    flip: bool
+    color: DmvrColor | None
+
+
+def sample_dmvr_params(height: int, width: int, crop_size: int = 200, resize_short: int = 224,
+                       scale_range: tuple[float, float] = (0.8, 1.2), scale_prob: float = 0.8, flip: bool = True,
+                       color_prob: float = 0.8, generator: torch.Generator | None = None) -> DmvrParams:
+    """Draw DMVR's training augmentation for a ``height`` x ``width`` clip (see :func:`dmvr_train_transform`).
+
+    Draws, in this order: the height and width factors ``~ U(scale_range)`` and the coin of the scale jitter,
+    the crop offset, the flip coin, then the colour coin and (when it fires) brightness, saturation, contrast
+    and hue. Every draw happens whatever the coins say, so the number of draws per clip is fixed.
+    """
+    if not 0.0 <= scale_prob <= 1.0 or not 0.0 <= color_prob <= 1.0:
+        raise ValueError(f"scale_prob and color_prob must be in [0, 1], got {scale_prob} and {color_prob}")
+    h0, w0 = short_side_size(height, width, resize_short)
+    s_h, s_w = _uniform(generator, *scale_range), _uniform(generator, *scale_range)
+    jitter = _uniform(generator, 0.0, 1.0) < scale_prob
+    scale = (s_h, s_w) if jitter else None
+    # tf.cast(float32 -> int32) truncates; never below the crop (DMVR's random crop cannot pad).
+    h1, w1 = (int(s_h * h0), int(s_w * w0)) if jitter else (h0, w0)
+    h1, w1 = max(h1, crop_size), max(w1, crop_size)
+    top, left = _randint(generator, h1 - crop_size + 1), _randint(generator, w1 - crop_size + 1)
+    flipped = _uniform(generator, 0.0, 1.0) < 0.5
+    coin = _uniform(generator, 0.0, 1.0)
+    color = DmvrColor(_uniform(generator, -DMVR_BRIGHTNESS, DMVR_BRIGHTNESS), _uniform(generator, *DMVR_SATURATION),
+                      _uniform(generator, *DMVR_CONTRAST), _uniform(generator, -DMVR_HUE, DMVR_HUE))
+    return DmvrParams(scale, (h1, w1), top, left, flip and flipped, color if coin < color_prob else None)
+
+
+def _hsv_parts(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Value (max), chroma (``s * v``: the range where v > 0, else 0) and the range of ``(3, ...)`` pixels."""
+    v = video.amax(dim=0)
+    rng = v - video.amin(dim=0)
+    return v, torch.where(v > 0, rng, torch.zeros_like(rng)), rng
+
+
+def adjust_saturation_hsv(video: torch.Tensor, factor: float) -> torch.Tensor:
+    """``tf.image.adjust_saturation``: HSV saturation ``s -> clip(s * factor, 0, 1)``, hue and value kept.
+
+    In closed form every channel becomes ``v - c' (v - x) / range`` with ``c' = clip(s factor, 0, 1) v``;
+    pixels with ``v <= 0`` (saturation 0 in TensorFlow's conversion) become grey at ``v``.
+    """
+    v, chroma, rng = _hsv_parts(video)
+    s = torch.where(v > 0, rng / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
+    new_chroma = (s * factor).clamp(0.0, 1.0) * v
+    ratio = torch.where(rng > 0, new_chroma / torch.where(rng > 0, rng, torch.ones_like(rng)), torch.zeros_like(rng))
+    return v - ratio * (v - video)
+
+
+def adjust_hue_hsv(video: torch.Tensor, delta: float) -> torch.Tensor:
+    """``tf.image.adjust_hue``: the HSV hue of ``(3, ...)`` pixels shifted by ``delta`` turns (mod 1).
+
+    Value and chroma are kept; the channels are rebuilt with ``v - c clip(min(k, 4 - k), 0, 1)``,
+    ``k = (n + 6 h) mod 6`` for n = 5, 3, 1 (R, G, B). Pixels with ``v <= 0`` become grey at ``v``.
+    """
+    r, g, b = video[0], video[1], video[2]
+    v, chroma, rng = _hsv_parts(video)
+    safe = torch.where(rng > 0, rng, torch.ones_like(rng)) * 6.0
+    hue = torch.where(r == v, (g - b) / safe,
+                      torch.where(g == v, (b - r) / safe + 2.0 / 6.0, (r - g) / safe + 4.0 / 6.0))
+    hue = torch.remainder(torch.where(rng > 0, hue, torch.zeros_like(hue)) + delta, 1.0)
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(n + 6.0 * hue, 6.0)
+        out.append(v - chroma * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
+    return torch.stack(out)
+
+
+def dmvr_color(video: torch.Tensor, color: DmvrColor) -> torch.Tensor:
+    """DMVR's ``color_default_augm`` body on ``(3, T, H, W)`` in [0, 1]: brightness, saturation, contrast,
+    hue, then clip to [0, 1] (no clipping in between, as in TensorFlow)."""
+    x = video + color.brightness
+    x = adjust_saturation_hsv(x, color.saturation)
+    mean = x.mean(dim=(-2, -1), keepdim=True)  # each frame's mean of each channel
+    x = mean + color.contrast * (x - mean)
+    return adjust_hue_hsv(x, color.hue).clamp_(0.0, 1.0)
+
+
+def apply_dmvr_params(frames: torch.Tensor, params: DmvrParams, crop_size: int) -> torch.Tensor:
+    """``[T, H, W, 3]`` → float32 ``(3, T, crop_size, crop_size)`` in [0, 1] for one draw ``params``."""
+    resized = _resize_frames(frames, *params.size)
+    crop = resized[:, params.top:params.top + crop_size, params.left:params.left + crop_size]
+    if params.flip:
+        crop = crop.flip(2)
+    video = to_float_video(crop)
+    return dmvr_color(video, params.color) if params.color is not None else video
+
+
+def dmvr_train_transform(frames: torch.Tensor, crop_size: int = 200, resize_short: int = 224,
+                         scale_range: tuple[float, float] = (0.8, 1.2), scale_prob: float = 0.8, flip: bool = True,
+                         color_prob: float = 0.8, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DMVR's training augmentation: ``[T, H, W, 3]`` → float32 ``(3, T, crop_size, crop_size)`` in [0, 1].
+
+    1. Short side to ``resize_short`` (``resize_smallest``); with probability ``scale_prob`` the height and
+       the width are then rescaled by independent factors ``~ U(scale_range)`` (``scale_jitter_augm``:
+       the size is ``int(factor * side)``), never below ``crop_size``. The two resizes are done as one
+       bilinear resize of the decoded frames to the final size.
+    2. Random ``crop_size`` crop, horizontal flip with probability 0.5 (when ``flip``).
+    3. With probability ``color_prob`` (``color_default_augm``, one draw per clip): brightness + delta
+       (|delta| <= 32/255), HSV saturation x [0.6, 1.4], contrast x [0.6, 1.4], HSV hue +- 0.2 turns, clip
+       to [0, 1]. ``color_prob = 0`` turns colour off.
+
+    Deterministic for a seeded ``generator``; :func:`sample_dmvr_params` gives the draw itself.
+    """
+    if frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")
+    params = sample_dmvr_params(frames.shape[1], frames.shape[2], crop_size, resize_short, scale_range, scale_prob,
+                                flip, color_prob, generator)
+    return apply_dmvr_params(frames, params, crop_size)
 
 
 def eval_transform(frames: torch.Tensor, crop_size: int = 224, resize_short: int = 224) -> torch.Tensor:
