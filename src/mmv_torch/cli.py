@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=POSITIVE, default=None, help="training steps (default: the demo's setting)")
     p.add_argument("--num-clips", type=POSITIVE, default=None, help="pretraining clips (default: the demo's setting)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides on top of the demo's, for ablations, e.g. data.color_jitter=0.4")
+                   help="config overrides on top of the demo's, for ablations, e.g. loss.form=mean")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run with tiny sizes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
