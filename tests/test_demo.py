@@ -35,6 +35,11 @@ def test_quick_demo_writes_report_and_plots(quick_demo):
     assert results["train"]["steps"] == QUICK.steps
     report = (folder / "report.md").read_text()
     assert "text->video R@1" in report and "random init" in report and "held-out motion, zero-shot" in report
+    # the demo ends with a search index of its retrieval clips
+    from mmv_torch.index.query import open_searcher
+
+    hits = open_searcher(folder / "index").search("text", k=3, text="okay so the red ball bounces")
+    assert hits and all(h["path"].endswith(".mp4") for h in hits)
 
 
 def test_a_demo_with_other_settings_moves_the_finished_run_aside(quick_demo_copy):

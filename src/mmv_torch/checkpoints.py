@@ -261,3 +261,36 @@ def resolve_checkpoint(path: str | Path) -> ResolvedCheckpoint:
     ckpt_path, ckpt = load_latest_checkpoint(p, f"--checkpoint {path}")
     description = f"run {p}: latest checkpoint step {int(ckpt['step'])} (no {EXPORT_DIR}/ yet)"
     return _from_file(ckpt_path, description, ckpt, run_dir=p)
+
+
+def checkpoint_tokenizer(resolved: ResolvedCheckpoint, cfg: Config | None = None,
+                         vocab: str | Path | None = None) -> tuple[Any, str]:
+    """The tokenizer of a checkpoint's word table and where its words came from: ``vocab`` (a DMVR
+    vocabulary, which brings DMVR's tokenizer, or a plain word list) or the checkpoint's own word list.
+
+    ``cfg`` (default: the checkpoint's) gives the table's rows, the words per sentence and the
+    tokenizer the checkpoint takes: one with ``data.tokenizer=dmvr`` needs a DMVR vocabulary. Raises
+    ``MissingVocabularyError`` when there is no word list, ``ValueError`` when it does not fit."""
+    from mmv_torch.data.dmvr_text import load_vocabulary_file
+    from mmv_torch.data.text import MissingVocabularyError, Tokenizer, Vocabulary
+
+    cfg = cfg or resolved.config
+    rows = cfg.model.text.vocab_size
+    if vocab is not None:
+        words, kind = load_vocabulary_file(vocab)
+        where = f"{vocab} ({kind})"
+    elif resolved.words is not None:
+        words, kind, where = resolved.words, "word-list", str(resolved.vocab_path or resolved.path)
+    else:
+        raise MissingVocabularyError(f"checkpoint {resolved.path} has no vocab.txt (pass its word list with "
+                                     "--vocab FILE)")
+    if len(words) != rows:
+        raise ValueError(f"{where}: {len(words)} words but the checkpoint's word table has {rows} rows; the list "
+                         "must give one word per row, in row order")
+    if cfg.data.tokenizer == "dmvr" and kind != "dmvr":
+        raise ValueError(f"{where}: this checkpoint takes DMVR's tokenizer (data.tokenizer=dmvr), which needs a DMVR "
+                         "vocabulary ('idx word' lines with <pad> <bos> <eos> <unk>; `mmv-torch vocab match` writes "
+                         "one)")
+    if kind == "dmvr":  # a DMVR vocabulary brings DMVR's tokenizer
+        return Tokenizer.from_dmvr_vocab(vocab, max_words=cfg.data.max_words), where  # type: ignore[arg-type]
+    return Tokenizer(Vocabulary(words), max_words=cfg.data.max_words), where

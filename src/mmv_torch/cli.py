@@ -156,31 +156,11 @@ def _word_mask(args: argparse.Namespace) -> bool:
 
 
 def _tokenizer(args: argparse.Namespace, cfg: Any) -> tuple[Any, str]:
-    """The tokenizer of the checkpoint's word table: ``--vocab FILE`` (a DMVR vocabulary, which brings
-    DMVR's tokenizer, or a plain word list) or the checkpoint's own word list; and where it came from.
-    No vocabulary raises ``MissingVocabularyError``."""
-    from mmv_torch.data.dmvr_text import load_vocabulary_file
-    from mmv_torch.data.text import MissingVocabularyError, Tokenizer, Vocabulary
+    """The tokenizer of the checkpoint's word table (``--vocab`` or its own word list) and where it came
+    from (:func:`mmv_torch.checkpoints.checkpoint_tokenizer`)."""
+    from mmv_torch.checkpoints import checkpoint_tokenizer
 
-    resolved, rows = args.resolved, cfg.model.text.vocab_size
-    if args.vocab is not None:
-        words, kind = load_vocabulary_file(args.vocab)
-        where = f"{args.vocab} ({kind})"
-    elif resolved.words is not None:
-        words, kind, where = resolved.words, "word-list", str(resolved.vocab_path or resolved.path)
-    else:
-        raise MissingVocabularyError(f"checkpoint {resolved.path} has no vocab.txt (pass its word list with "
-                                     "--vocab FILE)")
-    if len(words) != rows:
-        raise ValueError(f"{where}: {len(words)} words but the checkpoint's word table has {rows} rows; the list "
-                         "must give one word per row, in row order")
-    if cfg.data.tokenizer == "dmvr" and kind != "dmvr":
-        raise ValueError(f"{where}: this checkpoint takes DMVR's tokenizer (data.tokenizer=dmvr), which needs a DMVR "
-                         "vocabulary ('idx word' lines with <pad> <bos> <eos> <unk>; `mmv-torch vocab match` writes "
-                         "one)")
-    if kind == "dmvr":  # a DMVR vocabulary brings DMVR's tokenizer
-        return Tokenizer.from_dmvr_vocab(args.vocab, max_words=cfg.data.max_words), where
-    return Tokenizer(Vocabulary(words), max_words=cfg.data.max_words), where
+    return checkpoint_tokenizer(args.resolved, cfg, args.vocab)
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset
+from mmv_torch.fileio import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -318,9 +319,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
     data_dir = out / "data"
     if (data_dir / "labels.json").is_file() and (data_dir / "settings.json").is_file() and json.loads(
             (data_dir / "settings.json").read_text()) == _data_settings(s):
-        say(f"1/4 reusing the synthetic data set in {data_dir}")
+        say(f"1/5 reusing the synthetic data set in {data_dir}")
     else:
-        say(f"1/4 writing {s.num_clips + s.num_probe_train + s.num_probe_test + s.num_retrieval} synthetic clips "
+        say(f"1/5 writing {s.num_clips + s.num_probe_train + s.num_probe_test + s.num_retrieval} synthetic clips "
             f"to {data_dir}")
         write_dataset(data_dir, s.num_clips, s.seed, size=64, workers=s.workers,
                       num_probe_train=s.num_probe_train, num_probe_test=s.num_probe_test,
@@ -330,7 +331,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
 
     cfg = demo_config(s)
     run_dir = out / "run"
-    say(f"2/4 training the tiny preset ({_OVERRIDES_TEXT}{_then(s)}) for {s.steps} steps into {run_dir}")
+    say(f"2/5 training the tiny preset ({_OVERRIDES_TEXT}{_then(s)}) for {s.steps} steps into {run_dir}")
     resume = "latest" if prepare_run_dir(run_dir, {"config": config_to_dict(cfg), "data": _data_settings(s)},
                                          say) else None
     summary = train(cfg, [str(data_dir / "pretrain.jsonl")], run_dir, resume=resume, progress=progress)
@@ -344,7 +345,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
     results: dict[str, Any] = {"settings": s.__dict__, "train": {k: summary[k] for k in ("wall_s", "clips_per_s",
                                                                                          "final_loss", "steps")}}
     for i, (name, model) in enumerate((("trained", trained), ("random_init", random_init))):
-        say(f"3/4 evaluating the {name.replace('_', ' ')} network ({i + 1}/2): retrieval and probes")
+        say(f"3/5 evaluating the {name.replace('_', ' ')} network ({i + 1}/2): retrieval and probes")
         metrics, sim, captions, caption_video, videos = _retrieval(model, data_dir, cfg, export / "vocab.txt", s)
         res = {"retrieval": metrics, "motion": probe_task(model, data_dir, cfg, s, "motion"),
                "sound": probe_task(model, data_dir, cfg, s, "sound")}
@@ -354,15 +355,29 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
         say(f"   R@1 {_fmt(metrics['t2v']['R@1'])}%, motion probe {_fmt(res['motion']['metrics']['test_top1'])}%, "
             f"sound probe {_fmt(res['sound']['metrics']['test_top1'])}%")
 
-    say("4/4 writing the report")
+    say("4/5 writing the report")
     _plot_losses(run_dir / "log.jsonl", out / "loss.png")
     _plot_retrieval(*retrieval_plot, out / "retrieval.png")
     results["wall_s"] = time.time() - t0
     text = _report(results, s, out)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=float))
     print(text)
-    say(f"done in {results['wall_s']:.0f} s: {out / 'report.md'}")
+    say("5/5 indexing the retrieval clips for search by text, sound or example")
+    index = demo_index(run_dir, data_dir, out / "index")
+    say(f"done in {time.time() - t0:.0f} s: {out / 'report.md'}; search the clips in a browser with: "
+        f"{index['serve_command']}")
     return results
+
+
+def demo_index(run_dir: Path, data_dir: Path, out: Path) -> dict[str, Any]:
+    """A search index of the demo's retrieval clips with the trained network (rebuilt on every run, so it
+    always matches the run's export); returns the build summary with the ``serve_command``."""
+    import shutil
+
+    from mmv_torch.index import build_demo_index
+
+    shutil.rmtree(out, ignore_errors=True)
+    return build_demo_index(run_dir, data_dir / "retrieval.jsonl", out)
 
 
 def random_init_baseline(trained: torch.nn.Module, cfg: Config, data_dir: Path, run_dir: Path, s: DemoSettings

@@ -26,28 +26,10 @@ MODES = {"text": ("text", "video_vt"), "audio": ("audio", "video_va"), "video-au
 
 
 def text_tokenizer(resolved: Any, cfg: Any, vocab: str | Path | None = None) -> Any:
-    """The tokenizer of a checkpoint's word table: ``vocab`` (a DMVR vocabulary, which brings DMVR's
-    tokenizer, or a plain word list) or the checkpoint's own word list. Raises
-    ``MissingVocabularyError`` when there is neither, ``ValueError`` when the list does not fit the
-    table."""
-    from mmv_torch.data.dmvr_text import load_vocabulary_file
-    from mmv_torch.data.text import MissingVocabularyError, Tokenizer, Vocabulary
+    """The tokenizer of a checkpoint's word table (:func:`mmv_torch.checkpoints.checkpoint_tokenizer`)."""
+    from mmv_torch.checkpoints import checkpoint_tokenizer
 
-    rows = cfg.model.text.vocab_size
-    if vocab is not None:
-        words, kind = load_vocabulary_file(vocab)
-        where = f"{vocab} ({kind})"
-    elif resolved.words is not None:
-        words, kind, where = resolved.words, "word-list", str(resolved.vocab_path or resolved.path)
-    else:
-        raise MissingVocabularyError(f"checkpoint {resolved.path} has no vocab.txt (pass its word list with "
-                                     "--vocab FILE)")
-    if len(words) != rows:
-        raise ValueError(f"{where}: {len(words)} words but the checkpoint's word table has {rows} rows; the list "
-                         "must give one word per row, in row order")
-    if kind == "dmvr":
-        return Tokenizer.from_dmvr_vocab(vocab, max_words=cfg.data.max_words)  # type: ignore[arg-type]
-    return Tokenizer(Vocabulary(words), max_words=cfg.data.max_words)
+    return checkpoint_tokenizer(resolved, cfg, vocab)[0]
 
 
 def merge_hits(scores: np.ndarray, ids: np.ndarray, windows: dict[int, dict[str, Any]], stride_s: float,
