@@ -137,3 +137,18 @@ def test_import_needs_only_torch_and_numpy():
             " 'safetensors', 'scipy') if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_benchmarks_and_experiments_use_public_names_only():
+    """Scripts outside the package import only public ``mmv_torch`` names (no ``_private`` ones), so a
+    refactoring of the package's internals cannot silently change what they measure."""
+    root = SRC.parents[1]
+    offenders = []
+    for folder in ("benchmarks", "experiments"):
+        for path in sorted((root / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mmv_torch"):
+                    parts = node.module.split(".") + [a.name for a in node.names]
+                    offenders += [f"{path.name}: {node.module} import {a.name}" for a in node.names
+                                  if any(p.startswith("_") and not p.startswith("__") for p in parts)]
+    assert offenders == []

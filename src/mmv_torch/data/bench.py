@@ -63,7 +63,8 @@ def _patch_stage_timers() -> Callable[[], None]:
     """Time the data set's transform, log-mel and text steps; returns the function that undoes it."""
     from . import datasets
 
-    names = {"train_transform": "augment", "eval_transform": "augment", "log_mel_spectrogram": "log_mel",
+    names = {"train_transform": "augment", "dmvr_train_transform": "augment", "eval_transform": "augment",
+             "log_mel_spectrogram": "log_mel",
              "nearest_narrations": "text", "encode_narrations": "text"}
     saved = {n: getattr(datasets, n) for n in names}
     for n, stage in names.items():
