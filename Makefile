@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch>=2.4
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test test-e2e lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+# End-to-end tests (the real CLI in subprocesses: signals, locks, resume; the search page in chromium): CI runs
+# them after `make test`.
+test-e2e: $(STAMP)
+	$(PY) -m pytest -m e2e
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_models.py

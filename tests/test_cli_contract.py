@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 TINY = ["train.batch_size=2", "train.num_workers=0", "train.warmup_steps=1", "data.num_frames=4", "data.crop_size=32",
         "data.resize_short=36", "data.eval_crop_size=32"]
 

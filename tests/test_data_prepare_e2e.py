@@ -16,6 +16,8 @@ from mmv_torch.config import DataConfig
 from mmv_torch.data.check import check_path
 from mmv_torch.data.datasets import LabelledDataset, PretrainDataset, read_labelled_manifest
 
+pytestmark = pytest.mark.e2e
+
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=32, eval_crop_size=32, resize_short=36, audio_seconds=0.5,
                  num_mel_bins=20, num_candidates=3, max_words=5)
 TINY = ["train.batch_size=2", "train.num_workers=0", "train.warmup_steps=1", "data.num_frames=4", "data.crop_size=32",

@@ -20,9 +20,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("MMV_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "build" / "test-artifacts"))
 
 # CI installs chromium (.ci/run): there the test must run, not skip.
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and os.environ.get("CI") != "true",
-                                reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; CI "
-                                       "installs it in .ci/run)")
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not CHROMIUM.exists() and os.environ.get("CI") != "true",
+                                 reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; CI "
+                                        "installs it in .ci/run)")]
 
 
 def test_page_finds_the_clip_by_text_and_by_sound(tmp_path: Path) -> None:
