@@ -70,3 +70,15 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]
     for k, v in full["model"].state_dict().items():
         assert torch.equal(v, resumed["model"].state_dict()[k]), k
+
+
+def test_resume_with_another_class_count_or_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    import pytest
+
+    torch.manual_seed(0)
+    finetune(TinyBackbone(), _data(), _data(), 3, tmp_path, epochs=1, lr=1e-2)
+    with pytest.raises(ValueError, match="fine-tunes 3 classes, the data now have 4"):
+        finetune(TinyBackbone(), _data(), _data(), 4, tmp_path, epochs=2, lr=1e-2)
+    (tmp_path / CHECKPOINT).write_bytes((tmp_path / CHECKPOINT).read_bytes()[:100])
+    with pytest.raises(ValueError, match="cannot be read"):
+        finetune(TinyBackbone(), _data(), _data(), 3, tmp_path, epochs=2, lr=1e-2)
