@@ -190,3 +190,28 @@ def test_interrupted_run_leaves_the_old_shards(manifest, tmp_path, monkeypatch):
     write_shards(manifest, out, samples_per_shard=6, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert [p.name for p in out.iterdir()] == ["shard-000000.tar"]
+
+
+def test_shards_honour_manifest_windows(tmp_path):
+    """A manifest line's start/end window survives sharding: the stream's clips come from inside it."""
+    import dataclasses
+
+    from media_utils import frame_index_of
+
+    make_video(tmp_path / "long.mp4", num_frames=27, fps=10)  # 2.7 s, frame i shows level i
+    m = tmp_path / "w.jsonl"
+    m.write_text(json.dumps({"video": "long.mp4", "start": 1.6, "end": 2.6}) + "\n")
+    rep = write_shards(m, tmp_path / "out", samples_per_shard=1)
+    cfg = dataclasses.replace(CFG, color_jitter=0.0, color_prob=0.0)
+    evaluation = next(iter(ShardDataset(rep["shards"], cfg, train=False)))
+    # the middle 0.5 s of [1.6, 2.6] starts at 1.85 s (frame 18); the whole file's middle would be frame 11
+    assert frame_index_of((evaluation["video"][:, 0].permute(1, 2, 0) * 255).numpy()) == pytest.approx(18, abs=1)
+    ds = ShardDataset(rep["shards"], cfg, train=True)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        first = frame_index_of((next(iter(ds))["video"][:, 0].permute(1, 2, 0) * 255).numpy())
+        assert 16 <= first <= 21
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"video": "long.mp4", "start": 2.0, "end": 1.0}) + "\n")
+    with pytest.raises(ValueError, match="window"):
+        write_shards(bad, tmp_path / "out2")

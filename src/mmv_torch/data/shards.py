@@ -45,6 +45,7 @@ from .datasets import (
     av_errors,
     make_sample,
     read_jsonl,
+    read_window,
 )
 from .decode import DecodeError, probe
 
@@ -120,6 +121,7 @@ def _write_into(mpath: Path, out: Path, samples_per_shard: int, max_shard_bytes:
                 raise ValueError(f"{mpath}:{n}: needs a string key 'video', 'audio' or 'image'")
             if "narration" in obj:
                 _parse_narrations(obj["narration"], f"{mpath}:{n}")  # fail early on bad narration
+            read_window(obj, f"{mpath}:{n}")  # and on a bad start/end window
             path = _resolve(mpath.parent, obj[key_name])
             try:
                 data = Path(path).read_bytes()
@@ -300,6 +302,7 @@ class ShardDataset(IterableDataset):
             ext = meta.get("media_key") or next(e for e in parts if e != "json")
             data = parts[ext]
             narrations = _parse_narrations(meta.get("narration"), name)
+            window = read_window(meta, name)
         except (StopIteration, KeyError, ValueError) as e:
             reason = "no media member" if isinstance(e, StopIteration) else f"bad sample: {type(e).__name__}: {e}"
             self.tracker.skip(name, reason)
@@ -310,7 +313,7 @@ class ShardDataset(IterableDataset):
                 duration = probe(data, name=name).duration
             index = int(key) if key.isdigit() else -1
             sample = make_sample(data, name, narrations, float(duration), self.cfg, self.tokenize, self.train, g,
-                                 index)
+                                 index, window=window)
         except (DecodeError, av_errors()) as e:
             self.tracker.skip(name, _decode_reason(e))
             return None
