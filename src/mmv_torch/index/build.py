@@ -13,7 +13,6 @@ import torch
 from mmv_torch.data.datasets import clip_span
 
 from .embedding import DecodedFile, decode_windows, embed_windows
-from .query import text_tokenizer
 from .store import IndexStore, is_index
 
 
@@ -88,7 +87,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     Window length defaults to the checkpoint's clip span (``num_frames / fps``), the stride to the
     window. Files that cannot be decoded are reported on stderr and recorded, not indexed. Returns a
     summary: counts, the nearest-neighbour kind per space, the files skipped."""
-    from mmv_torch.checkpoints import resolve_checkpoint
+    from mmv_torch.checkpoints import checkpoint_tokenizer, resolve_checkpoint
     from mmv_torch.data.text import MissingVocabularyError
 
     resolved = resolve_checkpoint(checkpoint)
@@ -97,7 +96,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     stride_s = float(stride_s or window_s)
     settings = _settings(resolved, vocab, word_mask, window_s, stride_s)
     try:
-        text_tokenizer(resolved, cfg, vocab)
+        checkpoint_tokenizer(resolved, cfg, vocab)
         text_search = True
     except MissingVocabularyError:
         text_search = False

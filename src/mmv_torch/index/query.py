@@ -25,13 +25,6 @@ MODES = {"text": ("text", "video_vt"), "audio": ("audio", "video_va"), "video-au
 """Search mode -> (query embedding, searched space)."""
 
 
-def text_tokenizer(resolved: Any, cfg: Any, vocab: str | Path | None = None) -> Any:
-    """The tokenizer of a checkpoint's word table (:func:`mmv_torch.checkpoints.checkpoint_tokenizer`)."""
-    from mmv_torch.checkpoints import checkpoint_tokenizer
-
-    return checkpoint_tokenizer(resolved, cfg, vocab)[0]
-
-
 def merge_hits(scores: np.ndarray, ids: np.ndarray, windows: dict[int, dict[str, Any]], stride_s: float,
                k: int) -> list[dict[str, Any]]:
     """Nearest windows -> at most ``k`` hits: windows of one file that touch or overlap (a start no
@@ -129,7 +122,7 @@ def open_searcher(index: str | Path, device: str = "cpu", checkpoint: str | Path
     """An index folder with the model it was built with (or ``checkpoint``, which must give embeddings
     of the same widths); text search needs a vocabulary (the checkpoint's own, the one recorded at
     build time, or ``vocab``)."""
-    from mmv_torch.checkpoints import resolve_checkpoint
+    from mmv_torch.checkpoints import checkpoint_tokenizer, resolve_checkpoint
     from mmv_torch.data.text import MissingVocabularyError
 
     store = IndexStore(index)
@@ -138,7 +131,7 @@ def open_searcher(index: str | Path, device: str = "cpu", checkpoint: str | Path
         raise ValueError(f"{index}: an index whose build has not started (run `mmv-torch index build` again)")
     resolved = resolve_checkpoint(checkpoint or info["checkpoint"])
     try:
-        tokenizer = text_tokenizer(resolved, resolved.config, vocab or info.get("vocab"))
+        tokenizer = checkpoint_tokenizer(resolved, resolved.config, vocab or info.get("vocab"))[0]
     except MissingVocabularyError:
         tokenizer = None
     model = resolved.load_model(device)
