@@ -141,6 +141,11 @@ def test_prepared_howto100m_and_audioset_train_with_malformed_narrations(media, 
                      "--set", *TINY]) == 0
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "noisy.jsonl: 3 narration(s) dropped" in logged and "end <= start: 1" in logged
+    assert logged.count("noisy.jsonl: 3 narration(s) dropped") == 1  # the manifest is read once per run
+    events = [r for r in map(json.loads, (root / "run/log.jsonl").read_text().splitlines())
+              if r.get("event") == "narrations"]
+    assert [e["narrations"] for e in events] == [{"dropped": 3, "clamped": 0, "videos": 1, "reasons": {
+        "empty text": 1, "end <= start": 1, "time is not a finite number": 1}}]
     # the loader, with the probed duration, also drops the narration after the video and clamps the last one
     ds = PretrainDataset(noisy, CFG)
     kept = ds._narrations(0, ds._duration(ds.entries[0]))

@@ -338,9 +338,12 @@ def test_two_process_gloo_run_equals_one_process_on_the_whole_batch(tmp_path):
         torch.set_default_dtype(default)
     ddp_losses, one_losses = losses(run), losses(tmp_path / "one")
     assert sorted(ddp_losses) == list(range(1, steps + 1))
+    # Float64 rounding differs between the two summation orders (per rank, then across ranks, vs one batch);
+    # each Adam step amplifies it (ill-conditioned BatchNorm at initialisation). Measured on two Xeons: steps 1-2
+    # agree to ~1e-12 relative, step 3 to 1e-10 on one and 1.1e-8 on an AVX-512 one; the weights after step 3
+    # to 6e-9.
     for k in one_losses:
-        # Rounding differences of float64 grow through Adam's division by sqrt(v) + eps; still ~1e-10.
-        assert ddp_losses[k] == pytest.approx(one_losses[k], rel=1e-8), k
+        assert ddp_losses[k] == pytest.approx(one_losses[k], rel=1e-10 if k < steps else 1e-7), k
     ck2 = C.load_checkpoint(C.checkpoint_path(run, steps))
     ck1 = C.load_checkpoint(C.checkpoint_path(tmp_path / "one", steps))
     assert ck2["world_size"] == 2 and len(ck2["rng"]) == 2
@@ -348,7 +351,7 @@ def test_two_process_gloo_run_equals_one_process_on_the_whole_batch(tmp_path):
     worst = max((ck2["model"][k].double() - v.double()).abs().max().item()
                 for k, v in ck1["model"].items() if v.is_floating_point())
     assert ck1["model"]["heads.video_va.final_projection.weight"].dtype == torch.float64
-    assert worst < 1e-8
+    assert worst < 5e-8
 
 
 def test_shard_folder_stream_resumes_exactly(tmp_path, monkeypatch, synthetic_set):

@@ -571,6 +571,8 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     if ckpt:
         _check_data_unchanged(ckpt, tdata, sampler, t.num_workers)
     logger = RunLogger(run_dir, start_step, tensorboard)
+    if ckpt is None and tdata.info.get("narrations", {}).get("videos"):  # what the manifests' validation dropped
+        logger.log({"step": 0, "event": "narrations", "narrations": tdata.info["narrations"]})
     clips_per_step = t.batch_size * t.grad_accum * world
 
     from tqdm.auto import tqdm

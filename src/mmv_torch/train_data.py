@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -114,7 +115,7 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
     row 0 the zero padding vector); when ``run_dir/vocab.txt`` exists (a resumed run) it must be the same
     word list.
     """
-    from mmv_torch.data.datasets import PretrainDataset, read_pretrain_manifest
+    from mmv_torch.data.datasets import PretrainDataset
     from mmv_torch.data.text import Tokenizer
     from mmv_torch.data.wordvec import vocabulary_for_sentences
 
@@ -139,7 +140,9 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
         for path, _ in parsed:
             synthetic = path == "synthetic" or path.startswith("synthetic:")
             manifests.append(synthetic_manifest(path, cfg, run_dir) if synthetic else _manifest_of(path))
-        sentences = [seg.text for m in manifests for e in read_pretrain_manifest(m) for seg in e.narrations]
+        # Each manifest is read (and its narration problems logged) once: the vocabulary comes from the entries.
+        pre = PretrainDataset([str(m) for m in manifests], cfg.data, weights=weights, train=True, seed=cfg.train.seed)
+        sentences = [seg.text for e in pre.entries for seg in e.narrations]
 
     vocab = vocabulary_for_sentences(sentences, cfg.data.word_vectors, extra_words=cfg.data.extra_vocab_words)
     saved = run_dir / "vocab.txt"
@@ -157,14 +160,29 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
                                seed=t.seed)
         sources = [Source(",".join(shard_folders), 0, total)]
     else:
-        pre = PretrainDataset([str(m) for m in manifests], cfg.data, tokenize=tokenize, weights=weights,
-                              train=True, seed=t.seed)
+        pre.tokenize = tokenize
         bounds = zip(pre.bounds, pre.bounds[1:])
         sources = [Source(str(m), a, b - a, w) for m, (a, b), w in zip(manifests, bounds, weights)]
         empty = [src.name for src in sources if src.length == 0]
         if empty:
             raise ValueError(f"--data: the manifests {empty} list no videos")
         dataset = pre
-    return TrainData(dataset, sources, list(vocab.words), vocab.vectors_tensor().clone(),
-                     {"specs": list(specs), "num_clips": sum(src.length for src in sources),
-                      "vocab_size": len(vocab), "num_sentences": len(sentences)})
+    info = {"specs": list(specs), "num_clips": sum(src.length for src in sources), "vocab_size": len(vocab),
+            "num_sentences": len(sentences)}
+    if not shard_folders:
+        info["narrations"] = narration_issue_counts(pre.entries)
+    return TrainData(dataset, sources, list(vocab.words), vocab.vectors_tensor().clone(), info)
+
+
+def narration_issue_counts(entries: Sequence[Any]) -> dict[str, Any]:
+    """Narrations the manifests' validation dropped and clamped, summed over ``entries``
+    (:class:`~mmv_torch.data.datasets.VideoEntry`): ``{"dropped", "clamped", "reasons", "videos"}``."""
+    dropped = clamped = videos = 0
+    reasons: dict[str, int] = {}
+    for e in entries:
+        if e.issues:
+            videos += 1
+            dropped, clamped = dropped + len(e.issues.dropped), clamped + len(e.issues.clamped)
+            for k, v in e.issues.reasons().items():
+                reasons[k] = reasons.get(k, 0) + v
+    return {"dropped": dropped, "clamped": clamped, "reasons": dict(sorted(reasons.items())), "videos": videos}
