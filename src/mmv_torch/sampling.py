@@ -7,7 +7,9 @@
   :func:`sample_seeds` ``(seed, epoch, index)``, so its augmentation does not depend on which
   DataLoader worker made it or on what ran before;
 - :class:`ShardBatches` is the same for a streaming (WebDataset-style) dataset;
-- :func:`make_loader` builds the endless batch iterable of a rank positioned at an optimizer step.
+- :func:`make_loader` builds the endless batch iterable of a rank positioned at an optimizer step;
+- :func:`collate_samples` (the loaders' collate) stacks samples, padding the uint8 ``frames`` that
+  ``data.augment_on = "batch"`` samples carry instead of ``video`` (their sizes may differ).
 
 Micro-batch ``m = step * grad_accum`` is batch ``m % batches_per_epoch`` of epoch
 ``m // batches_per_epoch``, so a resumed run reads exactly the batches an uninterrupted one would.
@@ -22,10 +24,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
 from mmv_torch.config import Config
 from mmv_torch.runs import ignore_stop_signals
+
+
+def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate`` of sample dicts, except ``frames`` (uint8 ``[T, H, W, 3]``, one size per source
+    video): they are zero-padded at the bottom and right to the batch's largest ``H`` and ``W`` and
+    stacked to ``[B, T, H, W, 3]`` (each sample's own size travels in its ``augment`` row)."""
+    if not samples or "frames" not in samples[0]:
+        return default_collate(list(samples))
+    frames = [s["frames"] for s in samples]
+    if any(f.dim() != 4 or f.shape[0] != frames[0].shape[0] or f.shape[-1] != frames[0].shape[-1] for f in frames):
+        raise ValueError(f"cannot collate frames of shapes {sorted({tuple(f.shape) for f in frames})}")
+    h, w = max(f.shape[1] for f in frames), max(f.shape[2] for f in frames)
+    out = torch.zeros((len(frames), frames[0].shape[0], h, w, frames[0].shape[-1]), dtype=frames[0].dtype)
+    for dst, f in zip(out, frames):
+        dst[:, :f.shape[1], :f.shape[2]] = f
+    batch = default_collate([{k: v for k, v in s.items() if k != "frames"} for s in samples])
+    batch["frames"] = out
+    return batch
 
 
 def sample_seeds(seed: int, epoch: int, index: int) -> tuple[int, int, int]:
@@ -176,7 +196,7 @@ class ShardBatches:
             self.dataset.set_epoch(epoch)  # before the workers are forked for this epoch
             loader = DataLoader(self.dataset, batch_size=self.batch_size, drop_last=True,
                                 num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                worker_init_fn=ignore_stop_signals)
+                                worker_init_fn=ignore_stop_signals, collate_fn=collate_samples)
             count = 0
             for batch in loader:
                 if count >= skip:
@@ -228,5 +248,6 @@ def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0
     sampler.start_epoch, sampler.start_batch = sampler.position(start_step * t.grad_accum)
     loader = DataLoader(SeededSamples(data.dataset, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
                         pin_memory=pin_memory, persistent_workers=False,
-                        prefetch_factor=2 if t.num_workers > 0 else None, worker_init_fn=ignore_stop_signals)
+                        prefetch_factor=2 if t.num_workers > 0 else None, worker_init_fn=ignore_stop_signals,
+                        collate_fn=collate_samples)
     return loader, sampler
