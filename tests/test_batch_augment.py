@@ -16,13 +16,13 @@ from mmv_torch.data.batch_augment import (
     BatchAugmentError,
     augment_batch,
     augment_frames,
+    collate_samples,
     color_batch,
     deferred_augment,
     unpack_params,
 )
 from mmv_torch.data.datasets import PretrainDataset
 from mmv_torch.data.transforms import DmvrColor, apply_dmvr_params, dmvr_color, sample_dmvr_params
-from mmv_torch.sampling import collate_samples
 from mmv_torch.train import to_device
 
 CFG = DataConfig(num_frames=3, crop_size=24, resize_short=30)

@@ -7,9 +7,8 @@
   :func:`sample_seeds` ``(seed, epoch, index)``, so its augmentation does not depend on which
   DataLoader worker made it or on what ran before;
 - :class:`ShardBatches` is the same for a streaming (WebDataset-style) dataset;
-- :func:`make_loader` builds the endless batch iterable of a rank positioned at an optimizer step;
-- :func:`collate_samples` (the loaders' collate) stacks samples, padding the uint8 ``frames`` that
-  ``data.augment_on = "batch"`` samples carry instead of ``video`` (their sizes may differ).
+- :func:`make_loader` builds the endless batch iterable of a rank positioned at an optimizer step
+  (collating with :attr:`TrainData.collate`).
 
 Micro-batch ``m = step * grad_accum`` is batch ``m % batches_per_epoch`` of epoch
 ``m // batches_per_epoch``, so a resumed run reads exactly the batches an uninterrupted one would.
@@ -18,34 +17,16 @@ Micro-batch ``m = step * grad_accum`` is batch ``m % batches_per_epoch`` of epoc
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from mmv_torch.config import Config
 from mmv_torch.runs import ignore_stop_signals
-
-
-def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """``default_collate`` of sample dicts, except ``frames`` (uint8 ``[T, H, W, 3]``, one size per source
-    video): they are zero-padded at the bottom and right to the batch's largest ``H`` and ``W`` and
-    stacked to ``[B, T, H, W, 3]`` (each sample's own size travels in its ``augment`` row)."""
-    if not samples or "frames" not in samples[0]:
-        return default_collate(list(samples))
-    frames = [s["frames"] for s in samples]
-    if any(f.dim() != 4 or f.shape[0] != frames[0].shape[0] or f.shape[-1] != frames[0].shape[-1] for f in frames):
-        raise ValueError(f"cannot collate frames of shapes {sorted({tuple(f.shape) for f in frames})}")
-    h, w = max(f.shape[1] for f in frames), max(f.shape[2] for f in frames)
-    out = torch.zeros((len(frames), frames[0].shape[0], h, w, frames[0].shape[-1]), dtype=frames[0].dtype)
-    for dst, f in zip(out, frames):
-        dst[:, :f.shape[1], :f.shape[2]] = f
-    batch = default_collate([{k: v for k, v in s.items() if k != "frames"} for s in samples])
-    batch["frames"] = out
-    return batch
 
 
 def sample_seeds(seed: int, epoch: int, index: int) -> tuple[int, int, int]:
@@ -175,8 +156,9 @@ class ShardBatches:
     """
 
     def __init__(self, dataset: Any, batch_size: int, num_workers: int, start_epoch: int = 0,
-                 start_batch: int = 0, pin_memory: bool = False) -> None:
+                 start_batch: int = 0, pin_memory: bool = False, collate: Callable[..., Any] | None = None) -> None:
         self.dataset = dataset
+        self.collate = collate
         self.batch_size = batch_size
         self.num_workers = num_workers
         per_worker = int(dataset.num_samples)
@@ -196,7 +178,7 @@ class ShardBatches:
             self.dataset.set_epoch(epoch)  # before the workers are forked for this epoch
             loader = DataLoader(self.dataset, batch_size=self.batch_size, drop_last=True,
                                 num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                worker_init_fn=ignore_stop_signals, collate_fn=collate_samples)
+                                worker_init_fn=ignore_stop_signals, collate_fn=self.collate)
             count = 0
             for batch in loader:
                 if count >= skip:
@@ -225,6 +207,9 @@ class TrainData:
     words: list[str] | None = None
     vectors: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    collate: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] | None = None
+    """The loader's collate (None: torch's default); ``data.collate_samples`` for samples that carry
+    ``frames`` of different sizes (``data.augment_on = "batch"``)."""
 
 
 def as_train_data(data: TrainData | Dataset) -> TrainData:
@@ -241,7 +226,7 @@ def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0
     object that maps a micro-batch count to ``(epoch, batch)`` (``.position``, ``.batches_per_epoch``)."""
     t = cfg.train
     if isinstance(data.dataset, IterableDataset):
-        stream = ShardBatches(data.dataset, t.batch_size, t.num_workers, pin_memory=pin_memory)
+        stream = ShardBatches(data.dataset, t.batch_size, t.num_workers, pin_memory=pin_memory, collate=data.collate)
         stream.start_epoch, stream.start_batch = stream.position(start_step * t.grad_accum)
         return stream, stream
     sampler = EpochBatchSampler(data.sources, t.batch_size, t.seed, rank, world)
@@ -249,5 +234,5 @@ def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0
     loader = DataLoader(SeededSamples(data.dataset, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
                         pin_memory=pin_memory, persistent_workers=False,
                         prefetch_factor=2 if t.num_workers > 0 else None, worker_init_fn=ignore_stop_signals,
-                        collate_fn=collate_samples)
+                        collate_fn=data.collate)
     return loader, sampler

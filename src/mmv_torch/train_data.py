@@ -114,6 +114,7 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
     row 0 the zero padding vector); when ``run_dir/vocab.txt`` exists (a resumed run) it must be the same
     word list.
     """
+    from mmv_torch.data.batch_augment import collate_samples
     from mmv_torch.data.datasets import PretrainDataset, read_pretrain_manifest
     from mmv_torch.data.text import Tokenizer
     from mmv_torch.data.wordvec import vocabulary_for_sentences
@@ -167,4 +168,4 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
         dataset = pre
     return TrainData(dataset, sources, list(vocab.words), vocab.vectors_tensor().clone(),
                      {"specs": list(specs), "num_clips": sum(src.length for src in sources),
-                      "vocab_size": len(vocab), "num_sentences": len(sentences)})
+                      "vocab_size": len(vocab), "num_sentences": len(sentences)}, collate_samples)

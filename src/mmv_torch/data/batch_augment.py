@@ -12,7 +12,7 @@ key             dtype, shape                meaning
 ``augment``     float32 ``(13,)``           the draw, packed as :data:`AUGMENT_FIELDS` (:func:`pack_params`)
 ==============  ==========================  ===============================================================
 
-The collate (``mmv_torch.sampling.collate_samples``) zero-pads ``frames`` of clips of different sizes
+The collate (:func:`collate_samples`, the training loader's) zero-pads ``frames`` of clips of different sizes
 at the bottom and right to the batch's largest; each clip's own size travels in its ``augment`` row.
 
 :func:`augment_batch` then turns a batch (on any device) into the ``"video"`` of the per-clip path,
@@ -30,10 +30,12 @@ float ``(B, 3, T, crop, crop)`` in [0, 1]:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import default_collate
 
 from ..config import DataConfig
 from .transforms import DmvrColor, DmvrParams, adjust_hue_hsv, adjust_saturation_hsv, sample_dmvr_params
@@ -47,6 +49,25 @@ _COL = {name: i for i, name in enumerate(AUGMENT_FIELDS)}
 
 class BatchAugmentError(ValueError):
     """A batch cannot be augmented (missing keys, bad shapes)."""
+
+
+def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate`` of sample dicts (the training loader's collate), except ``frames`` (uint8
+    ``[T, H, W, 3]``, one size per source video): they are zero-padded at the bottom and right to the batch's
+    largest ``H`` and ``W`` and stacked to ``[B, T, H, W, 3]`` (each sample's own size travels in its
+    ``augment`` row)."""
+    if not samples or "frames" not in samples[0]:
+        return default_collate(list(samples))
+    frames = [s["frames"] for s in samples]
+    if any(f.dim() != 4 or f.shape[0] != frames[0].shape[0] or f.shape[-1] != frames[0].shape[-1] for f in frames):
+        raise BatchAugmentError(f"cannot collate frames of shapes {sorted({tuple(f.shape) for f in frames})}")
+    h, w = max(f.shape[1] for f in frames), max(f.shape[2] for f in frames)
+    out = torch.zeros((len(frames), frames[0].shape[0], h, w, frames[0].shape[-1]), dtype=frames[0].dtype)
+    for dst, f in zip(out, frames):
+        dst[:, :f.shape[1], :f.shape[2]] = f
+    batch = default_collate([{k: v for k, v in s.items() if k != "frames"} for s in samples])
+    batch["frames"] = out
+    return batch
 
 
 def pack_params(params: DmvrParams, height: int, width: int, crop_size: int) -> torch.Tensor:
