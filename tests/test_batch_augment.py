@@ -91,9 +91,12 @@ def test_colour_equals_dmvr_color_per_clip():
     video = torch.rand((3, 5, 4, 9, 11), generator=g)
     video[:, 0, :, :3] = 0.0  # black pixels (v = 0) and grey ones (range 0)
     video[:, 1, :, 2:5] = 0.5
+    video[:, 2, :, :, :4] = 0.0  # black pixels that a negative brightness makes negative (v < 0)
+    video[0, 3, :, 5:] = video[1, 3, :, 5:]  # ties of the largest channel
     params = [DmvrColor(float(b), float(s), float(c), float(h)) for b, s, c, h in
               zip(torch.empty(5).uniform_(-0.125, 0.125, generator=g), torch.empty(5).uniform_(0.6, 1.4, generator=g),
                   torch.empty(5).uniform_(0.6, 1.4, generator=g), torch.empty(5).uniform_(-0.2, 0.2, generator=g))]
+    params[2] = replace(params[2], brightness=-0.1)
     cols = [torch.tensor([getattr(p, f) for p in params]) for f in ("brightness", "saturation", "contrast", "hue")]
     out = color_batch(video, *cols)
     for b, p in enumerate(params):

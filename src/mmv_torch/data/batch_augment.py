@@ -25,7 +25,8 @@ float ``(B, 3, T, crop, crop)`` in [0, 1]:
   path resizes uint8 frames and rounds them to uint8 first, so the two differ by at most half a grey
   level (plus that kernel's fixed-point weights): < 1/255.
 - DMVR's colour augmentation (brightness, HSV saturation, contrast, HSV hue, clip) vectorised over the
-  clips whose colour coin fired, with per-clip parameters, through the same functions as ``dmvr_color``.
+  clips whose colour coin fired, with per-clip parameters (:func:`color_batch`: ``dmvr_color``'s maths in
+  fewer passes over the pixels; equal to float rounding).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from ..config import DataConfig
-from .transforms import DmvrColor, DmvrParams, adjust_hue_hsv, adjust_saturation_hsv, sample_dmvr_params
+from .transforms import DmvrColor, DmvrParams, sample_dmvr_params
 
 AUGMENT_FIELDS = ("height", "width", "size_h", "size_w", "top", "left", "flip", "crop", "color", "brightness",
                   "saturation", "contrast", "hue")
@@ -134,13 +135,30 @@ def resize_crop_flip(frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor
 def color_batch(video: torch.Tensor, brightness: torch.Tensor, saturation: torch.Tensor, contrast: torch.Tensor,
                 hue: torch.Tensor) -> torch.Tensor:
     """``dmvr_color`` of ``(3, B, T, H, W)`` in [0, 1] with per-clip parameters ``(B,)``: brightness,
-    HSV saturation, contrast (each frame's mean of each channel), HSV hue, then clip to [0, 1]."""
+    HSV saturation, contrast (each frame's mean of each channel), HSV hue, then clip to [0, 1].
+
+    The same maths as ``adjust_saturation_hsv`` / ``adjust_hue_hsv`` in fewer passes: the saturation
+    ``s -> clip(s f, 0, 1)`` of a pixel with value ``v > 0`` and range ``r > 0`` is
+    ``v + min(f, v / r) (x - v)`` (grey at ``v`` otherwise), and the hue shift works on ``6 h`` directly.
+    """
     shape = (-1, 1, 1, 1)
     x = video + brightness.reshape(shape)
-    x = adjust_saturation_hsv(x, saturation.reshape(shape))
+    mn, v = torch.aminmax(x, dim=0)
+    rng = v - mn
+    ratio = torch.where((v > 0) & (rng > 0), torch.minimum(saturation.reshape(shape), v / rng), 0.0)
+    x.sub_(v).mul_(ratio).add_(v)
     mean = x.mean(dim=(-2, -1), keepdim=True)
-    x = mean + contrast.reshape(shape) * (x - mean)
-    return adjust_hue_hsv(x, hue.reshape(shape)).clamp_(0.0, 1.0)
+    x.sub_(mean).mul_(contrast.reshape(shape)).add_(mean)
+    mn, v = torch.aminmax(x, dim=0)
+    rng = v - mn
+    r, g, b = x[0], x[1], x[2]
+    h6 = torch.where(r == v, g - b, torch.where(g == v, (b - r).add_(rng, alpha=2), (r - g).add_(rng, alpha=4)))
+    h6 = torch.where(rng > 0, h6.div_(rng), 0.0).add_(6.0 * hue.reshape(shape))  # 6 x the shifted hue
+    chroma = torch.where(v > 0, rng, 0.0)
+    for c, n in enumerate((5.0, 3.0, 1.0)):  # R, G, B: v - chroma clip(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6
+        k = torch.remainder(h6 + n, 6.0)
+        x[c] = v - chroma * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return x.clamp_(0.0, 1.0)
 
 
 def augment_frames(frames: torch.Tensor, params: torch.Tensor, chunk: int = 8) -> torch.Tensor:
