@@ -122,6 +122,23 @@ def test_collate_without_frames_is_the_default_and_bad_frames_fail():
         collate_samples([f, g])
 
 
+def test_collate_in_loader_workers_pads_into_shared_memory():
+    class Clips(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return deferred_augment(_clip(*SIZES[i], i), CFG, torch.Generator().manual_seed(i))
+
+    loader = torch.utils.data.DataLoader(Clips(), batch_size=4, num_workers=1, collate_fn=collate_samples)
+    batch = next(iter(loader))
+    assert batch["frames"].shape == (4, 3, 50, 48, 3)
+    for i in range(4):
+        h, w = SIZES[i]
+        assert torch.equal(batch["frames"][i, :, :h, :w], _clip(h, w, i))
+        assert not batch["frames"][i, :, h:].any() and not batch["frames"][i, :, :, w:].any()
+
+
 def test_bad_batches_are_clear_errors():
     s = deferred_augment(_clip(30, 40, 0), CFG, torch.Generator().manual_seed(0))
     frames, row = s["frames"][None], s["augment"][None]

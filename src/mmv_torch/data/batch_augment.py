@@ -31,12 +31,13 @@ float ``(B, 3, T, crop, crop)`` in [0, 1]:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import default_collate
+from torch.utils.data import default_collate, get_worker_info
 
 from ..config import DataConfig
 from .transforms import DmvrColor, DmvrParams, sample_dmvr_params
@@ -63,7 +64,12 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if any(f.dim() != 4 or f.shape[0] != frames[0].shape[0] or f.shape[-1] != frames[0].shape[-1] for f in frames):
         raise BatchAugmentError(f"cannot collate frames of shapes {sorted({tuple(f.shape) for f in frames})}")
     h, w = max(f.shape[1] for f in frames), max(f.shape[2] for f in frames)
-    out = torch.zeros((len(frames), frames[0].shape[0], h, w, frames[0].shape[-1]), dtype=frames[0].dtype)
+    shape = (len(frames), frames[0].shape[0], h, w, frames[0].shape[-1])
+    if get_worker_info() is not None:  # in a loader worker: straight into shared memory, as default_collate
+        storage = frames[0]._typed_storage()._new_shared(math.prod(shape), device=frames[0].device)
+        out = frames[0].new(storage).resize_(shape).zero_()
+    else:
+        out = torch.zeros(shape, dtype=frames[0].dtype)
     for dst, f in zip(out, frames):
         dst[:, :f.shape[1], :f.shape[2]] = f
     batch = default_collate([{k: v for k, v in s.items() if k != "frames"} for s in samples])
