@@ -261,7 +261,8 @@ class DataConfig:
     augmentation before this field existed)."""
     augment_on: str = "worker"
     """Where 'dmvr' augmentation runs: 'worker' (per clip, in the data workers) or 'batch' (workers return the
-    uint8 frames and the drawn parameters; the training step applies them to whole batches on its device)."""
+    uint8 frames and the drawn parameters; the training step applies them to whole batches on its device).
+    'batch' pays on a GPU with sources near the training size: frames travel at their source size."""
     scale_jitter: tuple[float, float] = (0.8, 1.2)
     """Range of the random scale of the resize before cropping (per axis with 'dmvr')."""
     scale_prob: float = 0.8
