@@ -86,3 +86,23 @@ def test_arguments():
     add_bench_arguments(p)
     a = p.parse_args(["m.jsonl", "--workers", "3", "--seconds", "5", "--json", "o.json", "--target-clips-per-s", "9"])
     assert (a.manifest, a.workers, a.seconds, a.json, a.target_clips_per_s) == ("m.jsonl", 3, 5.0, "o.json", 9.0)
+
+
+def test_batch_mode_times_the_worker_and_the_batch_stage_apart(tmp_path, manifest, capsys, monkeypatch):
+    from mmv_torch.data import batch_augment
+
+    calls = []
+    real = batch_augment.augment_batch
+    monkeypatch.setattr(batch_augment, "augment_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(bench, "DataConfig", lambda: CFG)
+    out = tmp_path / "r.json"
+    assert main([str(manifest), "--seconds", "0.2", "--augment-on", "batch", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["augment_on"] == "batch" and "augment (draw only)" in r["worker_stages"]
+    assert "augment" not in r["worker_stages"] and "video_decode" in r["worker_stages"]
+    assert len(calls) >= 3  # warm-up + at least two timed batches, in this process
+    assert r["batch_stage_frames_shape"] == [8, 4, 48, 64, 3] and r["batch_stage_clips_per_s"] > 0
+    assert r["combined_clips_per_s"] == pytest.approx(
+        1 / (1 / r["clips_per_s"] + 1 / r["batch_stage_clips_per_s"]))
+    assert r["combined_fraction_of_limit"] == pytest.approx(r["combined_clips_per_s"] / r["decode_limit_clips_per_s"])
+    assert "batch stage on this CPU" in capsys.readouterr().out

@@ -177,6 +177,8 @@ def calibrate_batchnorm(model: torch.nn.Module, batches: Any, max_batches: int) 
     activations, so in eval mode its features collapse layer after layer; with calibrated statistics
     it is the usual random-features baseline. Returns the number of batches used.
     """
+    from mmv_torch.data.batch_augment import augment_batch
+
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
@@ -189,6 +191,7 @@ def calibrate_batchnorm(model: torch.nn.Module, batches: Any, max_batches: int) 
         for batch in batches:
             if used >= max_batches:
                 break
+            batch = augment_batch(batch)  # data.augment_on=batch: the video from the uint8 frames
             model(video=batch["video"], audio=batch["audio"], text=batch["text"], word_mask=batch["word_mask"])
             used += 1
     finally:
@@ -393,7 +396,7 @@ def random_init_baseline(trained: torch.nn.Module, cfg: Config, data_dir: Path, 
     random_init.text.load_word_vectors(trained.text.embed.weight.detach())  # frozen table: same words
     tdata = build_train_data([str(data_dir / "pretrain.jsonl")], cfg, run_dir)
     calib = torch.utils.data.DataLoader(tdata.dataset, batch_size=s.batch_size, shuffle=True, num_workers=s.workers,
-                                        generator=torch.Generator().manual_seed(s.seed))
+                                        generator=torch.Generator().manual_seed(s.seed), collate_fn=tdata.collate)
     n_calib = calibrate_batchnorm(random_init, calib, max_batches=max(2, 128 // s.batch_size))
     return random_init.eval(), n_calib
 

@@ -7,7 +7,8 @@
   :func:`sample_seeds` ``(seed, epoch, index)``, so its augmentation does not depend on which
   DataLoader worker made it or on what ran before;
 - :class:`ShardBatches` is the same for a streaming (WebDataset-style) dataset;
-- :func:`make_loader` builds the endless batch iterable of a rank positioned at an optimizer step.
+- :func:`make_loader` builds the endless batch iterable of a rank positioned at an optimizer step
+  (collating with :attr:`TrainData.collate`).
 
 Micro-batch ``m = step * grad_accum`` is batch ``m % batches_per_epoch`` of epoch
 ``m // batches_per_epoch``, so a resumed run reads exactly the batches an uninterrupted one would.
@@ -16,7 +17,7 @@ Micro-batch ``m = step * grad_accum`` is batch ``m % batches_per_epoch`` of epoc
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,8 +156,9 @@ class ShardBatches:
     """
 
     def __init__(self, dataset: Any, batch_size: int, num_workers: int, start_epoch: int = 0,
-                 start_batch: int = 0, pin_memory: bool = False) -> None:
+                 start_batch: int = 0, pin_memory: bool = False, collate: Callable[..., Any] | None = None) -> None:
         self.dataset = dataset
+        self.collate = collate
         self.batch_size = batch_size
         self.num_workers = num_workers
         per_worker = int(dataset.num_samples)
@@ -176,7 +178,7 @@ class ShardBatches:
             self.dataset.set_epoch(epoch)  # before the workers are forked for this epoch
             loader = DataLoader(self.dataset, batch_size=self.batch_size, drop_last=True,
                                 num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                worker_init_fn=ignore_stop_signals)
+                                worker_init_fn=ignore_stop_signals, collate_fn=self.collate)
             count = 0
             for batch in loader:
                 if count >= skip:
@@ -205,6 +207,9 @@ class TrainData:
     words: list[str] | None = None
     vectors: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    collate: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] | None = None
+    """The loader's collate (None: torch's default); ``data.collate_samples`` for samples that carry
+    ``frames`` of different sizes (``data.augment_on = "batch"``)."""
 
 
 def as_train_data(data: TrainData | Dataset) -> TrainData:
@@ -221,12 +226,13 @@ def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0
     object that maps a micro-batch count to ``(epoch, batch)`` (``.position``, ``.batches_per_epoch``)."""
     t = cfg.train
     if isinstance(data.dataset, IterableDataset):
-        stream = ShardBatches(data.dataset, t.batch_size, t.num_workers, pin_memory=pin_memory)
+        stream = ShardBatches(data.dataset, t.batch_size, t.num_workers, pin_memory=pin_memory, collate=data.collate)
         stream.start_epoch, stream.start_batch = stream.position(start_step * t.grad_accum)
         return stream, stream
     sampler = EpochBatchSampler(data.sources, t.batch_size, t.seed, rank, world)
     sampler.start_epoch, sampler.start_batch = sampler.position(start_step * t.grad_accum)
     loader = DataLoader(SeededSamples(data.dataset, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
                         pin_memory=pin_memory, persistent_workers=False,
-                        prefetch_factor=2 if t.num_workers > 0 else None, worker_init_fn=ignore_stop_signals)
+                        prefetch_factor=2 if t.num_workers > 0 else None, worker_init_fn=ignore_stop_signals,
+                        collate_fn=data.collate)
     return loader, sampler

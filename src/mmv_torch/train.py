@@ -65,6 +65,7 @@ from mmv_torch.checkpoints import (
     set_rng_state,
 )
 from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset, load_config, save_config
+from mmv_torch.data.batch_augment import augment_batch
 from mmv_torch.fileio import atomic_write_text, remove_temporaries
 from mmv_torch.losses import mmv_loss
 from mmv_torch.models.mmv import MMV
@@ -250,9 +251,11 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 def to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype, channels_last: bool
               ) -> dict[str, Any]:
     """Move the tensors of a batch to ``device``; floating ones take the model's ``dtype``. With
-    ``channels_last`` the video is laid out ``channels_last_3d``."""
-    out = {k: v.to(device, dtype=dtype if v.is_floating_point() else None, non_blocking=True)
+    ``channels_last`` the video is laid out ``channels_last_3d``. Batches of ``data.augment_on=batch``
+    (uint8 ``frames`` + drawn ``augment``) get their ``video`` here, on ``device``."""
+    out = {k: v.to(device, dtype=dtype if v.is_floating_point() and k != "augment" else None, non_blocking=True)
            if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    out = augment_batch(out, dtype)
     if channels_last:
         out["video"] = out["video"].contiguous(memory_format=torch.channels_last_3d)
     return out

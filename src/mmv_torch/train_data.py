@@ -115,6 +115,7 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
     row 0 the zero padding vector); when ``run_dir/vocab.txt`` exists (a resumed run) it must be the same
     word list.
     """
+    from mmv_torch.data.batch_augment import collate_samples
     from mmv_torch.data.datasets import PretrainDataset
     from mmv_torch.data.text import Tokenizer
     from mmv_torch.data.wordvec import vocabulary_for_sentences
@@ -171,7 +172,8 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
             "num_sentences": len(sentences)}
     if not shard_folders:
         info["narrations"] = narration_issue_counts(pre.entries)
-    return TrainData(dataset, sources, list(vocab.words), vocab.vectors_tensor().clone(), info)
+    return TrainData(dataset, sources, list(vocab.words), vocab.vectors_tensor().clone(), info,
+                     collate_samples)
 
 
 def narration_issue_counts(entries: Sequence[Any]) -> dict[str, Any]:

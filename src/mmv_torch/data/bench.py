@@ -22,6 +22,14 @@ Definitions (JSON keys):
   conversion), ``augment``, ``audio_decode``, ``log_mel``, ``text`` and ``other`` (the rest of the
   sample: index bookkeeping, tensor packing), and each stage's share.
 - ``target_clips_per_s`` (default: 60% of the decode limit) and ``verdict``.
+- ``augment_on`` and ``worker_stages``: with ``data.augment_on = "batch"`` the worker only draws the
+  augmentation (stage ``augment``) and returns uint8 frames; the pixels are then augmented per batch
+  (:func:`~mmv_torch.data.batch_augment.augment_batch`), on the training device in training. That
+  stage is timed separately here, in the main process on this CPU with one thread, on batches of
+  ``batch_size`` clips collated from the same data: ``batch_stage_clips_per_s``, and
+  ``combined_clips_per_s = 1 / (1 / clips_per_s + 1 / batch_stage_clips_per_s)`` (one core doing
+  both, as a CPU-only run would) with its ``combined_fraction_of_limit``. ``clips_per_s`` and
+  ``fraction_of_limit`` always describe the worker, i.e. the stages in ``worker_stages``.
 
 Stage timing wraps the data set's transform, log-mel and text functions for the duration of the run
 (restored afterwards) and uses :func:`mmv_torch.data.decode.stage_times` for the decoding stages.
@@ -30,6 +38,7 @@ Stage timing wraps the data set's transform, log-mel and text functions for the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -64,6 +73,7 @@ def _patch_stage_timers() -> Callable[[], None]:
     from . import datasets
 
     names = {"train_transform": "augment", "dmvr_train_transform": "augment", "eval_transform": "augment",
+             "deferred_augment": "augment",
              "log_mel_spectrogram": "log_mel",
              "nearest_narrations": "text", "encode_narrations": "text"}
     saved = {n: getattr(datasets, n) for n in names}
@@ -207,6 +217,34 @@ def _summarise(per: list[dict[str, Any]], cfg: DataConfig, target: float | None)
     }
 
 
+def measure_batch_stage(manifest: str, cfg: DataConfig, seconds: float, batch_size: int = 8, seed: int = 0,
+                        tokenize: Any = None) -> dict[str, Any]:
+    """Clips per second of :func:`~mmv_torch.data.batch_augment.augment_batch` on this CPU (one thread) on
+    collated batches of ``batch_size`` clips of ``manifest`` (loaded untimed), for about ``seconds``."""
+    import torch
+
+    from .batch_augment import augment_batch, collate_samples
+    from .datasets import PretrainDataset
+
+    ds = PretrainDataset(manifest, cfg, tokenize=tokenize, train=True, seed=seed + 7919)
+    batch = collate_samples([ds[i % len(ds)] for i in range(batch_size)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        augment_batch(batch)  # warm-up
+        wall, reps = 0.0, 0
+        while wall < seconds or reps < 2:
+            t0 = time.perf_counter()
+            augment_batch(batch)
+            wall += time.perf_counter() - t0
+            reps += 1
+    finally:
+        torch.set_num_threads(threads)
+    return {"batch_stage_clips_per_s": reps * batch_size / wall, "batch_stage_ms_per_clip": 1000 * wall /
+            (reps * batch_size), "batch_stage_batch_size": batch_size, "batch_stage_threads": 1,
+            "batch_stage_frames_shape": list(batch["frames"].shape)}
+
+
 def run_data_bench(manifest: str | Path, cfg: DataConfig, workers: int = 1, seconds: float = 20.0,
                    target_clips_per_s: float | None = None, *, tokenize: Any = None, seed: int = 0,
                    decode_share: float = 0.25) -> dict[str, Any]:
@@ -249,7 +287,14 @@ def run_data_bench(manifest: str | Path, cfg: DataConfig, workers: int = 1, seco
     except SkipRateExceeded as e:
         raise ValueError(f"data bench: {manifest}: {e}") from e
     out = _summarise(per, cfg, target_clips_per_s)
-    out["config"] = {k: getattr(cfg, k) for k in ("num_frames", "fps", "crop_size", "resize_short",
+    out["augment_on"] = cfg.augment_on
+    out["worker_stages"] = [st for st in STAGES if cfg.augment_on == "worker" or st != "augment"] + (
+        ["augment (draw only)"] if cfg.augment_on == "batch" else [])
+    if cfg.augment_on == "batch":
+        out.update(measure_batch_stage(str(manifest), cfg, max(1.0, seconds / 4), seed=seed, tokenize=tokenize))
+        out["combined_clips_per_s"] = 1.0 / (1.0 / out["clips_per_s"] + 1.0 / out["batch_stage_clips_per_s"])
+        out["combined_fraction_of_limit"] = out["combined_clips_per_s"] / out["decode_limit_clips_per_s"]
+    out["config"] = {k: getattr(cfg, k) for k in ("num_frames", "fps", "crop_size", "resize_short", "augment_on",
                                                   "scale_jitter", "color_jitter", "audio_seconds",
                                                   "sample_rate", "num_mel_bins")}
     out["settings"] = {"manifest": str(manifest), "workers": workers, "seconds": float(seconds),
@@ -276,6 +321,11 @@ def format_report(result: dict[str, Any]) -> str:
                                               for k, v in r["stages"].items()),
         r["verdict"],
     ]
+    if r.get("augment_on") == "batch":
+        lines.insert(3, f"augment_on=batch: the worker ran {', '.join(r['worker_stages'])}; batch stage on this CPU "
+                     f"(1 thread, {r['batch_stage_batch_size']} clips/batch): {r['batch_stage_clips_per_s']:.2f} "
+                     f"clips/s; worker + batch stage on one core: {r['combined_clips_per_s']:.2f} clips/s "
+                     f"({r['combined_fraction_of_limit']:.0%} of the decode limit)")
     m = r["machine"]
     lines.append(f"machine: {m['cpu']}, {m['cpus']} CPUs, load {m['load_before']} -> {m['load_after']}, "
                  f"torch {m['torch']}, PyAV {m['pyav']}, THP_MEM_ALLOC_ENABLE={m['thp_mem_alloc'] or 'unset'}")
@@ -290,6 +340,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON to OUT")
     parser.add_argument("--target-clips-per-s", type=float, default=None, metavar="R",
                         help="per-worker target rate (default: 60%% of the measured decode limit)")
+    parser.add_argument("--augment-on", choices=("worker", "batch"), default=None,
+                        help="data.augment_on: where the augmentation runs (default: the preset's)")
     parser.add_argument("--preset", default=None, help="take the data settings of this preset (default: the "
                         "paper's: 32 frames at 10 fps, 200 crop, 2 s audio)")
 
@@ -303,6 +355,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from ..fileio import atomic_write_text
 
     cfg = get_preset(args.preset).data if args.preset else DataConfig()
+    if getattr(args, "augment_on", None):
+        cfg = dataclasses.replace(cfg, augment_on=args.augment_on)
     result = run_data_bench(args.manifest, cfg, args.workers, args.seconds, args.target_clips_per_s)
     print(format_report(result))
     if args.json:

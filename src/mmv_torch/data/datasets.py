@@ -53,6 +53,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from ..config import DataConfig
 from .audio import log_mel_spectrogram
+from .batch_augment import deferred_augment
 from .decode import DecodeError, Source, load_audio, load_clip, load_image, probe, window_span
 from .media import MEDIA_SUFFIXES
 from .narrations import Narration, NarrationIssues, Tokenize, encode_narrations, nearest_narrations, validate_narrations
@@ -227,32 +228,35 @@ def audio_features(waveform: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
 
 def make_sample(src: Source, name: str, narrations: Sequence[Narration], duration: float, cfg: DataConfig,
                 tokenize: Tokenize | None, train: bool, generator: torch.Generator, index: int,
-                threads: int = 1, window: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
+                threads: int = 1, window: tuple[float, float] | None = None, batch_augment: bool = False
+                ) -> dict[str, torch.Tensor]:
     """Decode and transform one clip into the sample format of the module doc.
 
     Training: random start in ``[0, duration - span]`` and random augmentation (``cfg.augment``: DMVR's or
-    the previous default); evaluation: the middle of the video, centre crop of ``eval_crop_size``. With
-    ``window`` (seconds inside the file) the clip comes from that segment instead. Raises
-    :class:`DecodeError`.
+    the previous default; ``batch_augment``: only drawn, see data/batch_augment.py); evaluation: the middle
+    of the video, centre crop of ``eval_crop_size``. ``window`` (seconds in the file): the clip comes from
+    that segment. Raises :class:`DecodeError`.
     """
     span = clip_span(cfg)
     offset, length = window_span(duration, window)
     start = offset + (random_start_time(length, span, generator) if train else max(0.0, (length - span) / 2))
     clip = load_clip(src, start, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds, name=name,
                      threads=threads)
-    if train and cfg.augment == "dmvr":
-        video = dmvr_train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter, cfg.scale_prob,
-                                     cfg.flip, cfg.color_prob, generator)
+    if train and batch_augment:  # "frames" and "augment" instead of "video" (data/batch_augment.py)
+        views = deferred_augment(clip.frames, cfg, generator)
+    elif train and cfg.augment == "dmvr":
+        views = {"video": dmvr_train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter,
+                                               cfg.scale_prob, cfg.flip, cfg.color_prob, generator)}
     elif train:
-        video = train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter, cfg.flip,
-                                cfg.color_jitter, generator)
+        views = {"video": train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter, cfg.flip,
+                                          cfg.color_jitter, generator)}
     else:
-        video = eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short)
+        views = {"video": eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short)}
     audio = audio_features(clip.audio, cfg)
     near = nearest_narrations(narrations, start, start + span, cfg.num_candidates)
     text, text_mask, word_mask = encode_narrations(near, tokenize, cfg.num_candidates, cfg.max_words)
     return {
-        "video": video,
+        **views,
         "audio": audio,
         "has_audio": torch.tensor(clip.has_audio),
         "text": text,
@@ -362,7 +366,8 @@ class PretrainDataset(Dataset):
                 try:
                     dur = self._duration(e)
                     sample = make_sample(e.path, e.path, self._narrations(i, dur), dur, self.cfg, self.tokenize,
-                                         self.train, g, i, window=e.window)
+                                         self.train, g, i, window=e.window,
+                                         batch_augment=self.cfg.augment_on == "batch")
                 except (DecodeError, av_errors()) as err:
                     self._bad.add(i)
                     self.tracker.skip(e.path, _decode_reason(err))
