@@ -438,8 +438,8 @@ def _add_eval_parsers(sub: Any) -> None:
     p.add_argument("--space", choices=["va", "vt", "at", "repr"], default="repr")
     p.add_argument("--train-epochs", type=POSITIVE, help="augmented passes over the training set (default 10, or the "
                    "paper protocol's)")
-    p.add_argument("--test-windows", type=POSITIVE, help="linearly spaced test windows, scores averaged (default 10, or "
-                   "the paper protocol's)")
+    p.add_argument("--test-windows", type=POSITIVE,
+                   help="linearly spaced test windows, scores averaged (default 10, or the paper protocol's)")
     p.add_argument("--folds", action="store_true",
                    help="k-fold cross-validation over the 'fold' field (or the ESC-50 folds) instead of train/test")
     p.add_argument("--protocol", choices=["auto", "official-ucf101", "official-hmdb51", "official-cv", "config",
