@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mmv_torch"
 LAYERS = {"fileio": -1, "config": 0, "dist": 0, "runs": 0, "unpickle": 0, "runtime": 0, "models": 1, "losses": 1,
           "data": 1, "eval": 1, "sampling": 1, "convert": 2, "deflate": 2, "checkpoints": 2, "train_data": 2,
           "vocab_match": 2, "train": 3, "evaluate": 3, "index": 3, "cli_support": 3, "demo": 4, "cli_data": 4,
-          "cli_index": 4, "cli": 5, "__main__": 6}
+          "cli_index": 4, "paper_evals": 4, "cli": 5, "__main__": 6}
 
 
 def _group(module_path: Path, src: Path = SRC) -> str:

@@ -417,3 +417,23 @@ def test_eval_linear_protocols_are_recorded(setup, capsys):
     s = json.loads(out.read_text())["settings"]
     assert s["test_windows"] == 3 and s["C"] == 0.01 and s["protocol"]["C"] == "given (--C)"
     assert s["protocol"]["test_windows"] == "3 linearly spaced windows"
+
+
+def test_eval_linear_paper_protocol_esc50(setup, capsys):
+    """--protocol esc50 on a manifest with folds: the report records the protocol with the window count given on
+    the command line; the multi-label flag is refused in one line."""
+    data = setup["data"]
+    lines = [json.loads(x) for x in (data / "probe_sound.jsonl").read_text().splitlines()]
+    lines = [{**{k: v for k, v in x.items() if k != "split"}, "fold": i % 5 + 1} for i, x in enumerate(lines)]
+    manifest = data / "sound_esc.jsonl"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = setup["root"] / "r" / "esc.json"
+    args = ["eval", "linear", "--checkpoint", setup["ckpt"], "--data", str(manifest), "--modality", "audio", *FAST]
+    with pytest.warns(UserWarning, match="where esc50 has 2,000"):
+        assert main([*args, "--protocol", "esc50", "--test-windows", "2", "--C", "0.01", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    p = r["settings"]["paper_protocol"]
+    assert p["name"] == "esc50" and p["settings"]["test_windows"]["source"] == "given on the command line"
+    assert sorted(r["per_fold"]) == ["1", "2", "3", "4", "5"] and r["settings"]["C"] == 0.01
+    assert main([*args, "--protocol", "esc50", "--multilabel"]) == 2
+    assert "--multilabel does not apply" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def test_audioset_segments_labels_and_windows(tmp_path):
     _touch(tmp_path / "media", "cut/--PJHxphWEs_30_40.flac", "full/deep/--ZhevVpy1s.mkv")
     lines, rep, out = _prepare(tmp_path, "audioset", ann)
     assert lines[0] == {"audio": "../media/cut/--PJHxphWEs_30_40.flac", "id": "--PJHxphWEs",
-                        "labels": ["Speech", "Gush"], "split": "train"}  # pre-cut: the whole file
+                        "labels": ["Speech", "Gush"], "split": "train", "dataset": "audioset"}  # pre-cut: whole file
     assert lines[1]["video"].endswith("--ZhevVpy1s.mkv") and (lines[1]["start"], lines[1]["end"]) == (50.0, 60.0)
     assert lines[1]["labels"] == ["Toothbrush, electric"]
     assert rep["rows"] == 3 and rep["num_missing"] == 1 and rep["num_malformed"] == 2
@@ -105,7 +105,7 @@ def test_msrvtt_1ka_csv_and_full_json(tmp_path):
     _touch(tmp_path / "media", "TestVideo/video9770.mp4")
     lines, rep, _ = _prepare(tmp_path, "msrvtt", csv1)
     assert lines == [{"video": "../media/TestVideo/video9770.mp4", "id": "video9770",
-                      "caption": "a person is connecting something to system"}]
+                      "caption": "a person is connecting something to system", "dataset": "msrvtt"}]
     assert rep["missing"][0]["id"] == "video9771"
     full = tmp_path / "MSRVTT_data.json"
     full.write_text(json.dumps({"info": {}, "videos": [
@@ -153,7 +153,7 @@ def test_kinetics_validate_split_precut_and_full_videos(tmp_path):
     _touch(tmp_path / "media", "val/testifying/---QUuC4vJs_000084_000094.mp4", "flat/-abc.webm", "zzz.mp4")
     lines, rep, _ = _prepare(tmp_path, "kinetics", ann, split="validate")
     assert lines[0] == {"video": "../media/val/testifying/---QUuC4vJs_000084_000094.mp4", "id": "---QUuC4vJs",
-                        "label": "testifying", "split": "test"}
+                        "label": "testifying", "split": "test", "dataset": "kinetics"}
     assert lines[1]["label"] == "passing American football (in game)" and (lines[1]["start"], lines[1]["end"]) == (
         5.0, 15.0)
     assert len(lines) == 2 and rep["num_malformed"] == 1
@@ -168,9 +168,9 @@ def test_vggsound_headerless_csv(tmp_path):
     _touch(tmp_path / "media", "test/---g-f_I2yQ_000001.mp4", "full/--9O4XZOge4.m4a")
     lines, rep, _ = _prepare(tmp_path, "vggsound", ann)
     assert lines[0] == {"video": "../media/test/---g-f_I2yQ_000001.mp4", "id": "---g-f_I2yQ",
-                        "label": "people marching", "split": "test"}
+                        "label": "people marching", "split": "test", "dataset": "vggsound"}
     assert lines[1] == {"audio": "../media/full/--9O4XZOge4.m4a", "start": 30.0, "end": 40.0, "id": "--9O4XZOge4",
-                        "label": "female speech, woman speaking", "split": "train"}
+                        "label": "female speech, woman speaking", "split": "train", "dataset": "vggsound"}
     assert rep["num_malformed"] == 1
     lines, _, _ = _prepare(tmp_path, "vggsound", ann, split="train")
     assert [x["id"] for x in lines] == ["--9O4XZOge4"]

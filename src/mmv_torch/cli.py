@@ -28,6 +28,10 @@ from mmv_torch.cli_support import (
     resume_command,
 )
 
+LINEAR_PROTOCOLS = ("kinetics600-linear", "vggsound-linear", "audioset-mlp", "esc50")
+RETRIEVAL_PROTOCOLS = ("msrvtt-1ka", "msrvtt-full", "youcook2-val")
+"""Names of the paper's benchmark protocols (:data:`mmv_torch.data.paper_protocols.PAPER_PROTOCOLS`)."""
+
 
 def _cmd_models(args: argparse.Namespace) -> int:
     import torch
@@ -229,9 +233,18 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_eval_linear(args: argparse.Namespace) -> int:
     from mmv_torch.evaluate import linear_probe
+    from mmv_torch.paper_evals import linear_benchmark, linear_overrides, pick_protocol
 
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, args.modality)
+    paper = pick_protocol(args.protocol, source, "linear", args.modality)
+    if paper is not None:
+        given = linear_overrides(args.train_epochs, args.test_windows, args.classifier, args.C, args.weight_decay,
+                                 args.hidden, args.probe_epochs, args.seed, args.multilabel, args.folds)
+        return _write(linear_benchmark(model, cfg, source, _loader_options(args), paper, modality=args.modality,
+                                       space=args.space, given=given, device=device), args)
+    args.classifier, args.train_epochs = args.classifier or "svm", args.train_epochs or 10
+    args.test_windows = args.test_windows or 10
     probe_kwargs = _probe_kwargs(args, args.multilabel, "512")
     if args.C is None:
         probe_kwargs.pop("cs", None)  # the protocol's C
@@ -244,14 +257,23 @@ def _cmd_eval_linear(args: argparse.Namespace) -> int:
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from mmv_torch.evaluate import retrieval
+    from mmv_torch.paper_evals import pick_protocol, retrieval_benchmark
 
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, "video")
+    if args.pair != "text-video" and args.protocol not in ("auto", "none"):
+        raise ValueError(f"--protocol {args.protocol} is a text-video protocol; --pair {args.pair} takes none")
     tokenizer, extra = None, {}
     if args.pair == "text-video":
         tokenizer, extra["vocab"] = _tokenizer(args, cfg)
-    result = retrieval(model, cfg, source, _loader_options(args), pair=args.pair, space=args.space,
-                       windows=args.windows, tokenizer=tokenizer, word_mask=_word_mask(args), device=device)
+    paper = None if args.pair != "text-video" and args.protocol == "auto" else pick_protocol(
+        args.protocol, source, "retrieval")
+    if paper is not None:
+        result = retrieval_benchmark(model, cfg, source, _loader_options(args), paper, tokenizer=tokenizer,
+                                     word_mask=_word_mask(args), space=args.space, windows=args.windows, device=device)
+    else:
+        result = retrieval(model, cfg, source, _loader_options(args), pair=args.pair, space=args.space,
+                           windows=args.windows or 1, tokenizer=tokenizer, word_mask=_word_mask(args), device=device)
     result["settings"].update(extra)
     return _write(result, args)
 
@@ -414,18 +436,24 @@ def _add_eval_parsers(sub: Any) -> None:
     _add_data_args(p, "labelled JSONL manifest with 'label' and 'split' (train/test) or 'fold' fields")
     p.add_argument("--modality", choices=["video", "audio"], default="video")
     p.add_argument("--space", choices=["va", "vt", "at", "repr"], default="repr")
-    p.add_argument("--train-epochs", type=POSITIVE, default=10, help="augmented passes over the training set")
-    p.add_argument("--test-windows", type=POSITIVE, default=10, help="linearly spaced test windows, scores averaged")
+    p.add_argument("--train-epochs", type=POSITIVE, help="augmented passes over the training set (default 10, or the "
+                   "paper protocol's)")
+    p.add_argument("--test-windows", type=POSITIVE,
+                   help="linearly spaced test windows, scores averaged (default 10, or the paper protocol's)")
     p.add_argument("--folds", action="store_true",
                    help="k-fold cross-validation over the 'fold' field (or the ESC-50 folds) instead of train/test")
-    p.add_argument("--protocol", choices=["auto", "official-ucf101", "official-hmdb51", "official-cv", "config"],
-                   default="auto", help="clip sampling, probe augmentation (random crop + flip) and SVM C: "
+    p.add_argument("--protocol", choices=["auto", "official-ucf101", "official-hmdb51", "official-cv", "config",
+                                          *LINEAR_PROTOCOLS],
+                   default="auto", help="the paper's benchmark protocols (docs/protocols.md: "
+                   f"{', '.join(LINEAR_PROTOCOLS)}; auto picks one from a manifest written by `data prepare` or "
+                   "--esc50-meta), or the clip sampling, probe augmentation (random crop + flip) and SVM C of a "
+                   "video probe: "
                    "official-ucf101 (32 frames, stride 2 at 25 fps, crop 224, C 0.001), official-hmdb51 (stride 1 "
                    "at 10 fps, crop 200, C of the backbone), official-cv (UCF101 sampling, C by cross-validation), "
                    "config (the checkpoint's clip settings, C by cross-validation); auto: the official protocol of "
-                   "--ucf101-splits / --hmdb51-splits, else official-cv")
+                   "--ucf101-splits / --hmdb51-splits or a prepared UCF101 / HMDB51 manifest, else official-cv")
     _add_probe_args(p)
-    p.set_defaults(func=_cmd_eval_linear)
+    p.set_defaults(func=_cmd_eval_linear, classifier=None)  # None: svm, or the paper protocol's classifier
 
     p = evals.add_parser("retrieval", help="zero-shot text<->video (or audio<->video) retrieval, R@1/5/10")
     _add_checkpoint_args(p)
@@ -433,7 +461,11 @@ def _add_eval_parsers(sub: Any) -> None:
     p.add_argument("--pair", choices=["text-video", "audio-video"], default="text-video")
     p.add_argument("--space", choices=["va", "vt", "at", "repr"], default=None,
                    help="default: vt for text-video, va for audio-video")
-    p.add_argument("--windows", type=POSITIVE, default=1, help="linearly spaced video windows, embeddings averaged")
+    p.add_argument("--windows", type=POSITIVE, default=None,
+                   help="linearly spaced video windows, embeddings averaged (default: the protocol's, else 1)")
+    p.add_argument("--protocol", choices=["auto", "none", *RETRIEVAL_PROTOCOLS], default="auto",
+                   help="the paper's retrieval protocol (docs/protocols.md); auto: from a manifest written by `data "
+                        "prepare msrvtt|youcook2` (msrvtt-1ka when every video has one caption), else none")
     _add_text_args(p)
     add_json_arg(p)
     p.set_defaults(func=_cmd_eval_retrieval)

@@ -52,7 +52,8 @@ class LabelledSource:
     folds: list[Any] | None = None
     """Per entry, its cross-validation fold (ESC-50 meta CSV)."""
     kind: str | None = None
-    """Which benchmark the source is when it says so: 'ucf101', 'hmdb51' (official split files), 'esc50'."""
+    """Which benchmark the source is when it says so: 'ucf101', 'hmdb51' (official split files), 'esc50', or a
+    manifest's ``dataset`` (the ``data prepare`` name)."""
 
     def rows(self, ds: Any) -> list[int]:
         """Position in ``entries`` of every item of a ``LabelledDataset`` built from them."""
@@ -67,10 +68,13 @@ class LabelledSource:
 
 
 def manifest_source(path: str | Path) -> LabelledSource:
-    """A labelled JSONL manifest; ``records`` are its lines."""
+    """A labelled JSONL manifest; ``records`` are its lines. Its ``kind`` is the ``dataset`` field of its lines
+    when they all name the same one (``data prepare`` writes it)."""
     p = Path(path)
     entries = read_labelled_manifest(p)
-    return LabelledSource(entries, [obj for _, obj in read_jsonl(p)], str(p))
+    records = [obj for _, obj in read_jsonl(p)]
+    kinds = {str(r["dataset"]) if r.get("dataset") is not None else None for r in records}
+    return LabelledSource(entries, records, str(p), kind=kinds.pop() if len(kinds) == 1 else None)
 
 
 def _has_class_folders(root: Path) -> bool:

@@ -1,4 +1,4 @@
-"""Classification metrics: top-k accuracy, average precision and mean average precision.
+"""Classification metrics: top-k accuracy, average precision, mean average precision and ROC AUC / d-prime.
 
 Pure numpy. ``average_precision`` follows scikit-learn's definition (step-wise area under the
 precision-recall curve, ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds, tied scores
@@ -76,3 +76,49 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> dict[str,
     if not aps:
         raise ValueError("mean_average_precision: no class has a positive")
     return {"mAP": float(np.mean(aps)), "classes": len(aps)}
+
+
+def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Area under the ROC curve of one class: the probability that a positive scores above a negative, ties
+    counting one half (the Mann-Whitney statistic, equal to scikit-learn's ``roc_auc_score``). Raises
+    ``ValueError`` without both a positive and a negative."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    pos = np.asarray(targets).ravel() > 0
+    if scores.shape != pos.shape:
+        raise ValueError(f"roc_auc: scores {scores.shape} and targets {pos.shape} differ")
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("roc_auc is undefined without both positives and negatives")
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    ranks = np.empty(s.size, dtype=np.float64)
+    starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]
+    ends = np.r_[starts[1:], s.size]
+    for a, b in zip(starts, ends):  # tied scores share their average rank (1-based)
+        ranks[a:b] = (a + b + 1) / 2.0
+    r = np.empty_like(ranks)
+    r[order] = ranks
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def d_prime(auc: float) -> float | None:
+    """AudioSet's d-prime of an AUC: ``sqrt(2) * Phi^-1(auc)`` (None for an AUC of 0 or 1, where it is infinite)."""
+    from statistics import NormalDist
+
+    if not 0.0 < auc < 1.0:
+        return None
+    return float(np.sqrt(2.0) * NormalDist().inv_cdf(auc))
+
+
+def mean_auc(scores: np.ndarray, targets: np.ndarray) -> dict[str, float | int | None]:
+    """Mean over classes of :func:`roc_auc` (classes with both positives and negatives) and the d-prime of that
+    mean: ``{"AUC", "d_prime", "classes"}``; ``scores`` (N, C), multi-hot ``targets`` (N, C)."""
+    scores = np.asarray(scores)
+    targets = np.asarray(targets) > 0
+    if scores.ndim != 2 or scores.shape != targets.shape:
+        raise ValueError(f"mean_auc needs scores and targets (N, C); got {scores.shape}, {targets.shape}")
+    keep = [c for c in range(scores.shape[1]) if targets[:, c].any() and not targets[:, c].all()]
+    if not keep:
+        raise ValueError("mean_auc: no class has both a positive and a negative")
+    auc = float(np.mean([roc_auc(scores[:, c], targets[:, c]) for c in keep]))
+    return {"AUC": auc, "d_prime": d_prime(auc), "classes": len(keep)}

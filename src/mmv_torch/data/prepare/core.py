@@ -6,7 +6,8 @@ line: a video id, optionally the segment's times inside the full video, and the 
 adds) and names the files a row's media are usually saved as (:attr:`DatasetSpec.names`). The core
 finds those files under the media root whatever their container extension
 (:data:`~mmv_torch.data.media.MEDIA_SUFFIXES`) and in whatever sub-folder, and writes one manifest line
-per row whose media exist:
+per row whose media exist, each carrying ``"dataset"`` (the data set's name, which evaluation reads to pick
+the benchmark's protocol):
 
 - a pre-cut file (its name carries the segment's times, or ``--pattern`` uses ``{start}``): the whole
   file is the segment, no ``start``/``end`` in the line;
@@ -174,7 +175,7 @@ def build_manifest(spec: DatasetSpec, annotations: Path, index: MediaIndex, out:
         if len(found) > 1:
             report.ambiguous.append({"id": row.id, "name": name, "used": str(path),
                                      "others": [str(p) for p in found if p != path]})
-        lines.append(manifest_line(row, path, precut, out.parent))
+        lines.append({**manifest_line(row, path, precut, out.parent), "dataset": spec.name})
     return lines
 
 
