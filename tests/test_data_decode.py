@@ -303,3 +303,19 @@ def test_decoding_in_a_forked_child_after_the_parent_decoded(tmp_path):
     assert _frame_indices(path) == [5, 7, 10]
     with mp.get_context("fork").Pool(1) as pool:
         assert pool.apply_async(_frame_indices, (path,)).get(timeout=60) == [5, 7, 10]
+
+
+def test_window_after_the_files_end_takes_the_whole_file_and_says_so_once(caplog):
+    import logging
+
+    from mmv_torch.data.decode import window_span
+
+    assert window_span(10.0, (2.0, 4.0), "a.mp4") == (2.0, 2.0)
+    assert window_span(10.0, (8.0, 14.0), "a.mp4") == (8.0, 2.0)  # clipped to the file
+    assert window_span(10.0, None, "a.mp4") == (0.0, 10.0)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="mmv_torch.data"):
+        assert window_span(10.0, (30.0, 40.0), "precut.mp4") == (0.0, 10.0)
+        assert window_span(10.0, (30.0, 40.0), "precut.mp4") == (0.0, 10.0)
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 1 and "precut.mp4" in logged[0] and "starts after the file's end" in logged[0]

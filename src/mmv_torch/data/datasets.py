@@ -238,7 +238,7 @@ def make_sample(src: Source, name: str, narrations: Sequence[Narration], duratio
     that segment. Raises :class:`DecodeError`.
     """
     span = clip_span(cfg)
-    offset, length = window_span(duration, window)
+    offset, length = window_span(duration, window, name)
     start = offset + (random_start_time(length, span, generator) if train else max(0.0, (length - span) / 2))
     clip = load_clip(src, start, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds, name=name,
                      threads=threads)
@@ -602,7 +602,7 @@ class LabelledDataset(Dataset):
             img = eval_transform(load_image(e.path)[None], cfg.eval_crop_size, cfg.resize_short)
             return {"image": img[:, 0]}
         if self.modality == "audio":
-            offset, dur = window_span(probe(e.path).duration, e.window)
+            offset, dur = window_span(probe(e.path).duration, e.window, e.path)
             starts = ([random_start_time(dur, cfg.audio_seconds, g)] if self.train
                       else audio_window_starts(dur, cfg.audio_seconds, self.num_windows))
             return {"audio": stack_windows([audio_features(load_audio(e.path, offset + st, cfg.audio_seconds,
@@ -612,7 +612,7 @@ class LabelledDataset(Dataset):
         if self.train and self.augmentation == "pretraining":
             s = make_sample(e.path, e.path, (), full, cfg, None, True, g, 0, window=e.window)
             return {k: s[k] for k in ("video", "audio", "has_audio")}
-        offset, dur = window_span(full, e.window)
+        offset, dur = window_span(full, e.window, e.path)
         if self.train or self.protocol is not None:
             proto = self.protocol or config_protocol(cfg)
             return probe_video_item(e.path, dur, cfg, proto, self.train, self.num_windows, g, start=offset)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import io
+import logging
 import math
 import os
 import threading
@@ -46,9 +47,11 @@ import numpy as np
 import torch
 
 Source = str | os.PathLike | bytes
+logger = logging.getLogger(__name__)
 _EPS = 1e-4  # seconds: a frame stamped this little after a target time still counts as shown at it
 _STAGES: dict[str, float] | None = None  # stage -> seconds, while stage_times() is active
 _LOCAL = threading.local()  # one libswscale context per thread
+_WHOLE_FILE_WARNED: set[str] = set()  # files whose window starts after their end (warned once)
 
 
 @contextlib.contextmanager
@@ -575,10 +578,17 @@ def load_image(src: Source, name: str | None = None) -> torch.Tensor:
         raise DecodeError(label, "no decodable image")
 
 
-def window_span(duration: float, window: tuple[float, float] | None) -> tuple[float, float]:
+def window_span(duration: float, window: tuple[float, float] | None, where: str = "") -> tuple[float, float]:
     """``(offset, length)`` seconds of the part of a ``duration``-second file that samples come from: the
     manifest's window clipped to the file, or the whole file (also when the window starts at or after
-    the file's end: the file is then taken as the segment, already cut)."""
-    if window is None or window[0] >= duration:
+    the file's end: the file is then taken as the segment, already cut; logged once per ``where``)."""
+    if window is None:
+        return 0.0, duration
+    if window[0] >= duration:
+        if where not in _WHOLE_FILE_WARNED:
+            _WHOLE_FILE_WARNED.add(where)
+            logger.warning("%s: the window %.2f-%.2f s starts after the file's end (%.2f s): the whole file is "
+                           "taken as the segment (a pre-cut file?)", where or "a file", window[0], window[1],
+                           duration)
         return 0.0, duration
     return window[0], min(window[1], duration) - window[0]
