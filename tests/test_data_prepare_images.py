@@ -128,7 +128,8 @@ def test_imagenet_kaggle_layout_flat_val_with_solution_csv(tmp_path):
     rep = run_prepare("imagenet", str(root), str(root), str(out))
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(x["id"], x["label"], x["split"]) for x in lines] == [
-        ("train/n01440764/n01440764_1", "n01440764", "train"), ("train/n01440764/extra/n01440764_2", "n01440764", "train"),
+        ("train/n01440764/n01440764_1", "n01440764", "train"),
+        ("train/n01440764/extra/n01440764_2", "n01440764", "train"),
         ("train/n01443537/n01443537_1", "n01443537", "train"),
         ("ILSVRC2012_val_00000001", "n01440764", "test"), ("ILSVRC2012_val_00000002", "n01443537", "test")]
     assert lines[0]["name"] == "tench, Tinca tinca" and lines[1]["image"].endswith("extra/n01440764_2.jpeg")

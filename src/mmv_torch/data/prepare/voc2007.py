@@ -13,7 +13,8 @@ Every line also keeps ``voc_split``, the list it came from.
 Quirks handled: an id listed twice, an id without its XML file, a truncated or malformed XML file,
 an object without a name or with an unknown class name, a ``difficult`` flag that is not 0/1 (each: the
 image goes to the report's ``malformed``, never the manifest); a missing ``<difficult>`` tag means 0.
-Media: ``JPEGImages/<id>.jpg`` below the media root (``VOC2007`` or ``VOCdevkit``), else ``<id>.<any image extension>`` in any folder.
+Media: ``JPEGImages/<id>.jpg`` below the media root (``VOC2007`` or ``VOCdevkit``), else
+``<id>.<any image extension>`` in any folder.
 """
 
 from __future__ import annotations
