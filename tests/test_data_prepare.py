@@ -239,4 +239,4 @@ def test_nothing_found_fails_with_a_report(tmp_path, capsys):
     assert main(["data", "prepare", "msrvtt", "--annotations", str(ann), "--media-root", str(tmp_path / "media"),
                  "--out", str(out)]) == 0  # an existing manifest is replaced
     assert sorted(DATASETS) == sorted(["howto100m", "audioset", "msrvtt", "youcook2", "kinetics", "vggsound",
-                                       "ucf101", "hmdb51", "esc50"])
+                                       "ucf101", "hmdb51", "esc50", "voc2007", "imagenet"])

@@ -306,9 +306,11 @@ def _cmd_eval_image(args: argparse.Namespace) -> int:
         raise ValueError(f"--strategies takes names of {list(STRATEGIES)}, got {args.strategies!r}")
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, "image")
+    kwargs = (_probe_kwargs(args, args.multilabel, "") if args.protocol == "custom" else
+              {"cs": _floats(args.C), "weight_decays": _floats(args.weight_decay), "seed": args.seed})
     result = image_probe(model, cfg, source, _loader_options(args), strategies, classifier=args.classifier,
                          multilabel=args.multilabel, bn_steps=args.bn_steps, bn_lr=args.bn_lr, tsm_naive=args.tsm_naive,
-                         probe_kwargs=_probe_kwargs(args, args.multilabel, ""), device=device)
+                         probe_kwargs=kwargs, protocol=args.protocol, device=device)
     return _write(result, args)
 
 
@@ -492,6 +494,9 @@ def _add_eval_parsers(sub: Any) -> None:
                         "'image' entries with 'split'")
     p.add_argument("--strategies", default="naive,bn_retrained,inflation",
                    help="comma-separated: naive, bn_retrained, inflation")
+    p.add_argument("--protocol", choices=["custom", "voc2007", "imagenet-linear"], default="custom",
+                   help="voc2007: a classifier per class, VOC 11-point and area mAP, difficult images excluded; "
+                        "imagenet-linear: logistic regression, top-1/top-5 (docs/image_protocols.md)")
     _add_bn_args(p)
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_image)

@@ -98,23 +98,26 @@ def add_data_parsers(sub: Any) -> None:
 
 
 def _add_prepare_parser(data: Any) -> None:
-    names = ("howto100m", "audioset", "msrvtt", "youcook2", "kinetics", "vggsound", "ucf101", "hmdb51", "esc50")
+    names = ("howto100m", "audioset", "msrvtt", "youcook2", "kinetics", "vggsound", "ucf101", "hmdb51", "esc50",
+             "voc2007", "imagenet")
     p = data.add_parser("prepare", help="a manifest of one of the paper's data sets from its official annotation "
                                         "files and a folder of downloaded media")
     p.add_argument("dataset", choices=names)
     p.add_argument("--annotations", required=True, metavar="PATH",
-                   help="the data set's annotation file (or folder: HowTo100M <id>.csv files, UCF101/HMDB51 splits)")
+                   help="the data set's annotation file (or folder: HowTo100M <id>.csv files, UCF101/HMDB51 splits, "
+                        "VOC2007 with Annotations/ and ImageSets/, ImageNet with train/ and val/)")
     p.add_argument("--media-root", required=True, metavar="DIR",
                    help="downloaded media, searched recursively by each set's usual file name, any extension")
     p.add_argument("--out", required=True, dest="out_manifest", metavar="MANIFEST.jsonl",
                    help="the manifest to write (paths relative to its folder)")
     p.add_argument("--split", default=None, help="msrvtt: train|validate|test; youcook2: validation|training; "
                    "kinetics: train|validate|test; audioset, vggsound: train|test; "
-                   "ucf101/hmdb51: 1-3; esc50: test fold")
+                   "ucf101/hmdb51: 1-3; esc50: test fold; voc2007: trainval|train|val|test; imagenet: train|val")
     p.add_argument("--pattern", default=None, help="media file name with {id}, {start}, {end} (integer seconds); "
                    "with {start}: pre-cut files, otherwise the segment is a window inside the file")
     p.add_argument("--labels", default=None, metavar="CSV",
-                   help="audioset: class_labels_indices.csv (default: beside --annotations)")
+                   help="audioset: class_labels_indices.csv; imagenet: LOC_synset_mapping.txt (default: beside "
+                        "--annotations)")
     p.add_argument("--json", default=None, metavar="REPORT", help="write the report (missing media, malformed "
                    "rows, each with its reason) here")
     p.set_defaults(func=_cmd_data_prepare)

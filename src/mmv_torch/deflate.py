@@ -470,12 +470,14 @@ def image_encoder(video: nn.Module, strategy: str, num_frames: int, bn_images: I
 def image_probe(encoder: nn.Module, train_loader: Iterable[Mapping[str, Any]], train_labels: Any,
                 test_loader: Iterable[Mapping[str, Any]], test_labels: Any, multilabel: bool = False,
                 classifier: str = "svm", device: torch.device | str | None = None,
-                **probe_kwargs: Any) -> dict[str, Any]:
+                probe: Callable[..., dict[str, Any]] | None = None, **probe_kwargs: Any) -> dict[str, Any]:
     """Linear probe on image features of ``encoder`` (any strategy of :func:`image_encoder`).
 
     Loaders yield ``{"image": (B, 3, H, W) or (B, V, 3, H, W), "index": (B,)}``; labels are indexed
     by dataset row: integers (N,) for ImageNet-style top-1/top-5 (``classifier`` 'svm' or 'logistic'),
     multi-hot (N, C) for PASCAL-style mAP (``multilabel=True``: a linear one-vs-rest sigmoid probe).
+    ``probe(train_x, train_labels, test_x, test_labels)``, when given, replaces these probes (a
+    benchmark protocol of :mod:`mmv_torch.eval.image_protocols`).
     """
     import numpy as np
 
@@ -485,7 +487,9 @@ def image_probe(encoder: nn.Module, train_loader: Iterable[Mapping[str, Any]], t
     xtr, itr = extract_features(encoder, train_loader, "image", device=device)
     xte, ite = extract_features(encoder, test_loader, "image", device=device)
     ytr, yte = np.asarray(train_labels)[itr], np.asarray(test_labels)[ite]
-    if multilabel:
+    if probe is not None:
+        res = probe(xtr, ytr, xte, yte, **probe_kwargs)
+    elif multilabel:
         kwargs = {"hidden": (), **probe_kwargs}
         res = multilabel_probe(xtr, ytr, xte, yte, **kwargs)
     else:
@@ -499,8 +503,9 @@ def run_image_eval(video: nn.Module, strategies: Iterable[str], num_frames: int,
                    test_loader: Iterable[Mapping[str, Any]], test_labels: Any, multilabel: bool = False,
                    classifier: str = "svm", bn_images: Iterable[Any] | None = None, bn_steps: int = 200,
                    bn_lr: float = 1e-3, device: torch.device | str = "cpu", tsm_naive: str = "folded",
-                   **probe_kwargs: Any) -> dict[str, Any]:
-    """What ``mmv-torch eval image`` calls: the image probe for each strategy on one video backbone.
+                   probe: Callable[..., dict[str, Any]] | None = None, **probe_kwargs: Any) -> dict[str, Any]:
+    """What ``mmv-torch eval image`` calls: the image probe for each strategy on one video backbone
+    (``probe``: see :func:`image_probe`).
 
     Returns ``{"task": "image", "metrics": {strategy: metrics}, "settings": {strategy: settings}}``.
     """
@@ -509,7 +514,7 @@ def run_image_eval(video: nn.Module, strategies: Iterable[str], num_frames: int,
     for s in strategies:
         enc, s_settings = image_encoder(video, s, num_frames, bn_images, bn_steps, bn_lr, device, tsm_naive)
         res = image_probe(enc, train_loader, train_labels, test_loader, test_labels, multilabel, classifier,
-                          device, **probe_kwargs)
+                          device, probe, **probe_kwargs)
         metrics[s] = res["metrics"]
         settings[s] = {**s_settings, **res["settings"]}
     return {"task": "image (multi-label mAP)" if multilabel else "image (top-1/top-5)", "metrics": metrics,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -233,20 +234,54 @@ def finetune_classifier(model: torch.nn.Module, cfg: Config, source: LabelledSou
     return result
 
 
+def _image_protocol(protocol: str, source: LabelledSource, classifier: str, multilabel: bool,
+                    probe_kwargs: dict[str, Any]) -> tuple[list[str] | None, Any, Any, str | None]:
+    """(classes, per-entry targets or None for single labels, probe or None, task) of ``eval image
+    --protocol``: ``voc2007`` targets are 1 / -1 / 0 (difficult) over the 20 VOC classes."""
+    from mmv_torch.eval.image_protocols import IMAGE_PROTOCOLS, imagenet_linear_probe, voc2007_probe
+
+    if protocol not in IMAGE_PROTOCOLS:
+        raise ValueError(f"image protocol is one of {list(IMAGE_PROTOCOLS)}, got {protocol!r}")
+    if protocol == "custom":
+        classes, hot = multilabel_targets(source) if multilabel else (source.classes, None)
+        return classes, hot, None, None
+    kwargs = {k: v for k, v in probe_kwargs.items() if v is not None}
+    if protocol == "voc2007":
+        from mmv_torch.data.prepare.voc2007 import VOC_CLASSES
+        from mmv_torch.data.sources import difficult_targets
+
+        if "weight_decays" in kwargs:
+            raise ValueError("the voc2007 protocol's classifiers are regularised by --C, not --weight-decay")
+        classes, hot = multilabel_targets(source, VOC_CLASSES)
+        targets = np.where(hot > 0, 1, np.where(difficult_targets(source, classes), 0, -1)).astype(np.int8)
+        probe = partial(voc2007_probe, classes=classes, classifier=classifier, **kwargs)
+        return classes, targets, probe, "PASCAL VOC 2007 classification (mAP, difficult excluded)"
+    if multilabel or "cs" in kwargs:
+        raise ValueError("the imagenet-linear protocol is single-label logistic regression: no --multilabel, "
+                         "no --C (its grid is --weight-decay)")
+    return source.classes, None, partial(imagenet_linear_probe, **kwargs), "ImageNet linear (top-1/top-5)"
+
+
 def image_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
                 strategies: list[str], *, classifier: str = "svm", multilabel: bool = False, bn_steps: int = 200,
                 bn_lr: float = 1e-3, tsm_naive: str = "folded", probe_kwargs: dict[str, Any] | None = None,
-                device: str | torch.device = "cpu") -> dict[str, Any]:
+                protocol: str = "custom", device: str | torch.device = "cpu") -> dict[str, Any]:
     """Image probes with the video network turned into an image network by each of ``strategies``
-    (naive deflation, BN re-trained, inflation), on the source's train/test images."""
+    (naive deflation, BN re-trained, inflation), on the source's train/test images. ``protocol``
+    (:mod:`mmv_torch.eval.image_protocols`): ``custom`` (``classifier`` / ``multilabel`` as given),
+    ``voc2007`` (per-class classifiers, VOC APs; ``probe_kwargs``: ``cs``, ``seed``) or
+    ``imagenet-linear`` (``probe_kwargs``: ``weight_decays``, ``seed``)."""
     from mmv_torch.deflate import STRATEGIES, run_image_eval
 
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ValueError(f"strategies are names of {list(STRATEGIES)}, got {strategies}")
-    classes, hot = multilabel_targets(source) if multilabel else (source.classes, None)
+    classes, hot, probe, task = _image_protocol(protocol, source, classifier, multilabel, dict(probe_kwargs or {}))
     train_ds, test_ds = (LabelledDataset(source.entries, cfg.data, "image", split=s, classes=classes, seed=opts.seed)
                          for s in ("train", "test"))
+    if not len(train_ds) or not len(test_ds):
+        raise ValueError(f"{source.source}: {len(train_ds)} train and {len(test_ds)} test images; an image probe "
+                         "needs both splits")
 
     def labels(ds: LabelledDataset) -> np.ndarray:
         return hot[source.rows(ds)] if hot is not None else class_labels(ds, source)
@@ -254,10 +289,13 @@ def image_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opt
     train_loader = opts.loader(train_ds)
     result = run_image_eval(model.video, strategies, cfg.data.num_frames, train_loader, labels(train_ds),
                             opts.loader(test_ds), labels(test_ds), multilabel, classifier, bn_images=train_loader,
-                            bn_steps=bn_steps, bn_lr=bn_lr, device=device, tsm_naive=tsm_naive,
-                            **(probe_kwargs or {}))
+                            bn_steps=bn_steps, bn_lr=bn_lr, device=device, tsm_naive=tsm_naive, probe=probe,
+                            **({} if probe is not None else probe_kwargs or {}))
+    if task is not None:
+        result["task"] = task
     result["settings"] = {**result["settings"], "data": source.source, "train_images": len(train_ds),
-                          "test_images": len(test_ds), "seed": opts.seed}
+                          "test_images": len(test_ds), "seed": opts.seed, "protocol": protocol,
+                          "image_size": {"resize_short": cfg.data.resize_short, "centre_crop": cfg.data.eval_crop_size}}
     return result
 
 

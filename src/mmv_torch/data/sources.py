@@ -11,8 +11,8 @@ A :class:`LabelledSource` is what ``--data`` (or ``--ucf101-splits``, ``--hmdb51
   its five folds (:func:`esc50_source`).
 
 :func:`open_source` picks one of these from keyword options, :func:`class_labels` and
-:func:`multilabel_targets` turn entries into probe targets, :func:`make_loader` and
-:class:`EpochLoader` feed the data sets to the evaluation code.
+:func:`multilabel_targets` (with :func:`difficult_targets`) turn entries into probe targets,
+:func:`make_loader` and :class:`EpochLoader` feed the data sets to the evaluation code.
 """
 
 from __future__ import annotations
@@ -180,24 +180,46 @@ def class_labels(ds: Any, source: LabelledSource) -> np.ndarray:
     return np.array([index[e.label] for e in ds.entries], dtype=np.int64)
 
 
-def multilabel_targets(source: LabelledSource) -> tuple[list[str], np.ndarray]:
-    """Multi-hot labels from the records' ``"labels"`` (or list-valued ``"label"``) fields: (classes
-    sorted, float32 (N, C) per entry). The entries' labels are cleared (they are not class names)."""
+def _name_lists(source: LabelledSource, key: str, required: bool) -> list[list[str]]:
     lists = []
     for i, rec in enumerate(source.records):
-        labels = rec.get("labels", rec.get("label"))
-        if isinstance(labels, str):
-            labels = [labels]
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise ValueError(f"{source.source}: entry {i} needs 'labels' (a list of class names) for --multilabel")
-        lists.append(labels)
-    classes = sorted({x for labels in lists for x in labels})
+        names = rec.get(key, rec.get("label")) if key == "labels" else rec.get(key, [])
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise ValueError(f"{source.source}: entry {i} needs {key!r} (a list of class names)"
+                             + (" for --multilabel" if required else ""))
+        lists.append(names)
+    return lists
+
+
+def _hot(lists: list[list[str]], classes: list[str], source: str, key: str) -> np.ndarray:
     col = {c: j for j, c in enumerate(classes)}
+    unknown = sorted({x for names in lists for x in names if x not in col})
+    if unknown:
+        raise ValueError(f"{source}: {key!r} names classes outside the protocol's {len(classes)}: {unknown[:5]}")
     hot = np.zeros((len(lists), len(classes)), dtype=np.float32)
-    for i, labels in enumerate(lists):
-        hot[i, [col[x] for x in labels]] = 1.0
+    for i, names in enumerate(lists):
+        hot[i, [col[x] for x in names]] = 1.0
+    return hot
+
+
+def multilabel_targets(source: LabelledSource, classes: list[str] | tuple[str, ...] | None = None
+                       ) -> tuple[list[str], np.ndarray]:
+    """Multi-hot labels from the records' ``"labels"`` (or list-valued ``"label"``) fields: (classes
+    sorted, or ``classes`` when given (other names are an error), float32 (N, C) per entry). The
+    entries' labels are cleared (they are not class names)."""
+    lists = _name_lists(source, "labels", True)
+    names = list(classes) if classes is not None else sorted({x for labels in lists for x in labels})
+    hot = _hot(lists, names, source.source, "labels")
     source.entries = [replace(e, label="") for e in source.entries]
-    return classes, hot
+    return names, hot
+
+
+def difficult_targets(source: LabelledSource, classes: list[str]) -> np.ndarray:
+    """Bool (N, C): the classes each record lists under ``"difficult"`` (PASCAL VOC: present only as
+    objects marked difficult; a record without the field has none)."""
+    return _hot(_name_lists(source, "difficult", False), classes, source.source, "difficult") > 0
 
 
 def default_workers(limit: int = 4) -> int:

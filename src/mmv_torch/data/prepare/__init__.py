@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import audioset, howto100m, kinetics, msrvtt, official, vggsound, youcook2
+from . import audioset, howto100m, imagenet, kinetics, msrvtt, official, vggsound, voc2007, youcook2
 from .core import DatasetSpec, MediaIndex, Options, PrepareReport, Row, prepare
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     howto100m.SPEC, audioset.SPEC, msrvtt.SPEC, youcook2.SPEC, kinetics.SPEC, vggsound.SPEC, official.UCF101,
-    official.HMDB51, official.ESC50)}
+    official.HMDB51, official.ESC50, voc2007.SPEC, imagenet.SPEC)}
 """Data set name -> its reader and media names."""
 
 __all__ = ["DATASETS", "DatasetSpec", "MediaIndex", "Options", "PrepareReport", "Row", "prepare", "run_prepare"]
@@ -28,7 +28,7 @@ def run_prepare(dataset: str, annotations: str, media_root: str, out: str, split
     the report (see :func:`.core.prepare`)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown data set {dataset!r}; one of {sorted(DATASETS)}")
-    options = Options(split=split, labels=Path(labels) if labels else None)
+    options = Options(split=split, labels=Path(labels) if labels else None, media_root=Path(media_root))
     report = prepare(DATASETS[dataset], annotations, media_root, out, options, pattern, json_out)
     nar = report["narrations"]
     print(f"{report['written']} of {report['rows']} rows written to {out}; {report['num_missing']} without media, "

@@ -47,7 +47,9 @@ class Options:
 
     split: str | None = None
     labels: Path | None = None
-    """``--labels``: a class list (AudioSet's ``class_labels_indices.csv``)."""
+    """``--labels``: a class list (AudioSet's ``class_labels_indices.csv``, ImageNet's synset mapping)."""
+    media_root: Path | None = None
+    """``--media-root`` (ImageNet reads its class folders there when ``--annotations`` is the CSV)."""
 
 
 @dataclass(frozen=True)
