@@ -63,7 +63,8 @@ def test_voc2007_trainval_and_test_with_quirks(voc, tmp_path):
     by_id = {x["id"]: x for x in lines}
     assert list(by_id) == ["000001", "000002", "000007", "000008"]
     assert by_id["000001"] == {"image": "../VOCdevkit/VOC2007/JPEGImages/000001.jpg", "id": "000001",
-                               "labels": ["dog"], "difficult": ["person"], "split": "train", "voc_split": "trainval"}
+                               "labels": ["dog"], "difficult": ["person"], "split": "train", "voc_split": "trainval",
+                               "dataset": "voc2007"}
     assert by_id["000002"]["labels"] == [] and by_id["000002"]["difficult"] == ["chair"]
     assert by_id["000007"]["split"] == "test" and by_id["000007"]["difficult"] == ["dog"]
     assert by_id["000008"]["labels"] == ["bus", "person"] and by_id["000008"]["difficult"] == []
