@@ -152,6 +152,24 @@ def test_refuses_collisions_overwrites_and_bad_options(tmp_path):
             TranscodeOptions(**bad)
 
 
+def test_cli_transcode_in_process(media, tmp_path, capsys):
+    from mmv_torch.cli import main
+
+    out = tmp_path / "out"
+    code = main(["data", "transcode", str(media / "train.jsonl"), "--out", str(out), "--short-side", "32",
+                 "--fps", "12.5", "--keyframe-interval", "1", "--preset", "ultrafast"])
+    res = capsys.readouterr()
+    assert code == 1  # one input is broken
+    assert "2 transcoded, 0 already done, 1 failed" in res.out and "broken.mp4" in res.out
+    assert "[3/3]" in res.err  # progress lines
+    a = _probe(out / "a.mp4")
+    assert a["rate"] == 12.5 and a["keys"] == pytest.approx([0.0, 0.96, 1.92], abs=1e-3)  # 12 frames, not 13
+    assert main(["data", "transcode", str(media / "train.jsonl"), "--out", str(out), "--crf", "60"]) == 2
+    err = capsys.readouterr().err
+    assert "mmv-torch data transcode: error:" in err and "crf 60" in err
+
+
+@pytest.mark.e2e
 def test_cli_transcode_with_workers(media, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -23,6 +23,7 @@ are written at the end.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -143,7 +144,7 @@ def _add_video(out: Any, vin: Any, opts: TranscodeOptions, threads: int,
     tb = Fraction(1, 1) / rate if rate else vin.time_base
     vs.time_base = tb
     vs.codec_context.time_base = tb
-    gop = max(1, int(round(opts.keyframe_interval * nominal)))
+    gop = max(1, math.floor(opts.keyframe_interval * nominal + 1e-9))  # key frames never further apart
     vs.codec_context.gop_size = gop
     vs.codec_context.thread_count = threads
     vs.options = {"crf": str(opts.crf), "preset": opts.preset,
