@@ -13,6 +13,7 @@ audio a log-mel ``(B, 1, 1 + 100*audio_seconds, num_mel_bins)`` (10 ms hop); tex
 
     python benchmarks/bench_models.py --presets mmv_s3d --towers video --repeats 2
     python benchmarks/bench_models.py --presets tiny --compile --device cpu
+    python benchmarks/bench_models.py --presets mmv_tsm_r50 --towers video --modes forward --cold
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Case:
     eval_size: int
     train_batch: int
     eval_batch: int
+    cold: bool = False
 
 
 def build_tower(cfg: Config, tower: str) -> nn.Module:
@@ -135,17 +137,21 @@ def run_case(case: Case) -> dict[str, Any]:
             with torch.no_grad():
                 fn(x)
 
-    # FLOPs of the plain eager ops: the inference path may use fused oneDNN ops the counter does not
-    # know, so the forward is counted with autograd on (same maths, plain aten convolutions).
-    with FlopCounterMode(display=False) as counter:
-        y = model(x)
-        if train:
-            y.square().mean().backward()
-    flops = counter.get_total_flops()
-    del y
-    for p in model.parameters():
-        p.grad = None
+    def count_flops() -> int:
+        # FLOPs of the plain eager ops: the inference path may use fused oneDNN ops the counter does not
+        # know, so the forward is counted with autograd on (same maths, plain aten convolutions).
+        with FlopCounterMode(display=False) as counter:
+            y = model(x)
+            if train:
+                y.square().mean().backward()
+        del y
+        for p in model.parameters():
+            p.grad = None
+        return counter.get_total_flops()
 
+    # --cold: the timed steps come first, so an inference case runs in a process that has not yet run
+    # an autograd pass (whose large activations warm the allocator); the FLOPs are counted afterwards.
+    flops = 0 if case.cold else count_flops()
     peak_before = gemm_peak(dev)
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -160,6 +166,8 @@ def run_case(case: Case) -> dict[str, Any]:
         _sync(dev)
         times.append(time.perf_counter() - t0)
     peak_after = gemm_peak(dev)
+    if case.cold:
+        flops = count_flops()
     if dev == "cuda":
         mem = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -175,6 +183,7 @@ def run_case(case: Case) -> dict[str, Any]:
         "gflops": flops / best / 1e9, "gemm_peak_gflops": peak, "gemm_peak_before": peak_before,
         "gemm_peak_after": peak_after, "fraction": flops / best / 1e9 / peak, "peak_mem_mib": mem,
         "compile": case.compile, "channels_last": case.channels_last, "threads": torch.get_num_threads(),
+        "cold": case.cold,
     }
 
 
@@ -236,6 +245,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--eval-batch", type=int, default=1)
     p.add_argument("--in-process", action="store_true",
                    help="run the cases in this process (peak RSS is then cumulative)")
+    p.add_argument("--cold", action="store_true",
+                   help="time the steps before counting FLOPs (the counting forward runs autograd), so an "
+                        "inference case measures a fresh inference-only process")
     p.add_argument("--json", help="also write the rows to this JSON file")
     a = p.parse_args(argv)
     if a.repeats < 1:
@@ -246,14 +258,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         p.error("--device cuda but CUDA is not available")
     print(f"# {datetime.datetime.now().isoformat(timespec='seconds')}  torch {torch.__version__}  "
           f"{platform.processor() or platform.machine()}  cpus={os.cpu_count()} threads={torch.get_num_threads()}  "
-          f"load={os.getloadavg()[0]:.2f}  compile={a.compile} channels_last_flag={a.channels_last}")
+          f"load={os.getloadavg()[0]:.2f}  compile={a.compile} channels_last_flag={a.channels_last} cold={a.cold}")
     rows = []
     for dev in devices:
         for preset in a.presets:
             for tower in a.towers:
                 for mode in a.modes:
                     case = Case(preset, tower, mode, dev, a.repeats, a.compile, a.channels_last, a.frames,
-                                a.train_size, a.eval_size, a.train_batch, a.eval_batch)
+                                a.train_size, a.eval_size, a.train_batch, a.eval_batch, a.cold)
                     row = run_case(case) if a.in_process else run_isolated(case)
                     rows.append(row)
                     print(json.dumps(row), flush=True)

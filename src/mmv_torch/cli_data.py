@@ -1,5 +1,5 @@
 """The ``mmv-torch data ...`` and ``mmv-torch vocab ...`` subcommands (layer L4): data sets, checks,
-shards, frames, preparation from official annotation files, and recovering a word table's vocabulary.
+shards, frames, preparation from official annotation files, transcoding, and recovering a word table's vocabulary.
 Each command parses its options and calls the library; :func:`add_data_parsers` and
 :func:`add_vocab_parsers` register them on ``mmv-torch``'s parser."""
 
@@ -54,8 +54,37 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_transcode(args: argparse.Namespace) -> int:
+    from mmv_torch.data.transcode import TranscodeOptions, format_summary, run_transcode
+
+    opts = TranscodeOptions(short_side=args.short_side or None, fps=args.fps,
+                            keyframe_interval=args.keyframe_interval, crf=args.crf, preset=args.preset)
+    report = run_transcode(args.manifest, args.out, opts, workers=args.workers, json_out=args.json,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_summary(report))
+    return 1 if report["num_failed"] else 0
+
+
+def _add_transcode_parser(data: Any) -> None:
+    p = data.add_parser("transcode", help="re-encode a manifest's videos for training (short side, frame rate, "
+                                          "key frame interval); writes the new manifest and a report")
+    p.add_argument("manifest", help="JSONL manifest whose 'video' entries are re-encoded")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: the videos (same relative paths, .mp4), the new manifest (same name) and "
+                        "transcode_report.json; a rerun skips the files already done")
+    p.add_argument("--short-side", type=COUNT, default=256, help="scale the short side down to this (0: keep)")
+    p.add_argument("--fps", type=RATE, default=None, help="constant output frame rate (default: keep the source's)")
+    p.add_argument("--keyframe-interval", type=RATE, default=0.5, metavar="S", help="seconds between key frames")
+    p.add_argument("--crf", type=COUNT, default=23, help="libx264 quality (0-51, lower is better)")
+    p.add_argument("--preset", default="veryfast", help="libx264 preset")
+    p.add_argument("--workers", type=POSITIVE, default=1, help="parallel encoding processes")
+    p.add_argument("--json", default=None, metavar="REPORT", help="write the report here instead")
+    p.set_defaults(func=_cmd_data_transcode)
+
+
 def add_data_parsers(sub: Any) -> None:
-    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards, frames, prepare, bench")
+    data = sub.add_parser("data", help="data tools: synthetic sets, checks, shards, frames, prepare, transcode, "
+                                       "bench")
     data = data.add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synthetic", help="write a synthetic narrated-video data set (mp4 + manifests)")
     p.add_argument("out_dir")
@@ -90,6 +119,7 @@ def add_data_parsers(sub: Any) -> None:
     p.add_argument("out_dir", help="folder for img_NNNN.png and images.jsonl")
     p.set_defaults(func=_cmd_data_frames)
     _add_prepare_parser(data)
+    _add_transcode_parser(data)
     from mmv_torch.data.bench import add_bench_arguments, run_bench_command
 
     p = data.add_parser("bench", help="clips/s of the training input pipeline against the raw decode rate")

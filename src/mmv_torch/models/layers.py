@@ -128,25 +128,66 @@ def _fused_relu_ok(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return not (torch.is_grad_enabled() and needs_grad)
 
 
+def _fused_add_ok(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor,
+                  stride: tuple[int, int], padding: tuple[int, int]) -> bool:
+    """Whether oneDNN's inference-only conv+bias+add op can run: as :func:`_fused_relu_ok`, and ``add``
+    is a CPU fp32 tensor without autograd of exactly the convolution's output shape (no broadcasting)."""
+    if _CONV_POINTWISE_BINARY is None or not _fused_relu_ok(x, weight, bias):
+        return False
+    if add.device.type != "cpu" or add.dtype != torch.float32 or (torch.is_grad_enabled() and add.requires_grad):
+        return False
+    out = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(x.shape[2:], padding, weight.shape[2:], stride))
+    return tuple(add.shape) == (x.shape[0], weight.shape[0], *out)
+
+
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
-            padding: tuple[int, int], relu: bool) -> torch.Tensor:
-    """``F.conv2d`` (then ReLU when ``relu``), fused into one oneDNN call for inference on CPU."""
-    if relu and _fused_relu_ok(x, weight, bias):
+            padding: tuple[int, int], relu: bool, add: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d``, then ``+ add`` when given, then ReLU when ``relu``; one oneDNN call for inference
+    on CPU (conv+bias+ReLU, resp. conv+bias+add(+ReLU))."""
+    if add is not None:
+        if _fused_add_ok(x, weight, bias, add, stride, padding):
+            return _CONV_POINTWISE_BINARY(x, add, weight, bias, list(padding), list(stride), [1, 1], 1, "add",
+                                          None, "relu" if relu else None, [], "")
+    elif relu and _fused_relu_ok(x, weight, bias):
         return _CONV_POINTWISE(x, weight, bias, list(padding), list(stride), [1, 1], 1, "relu", [], "")
     y = F.conv2d(x, weight, bias, stride, padding)
+    if add is not None:
+        y = y.add_(add)  # the fresh conv output is not kept by autograd
     return torch.relu_(y) if relu else y
 
 
-def _find_conv_pointwise() -> Any:
+def _find_mkldnn_op(name: str, overload: str) -> Any:
     if not torch.backends.mkldnn.is_available():
         return None
     try:
-        return torch.ops.mkldnn._convolution_pointwise.default
+        return getattr(getattr(torch.ops.mkldnn, name), overload)
     except (AttributeError, RuntimeError):
         return None
 
 
-_CONV_POINTWISE = _find_conv_pointwise()
+_CONV_POINTWISE = _find_mkldnn_op("_convolution_pointwise", "default")
+_CONV_POINTWISE_BINARY = _find_mkldnn_op("_convolution_pointwise", "binary")
+
+
+def fold_bn(weight: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(weight', bias')`` with ``conv(x, weight', bias') == bn(conv(x, weight))`` for a bias-free conv
+    followed by the eval-mode BatchNorm ``bn``, or ``None`` when ``bn`` does not use fixed running
+    statistics (training mode, no running statistics, or not a ``torch.nn`` BatchNorm).
+
+    The result keeps gradients to ``weight`` and the BN affine parameters (exact up to float rounding).
+    """
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.training:
+        return None
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:
+        return None
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = bn.weight * scale
+    bias = -mean * scale
+    if bn.bias is not None:
+        bias = bn.bias + bias
+    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), bias
 
 
 class Conv2dSame(nn.Conv2d):
@@ -161,18 +202,21 @@ class Conv2dSame(nn.Conv2d):
                          bias=bias)
 
     def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-             relu: bool = False) -> torch.Tensor:
+             relu: bool = False, add: torch.Tensor | None = None) -> torch.Tensor:
         """This layer's SAME convolution with the given ``weight``/``bias`` (e.g. BN-folded ones).
 
-        ``relu=True`` applies a ReLU to the result (fused into the oneDNN call when no gradient is needed).
+        ``add`` (e.g. a residual) is added to the result, then ``relu=True`` applies a ReLU; both are fused
+        into the oneDNN call when no gradient is needed.
         """
         (h0, h1), (w0, w1) = (same_pads(n, k, s, d) for n, k, s, d in
                               zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation))
         if (h0, w0) != (h1, w1):
             x = F.pad(x, (0, w1 - w0, 0, h1 - h0))
         if self.dilation == (1, 1) and self.groups == 1:
-            return _conv2d(x, weight, bias, self.stride, (h0, w0), relu)
+            return _conv2d(x, weight, bias, self.stride, (h0, w0), relu, add)
         y = F.conv2d(x, weight, bias, self.stride, (h0, w0), self.dilation, self.groups)
+        if add is not None:
+            y = y.add_(add)
         return torch.relu_(y) if relu else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

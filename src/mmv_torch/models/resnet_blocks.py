@@ -20,6 +20,13 @@ Basic block (depth 18/34), the official "1x1 then 3x3" layout::
                                -> conv_1 3x3 stride s (C) ─────────────────────────────────────+─> out
 
 Every conv is bias-free with TF-'SAME' padding (:class:`~mmv_torch.models.layers.Conv2dSame`).
+
+With BN in eval mode, ``bn_1`` (and ``bn_2``) are folded into the conv before them (the same affine
+map, exact up to float rounding); without autograd on CPU, conv + bias + ReLU is then one oneDNN call,
+and the last conv of the residual branch adds the shortcut in the same call. The pre-activation
+``bn_0`` stays a BatchNorm: a ReLU separates it from every following conv, and the residual sum
+(which the next block needs raw) separates it from the conv before. Training mode is plain
+``nn.BatchNorm2d`` (running statistics updated).
 Official haiku BN names map as ``__cross_replica_batch_norm`` → ``bn_0``, ``…_1`` → ``bn_1``,
 ``…_2`` → ``bn_2``.
 """
@@ -33,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmv_torch.config import BatchNormConfig
-from mmv_torch.models.layers import Conv2dSame
+from mmv_torch.models.layers import Conv2dSame, fold_bn
 
 # Blocks per group and whether the bottleneck block is used, per depth (official ResNetV2 table).
 NUM_BLOCKS: dict[int, tuple[int, int, int, int]] = {
@@ -150,6 +157,19 @@ def _shift(x: torch.Tensor, num_frames: int | None, fraction: float) -> torch.Te
     return _TemporalShift.apply(x, num_frames, n)
 
 
+def _conv_bn_relu(conv: Conv2dSame, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``relu(bn(conv(x)))``; with BN in eval mode, BN is folded into the conv (fused ReLU for inference)."""
+    folded = fold_bn(conv.weight, bn)
+    if folded is None:
+        return F.relu(bn(conv(x)), inplace=True)
+    return conv.conv(x, *folded, relu=True)
+
+
+def _conv_add(conv: Conv2dSame, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """``conv(x) + shortcut`` (one oneDNN call for inference; ``shortcut`` is not modified)."""
+    return conv.conv(x, conv.weight, conv.bias, add=shortcut)
+
+
 class PreActBottleneck(nn.Module):
     """ResNet V2 bottleneck block, optionally with the official temporal shift (see module doc).
 
@@ -174,10 +194,9 @@ class PreActBottleneck(nn.Module):
         # In-place ReLU/add act on fresh BN/conv outputs that autograd does not keep.
         preact = F.relu(self.bn_0(x), inplace=True)
         shortcut = x if self.shortcut_conv is None else self.shortcut_conv(preact)
-        r = self.conv_0(_shift(preact, num_frames, self.shift_fraction))
-        r = self.conv_1(F.relu(self.bn_1(r), inplace=True))
-        r = self.conv_2(F.relu(self.bn_2(r), inplace=True))
-        return r.add_(shortcut)
+        r = _conv_bn_relu(self.conv_0, self.bn_1, _shift(preact, num_frames, self.shift_fraction))
+        r = _conv_bn_relu(self.conv_1, self.bn_2, r)
+        return _conv_add(self.conv_2, r, shortcut)
 
 
 class PreActBasicBlock(nn.Module):
@@ -200,9 +219,8 @@ class PreActBasicBlock(nn.Module):
         """``x`` ``(N, C_in, H, W)``; ``num_frames`` = T for the temporal shift (None: no shift)."""
         preact = F.relu(self.bn_0(x), inplace=True)
         shortcut = x if self.shortcut_conv is None else self.shortcut_conv(preact)
-        r = self.conv_0(_shift(preact, num_frames, self.shift_fraction))
-        r = self.conv_1(F.relu(self.bn_1(r), inplace=True))
-        return r.add_(shortcut)
+        r = _conv_bn_relu(self.conv_0, self.bn_1, _shift(preact, num_frames, self.shift_fraction))
+        return _conv_add(self.conv_1, r, shortcut)
 
 
 class BlockGroup(nn.Module):
