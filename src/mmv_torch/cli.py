@@ -167,19 +167,13 @@ def _tokenizer(args: argparse.Namespace, cfg: Any) -> tuple[Any, str]:
     return checkpoint_tokenizer(args.resolved, cfg, args.vocab)
 
 
-def _floats(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
-
 
 def _probe_kwargs(args: argparse.Namespace, multilabel: bool, hidden_default: str) -> dict[str, Any]:
     """Keyword arguments of the probe chosen by ``--classifier`` / ``--multilabel`` (the torch probes run on
     the CPU: run_linear and run_image_eval take ``device`` for the feature extraction only)."""
-    cs, wds = _floats(args.C), _floats(args.weight_decay)
+    from mmv_torch.paper_evals import parse_floats
+
+    cs, wds = parse_floats(args.C, "--C"), parse_floats(args.weight_decay, "--weight-decay")
     if multilabel:
         if cs is not None:
             raise ValueError("--C applies to --classifier svm, not to the --multilabel probe (use --weight-decay)")
@@ -304,10 +298,13 @@ def _cmd_eval_image(args: argparse.Namespace) -> int:
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:  # checked before the model is loaded
         raise ValueError(f"--strategies takes names of {list(STRATEGIES)}, got {args.strategies!r}")
+    from mmv_torch.paper_evals import parse_floats
+
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, "image")
     kwargs = (_probe_kwargs(args, args.multilabel, "") if args.protocol == "custom" else
-              {"cs": _floats(args.C), "weight_decays": _floats(args.weight_decay), "seed": args.seed})
+              {"cs": parse_floats(args.C, "--C"), "weight_decays": parse_floats(args.weight_decay, "--weight-decay"),
+               "seed": args.seed})
     result = image_probe(model, cfg, source, _loader_options(args), strategies, classifier=args.classifier,
                          multilabel=args.multilabel, bn_steps=args.bn_steps, bn_lr=args.bn_lr, tsm_naive=args.tsm_naive,
                          probe_kwargs=kwargs, protocol=args.protocol, device=device)

@@ -47,22 +47,24 @@ class LinearOverrides:
     """``--folds`` was given (an error for a protocol with train/test splits)."""
 
 
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    """An option's comma-separated numbers (None when the option was not given); ``ValueError`` names it."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
 def linear_overrides(train_epochs: int | None, test_windows: int | None, classifier: str | None, cs: str | None,
                      weight_decay: str | None, hidden: str | None, probe_epochs: int | None, seed: int,
                      multilabel: bool = False, folds: bool = False) -> LinearOverrides:
     """:class:`LinearOverrides` from ``eval linear``'s options (None where not given; ``--C`` and
     ``--weight-decay`` comma-separated, ``--hidden`` comma-separated sizes, ``--probe-epochs`` 100 = default)."""
 
-    def floats(text: str | None, option: str) -> tuple[float, ...] | None:
-        if text is None:
-            return None
-        try:
-            return tuple(float(x) for x in text.split(",") if x.strip())
-        except ValueError:
-            raise ValueError(f"{option}: expected comma-separated numbers, got {text!r}") from None
-
     probe: dict[str, Any] = {"seed": seed}
-    c, wd = floats(cs, "--C"), floats(weight_decay, "--weight-decay")
+    c, wd = parse_floats(cs, "--C"), parse_floats(weight_decay, "--weight-decay")
     if c is not None:
         probe["cs"] = c
     if wd is not None:
