@@ -16,12 +16,11 @@ FAST = ["--workers", "0", "--batch-size", "4", "--device", "cpu"]
 def setup(tmp_path_factory):
     """A synthetic data set, a tiny checkpoint folder with vocab.txt, the same without it, and images."""
     import torch
+    from model_utils import noise_calibrated_model, save_checkpoint_folder
     from PIL import Image
-    from safetensors.torch import save_file
 
-    from mmv_torch.config import apply_overrides, get_preset, save_config
+    from mmv_torch.config import apply_overrides, get_preset
     from mmv_torch.data.text import split_words
-    from mmv_torch.models.mmv import MMV
 
     root = tmp_path_factory.mktemp("cli_eval")
     data = root / "syn"
@@ -32,22 +31,10 @@ def setup(tmp_path_factory):
     cfg = apply_overrides(get_preset("tiny"), {
         "model.text.vocab_size": len(words), "data.num_frames": 4, "data.crop_size": 32,
         "data.eval_crop_size": 32, "data.resize_short": 36})
-    torch.manual_seed(0)
-    model = MMV(cfg.model)
-    # Calibrate the BatchNorm statistics on one noise batch: with the initial ones (mean 0, variance 1) the
-    # random video tower gives nearly the same embedding for every clip, and retrieval ranks would be ties.
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-    with torch.no_grad():
-        model(video=torch.rand(6, 3, 4, 32, 32), audio=torch.randn(6, 1, 100, 40),
-              text=torch.randint(1, len(words), (6, 6)))
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    ckpt, bare = root / "ckpt", root / "converted"
-    for d in (ckpt, bare):
-        d.mkdir()
-        save_file(state, str(d / "model.safetensors"))
-        save_config(cfg, d / "config.json")
+    model = noise_calibrated_model(cfg, video=torch.rand(6, 3, 4, 32, 32), audio=torch.randn(6, 1, 100, 40),
+                                   text=torch.randint(1, len(words), (6, 6)))
+    ckpt = save_checkpoint_folder(model, cfg, root / "ckpt")
+    bare = save_checkpoint_folder(model, cfg, root / "converted")
     (ckpt / "vocab.txt").write_text("".join(w + "\n" for w in words))
 
     rng = np.random.default_rng(0)

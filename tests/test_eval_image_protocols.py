@@ -123,24 +123,14 @@ def test_difficult_flags_reach_the_voc_targets():
 def checkpoint(tmp_path_factory):
     """A tiny random checkpoint folder (BatchNorm statistics calibrated on noise)."""
     import torch
-    from safetensors.torch import save_file
+    from model_utils import noise_calibrated_model, save_checkpoint_folder
 
-    from mmv_torch.config import apply_overrides, get_preset, save_config
-    from mmv_torch.models.mmv import MMV
+    from mmv_torch.config import apply_overrides, get_preset
 
     cfg = apply_overrides(get_preset("tiny"), {"model.text.vocab_size": 8, "data.num_frames": 2, "data.crop_size": 32,
                                                "data.eval_crop_size": 32, "data.resize_short": 36})
-    torch.manual_seed(0)
-    model = MMV(cfg.model)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-    with torch.no_grad():
-        model(video=torch.rand(4, 3, 2, 32, 32))
-    ckpt = tmp_path_factory.mktemp("img_ckpt") / "ckpt"
-    ckpt.mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt / "model.safetensors"))
-    save_config(cfg, ckpt / "config.json")
+    model = noise_calibrated_model(cfg, video=torch.rand(4, 3, 2, 32, 32))
+    ckpt = save_checkpoint_folder(model, cfg, tmp_path_factory.mktemp("img_ckpt") / "ckpt")
     return str(ckpt)
 
 
