@@ -64,16 +64,20 @@ def _write(path, lines):
     return path
 
 
-def _count(monkeypatch, module, name):
-    """Record (path, start, seconds) of every call of ``module.name`` and pass it through."""
+def _count(monkeypatch, module, *names):
+    """Record (path, start, args) of every window decoded through ``module.<name>`` (``load_clips``: one record
+    per window) and pass the calls through."""
     calls = []
-    real = getattr(module, name)
 
-    def wrapped(src, start, *args, **kwargs):
-        calls.append((str(src), float(start), args))
-        return real(src, start, *args, **kwargs)
+    def wrap(name, real):
+        def wrapped(src, start, *args, **kwargs):
+            for s in start if name == "load_clips" else [start]:
+                calls.append((str(src), float(s), args))
+            return real(src, start, *args, **kwargs)
+        return wrapped
 
-    monkeypatch.setattr(module, name, wrapped)
+    for name in names:
+        monkeypatch.setattr(module, name, wrap(name, getattr(module, name)))
     return calls
 
 
@@ -237,7 +241,7 @@ def test_kinetics600_linear_uses_the_clip_protocol(tmp_path, monkeypatch):
     source = manifest_source(_write(tmp_path / "k.jsonl", lines))
     proto = detect_protocol(source, "linear", "video")
     assert proto is not None and proto.name == "kinetics600-linear"
-    calls = _count(monkeypatch, protocols_mod, "load_clip")
+    calls = _count(monkeypatch, protocols_mod, "load_clip", "load_clips")
     with pytest.warns(UserWarning, match="2 classes where kinetics600-linear has 600"):
         r = linear_benchmark(Features(), CFG, source, OPTS, proto, given=LinearOverrides(test_windows=2))
     assert len(calls) == 4 + 2 * 2
@@ -296,7 +300,7 @@ def test_youcook2_val_decodes_inside_each_segment(videos, tmp_path, monkeypatch)
     source = manifest_source(_write(tmp_path / "yc.jsonl", lines))
     proto = detect_protocol(source, "retrieval")
     assert proto is not None and proto.name == "youcook2-val"
-    calls = _count(monkeypatch, datasets_mod, "load_clip")
+    calls = _count(monkeypatch, datasets_mod, "load_clip", "load_clips")
     with pytest.warns(UserWarning, match="3 segments where youcook2-val has 3,350"):
         r = retrieval_benchmark(Features(), CFG, source, OPTS, proto, tokenizer=_tokenizer(), windows=3)
     assert len(calls) == 3 * 3

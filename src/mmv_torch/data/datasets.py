@@ -54,7 +54,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from ..config import DataConfig
 from .audio import log_mel_spectrogram
 from .batch_augment import deferred_augment
-from .decode import DecodeError, Source, load_audio, load_clip, load_image, probe, window_span
+from .decode import DecodeError, Source, load_audio, load_clip, load_clips, load_image, probe, window_span
 from .media import MEDIA_SUFFIXES
 from .narrations import Narration, NarrationIssues, Tokenize, encode_narrations, nearest_narrations, validate_narrations
 from .protocols import ProbeProtocol, audio_window_starts, config_protocol, probe_video_item, stack_windows
@@ -619,8 +619,7 @@ class LabelledDataset(Dataset):
         starts = ([offset + max(0.0, (dur - span) / 2)] if self.num_windows == 1
                   else [offset + float(v) for v in np.linspace(0.0, max(0.0, dur - span), self.num_windows)])
         vids, auds, has = [], [], False
-        for st in starts:
-            clip = load_clip(e.path, st, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds)
+        for clip in load_clips(e.path, starts, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds):
             vids.append(eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short))
             auds.append(audio_features(clip.audio, cfg))
             has = clip.has_audio

@@ -38,7 +38,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -337,31 +337,51 @@ def _rgb(frame: Any, width: int, height: int) -> np.ndarray:
     return cached[1].reformat(frame, width, height, format="rgb24", threads=1).to_ndarray()
 
 
-def _load_frames(container: Any, stream: Any, name: str, start_s: float, num_frames: int, fps: float
-                 ) -> torch.Tensor:
+def _window_groups(wins: list[list[float]], max_gap: float) -> list[list[float]]:
+    """Sorted unique times of windows that one decoding pass serves: a window joins the previous group when
+    its first time is at most ``max_gap`` seconds after the group's last time."""
+    groups: list[list[float]] = []
+    for w in sorted(wins, key=lambda ts: ts[0]):
+        if groups and w[0] <= groups[-1][-1] + max_gap:
+            groups[-1] = sorted(set(groups[-1]) | set(w))
+        else:
+            groups.append(sorted(set(w)))
+    return groups
+
+
+def _load_frames(container: Any, stream: Any, name: str, starts: Sequence[float], num_frames: int, fps: float,
+                 max_gap: float) -> list[torch.Tensor]:
+    """Each window's frames (uint8 ``[T,H,W,3]``); near windows share one decoding pass (:func:`load_clips`)."""
     origin = _start_time(stream)
-    times = [start_s + i / fps for i in range(num_frames)]
-    frames, end = _sample_video(container, stream, times, origin)
-    missing = [i for i, f in enumerate(frames) if f is None]
-    if missing:
-        if end is None or end <= 0:
-            raise DecodeError(name, "no decodable video frame")
-        # Past the end: loop back to the start, like the official sampler tiles short sequences.
-        wrapped = sorted({times[i] % end for i in missing})
-        again, _ = _sample_video(container, stream, wrapped, origin)
-        lookup = dict(zip(wrapped, again))
-        for i in missing:
-            frames[i] = lookup[times[i] % end]
-        if any(f is None for f in frames):
-            raise DecodeError(name, "no decodable video frame after seeking back to the start")
+    wins = [[s + i / fps for i in range(num_frames)] for s in starts]
+    lookup: dict[float, Any] = {}
+    for times in _window_groups(wins, max_gap):
+        frames, end = _sample_video(container, stream, times, origin)
+        lookup.update(zip(times, frames))
+        missing = [t for t, f in zip(times, frames) if f is None]
+        if missing:
+            if end is None or end <= 0:
+                raise DecodeError(name, "no decodable video frame")
+            # Past the end: loop back to the start, like the official sampler tiles short sequences.
+            wrapped = sorted({t % end for t in missing})
+            again = dict(zip(wrapped, _sample_video(container, stream, wrapped, origin)[0]))
+            lookup.update((t, again[t % end]) for t in missing)
+            if any(lookup[t] is None for t in missing):
+                raise DecodeError(name, "no decodable video frame after seeking back to the start")
+    out = []
     with timed("convert"):
-        width, height = frames[0].width, frames[0].height  # a mid-clip size change is scaled to the first
-        out = torch.empty((num_frames, height, width, 3), dtype=torch.uint8)
-        dst = out.numpy()
-        first: dict[int, int] = {}
-        for i, f in enumerate(frames):
-            k = first.setdefault(id(f), i)
-            dst[i] = _rgb(f, width, height) if k == i else dst[k]
+        rgb: dict[int, np.ndarray] = {}  # frame -> its RGB pixels, converted once for all windows
+        for times in wins:
+            frames = [lookup[t] for t in times]
+            width, height = frames[0].width, frames[0].height  # a mid-clip size change is scaled to the first
+            clip = torch.empty((num_frames, height, width, 3), dtype=torch.uint8)
+            dst = clip.numpy()
+            for i, f in enumerate(frames):
+                px = rgb.get(id(f))
+                if px is None or px.shape[:2] != (height, width):
+                    px = rgb[id(f)] = _rgb(f, width, height)
+                dst[i] = px
+            out.append(clip)
     return out
 
 
@@ -463,6 +483,19 @@ def _load_audio(container: Any, stream: Any, a_start: float, seconds: float, sam
     return resample(window, rate, sample_rate, n_out)
 
 
+def _window_audio(container: Any, src: Source, label: str, a_start: float, seconds: float, sample_rate: int,
+                  origin: float) -> np.ndarray:
+    """A window's audio from ``container``, or (None) from a freshly opened one. Audio decoders (AAC, MP3) keep
+    state across a seek and containers with millisecond timestamps place the samples by the first frame
+    decoded, so only a fresh container gives, bit for bit, what :func:`load_clip` gives."""
+    if container is not None:
+        return _load_audio(container, container.streams.audio[0], a_start, seconds, sample_rate, origin=origin)
+    with timed("open_seek"):
+        fresh = _open(src, label)
+    with _decode_errors(label, fresh):
+        return _load_audio(fresh, fresh.streams.audio[0], a_start, seconds, sample_rate, origin=origin)
+
+
 def load_clip(
     src: Source,
     start_s: float,
@@ -498,11 +531,37 @@ def load_clip(
             decodable frame.
         ValueError: invalid arguments.
     """
+    return load_clips(src, [start_s], num_frames, fps, sample_rate, audio_seconds, load_audio, name, threads)[0]
 
+
+MAX_GAP_S = 2.0
+""":func:`load_clips` decodes on from one window to the next when the gap between them is at most this many
+seconds, and seeks otherwise: decoding 2 s of frames costs about what the run-up from a key frame costs in
+sources with 2-s or longer key frame intervals."""
+
+
+def load_clips(
+    src: Source,
+    starts: Sequence[float],
+    num_frames: int,
+    fps: float,
+    sample_rate: int = 16000,
+    audio_seconds: float | None = None,
+    load_audio: bool = True,
+    name: str | None = None,
+    threads: int = 1,
+    max_gap: float = MAX_GAP_S,
+) -> list[Clip]:
+    """Several clips of one file, one per start (in the given order): the clips that :func:`load_clip`
+    would return for each start, bit for bit, from one opened container. Windows that overlap or lie at
+    most ``max_gap`` seconds apart are decoded in one pass (frames they share are decoded and converted
+    once); farther ones are reached by seeking. The audio of each window after the first is read through a
+    freshly opened container (see :func:`_window_audio`). Arguments and errors as :func:`load_clip`."""
     if num_frames <= 0 or fps <= 0 or sample_rate <= 0:
         raise ValueError(f"num_frames, fps and sample_rate must be > 0, got {num_frames}, {fps}, {sample_rate}")
-    if start_s < 0 or not math.isfinite(start_s):
-        raise ValueError(f"start_s must be a finite number >= 0, got {start_s}")
+    starts = [float(s) for s in starts]
+    if not starts or any(s < 0 or not math.isfinite(s) for s in starts):
+        raise ValueError(f"starts must be one or more finite numbers >= 0, got {starts}")
     label = name or _name(src)
     span = num_frames / fps
     a_secs = span if audio_seconds is None else float(audio_seconds)
@@ -516,25 +575,21 @@ def load_clip(
         vs = container.streams.video[0]
         vs.thread_type = "AUTO" if threads > 1 else "SLICE"
         vs.codec_context.thread_count = threads
-        frames = _load_frames(container, vs, label, start_s, num_frames, fps)
+        videos = _load_frames(container, vs, label, starts, num_frames, fps, max_gap)
         t_audio = time.perf_counter()
         has_audio = bool(container.streams.audio)
-        a_start = max(0.0, start_s + span / 2 - a_secs / 2)
-        n_audio = int(round(a_secs * sample_rate))
-        audio = np.zeros(n_audio, np.float32)
-        if has_audio and load_audio:
-            audio = _load_audio(container, container.streams.audio[0], a_start, a_secs, sample_rate,
-                                origin=_start_time(vs))
+        clips = []
+        for k, (start_s, frames) in enumerate(zip(starts, videos)):
+            a_start = max(0.0, start_s + span / 2 - a_secs / 2)
+            audio = np.zeros(int(round(a_secs * sample_rate)), np.float32)
+            if has_audio and load_audio:
+                audio = _window_audio(container if k == 0 else None, src, label, a_start, a_secs, sample_rate,
+                                      _start_time(vs))
+            clips.append(Clip(frames=frames, audio=torch.from_numpy(np.ascontiguousarray(audio)), has_audio=has_audio,
+                              start_s=start_s, fps=float(fps), sample_rate=int(sample_rate),
+                              audio_start_s=float(a_start)))
         add_stage_time("audio_decode", time.perf_counter() - t_audio)
-    return Clip(
-        frames=frames,
-        audio=torch.from_numpy(np.ascontiguousarray(audio)),
-        has_audio=has_audio,
-        start_s=float(start_s),
-        fps=float(fps),
-        sample_rate=int(sample_rate),
-        audio_start_s=float(a_start),
-    )
+    return clips
 
 
 def load_audio(

@@ -38,7 +38,7 @@ import torch
 
 from ..config import DataConfig, VideoConfig
 from .audio import log_mel_spectrogram
-from .decode import Source, load_clip
+from .decode import Source, load_clip, load_clips
 from .transforms import (
     linspace_offsets,
     linspace_start_times,
@@ -161,8 +161,9 @@ def probe_video_item(src: Source, duration: float, cfg: DataConfig, proto: Probe
         video = probe_train_transform(clip.frames, proto.crop_size, proto.resize_short, proto.flip, generator)
         return {"video": video, "audio": _audio(clip.audio, cfg), "has_audio": torch.tensor(clip.has_audio)}
     vids, auds, has = [], [], False
-    for off in proto.test_offsets(length, num_windows):
-        clip = _clip(src, proto, off, cfg, start)
+    starts = [start + off / proto.source_fps for off in proto.test_offsets(length, num_windows)]
+    for clip in load_clips(src, starts, proto.num_frames, proto.source_fps / proto.stride, cfg.sample_rate,
+                           cfg.audio_seconds):  # one decoding pass for the windows that overlap
         vids.append(probe_test_transform(clip.frames, proto.crop_size, proto.resize_short))
         auds.append(_audio(clip.audio, cfg))
         has = clip.has_audio

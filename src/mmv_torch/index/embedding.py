@@ -18,7 +18,7 @@ import torch
 
 from mmv_torch.config import Config
 from mmv_torch.data.datasets import audio_features
-from mmv_torch.data.decode import load_audio, load_clip, probe
+from mmv_torch.data.decode import load_audio, load_clips, probe
 from mmv_torch.data.transforms import eval_transform
 
 
@@ -76,8 +76,7 @@ def decode_windows(path: str | Path, cfg: Config, window_s: float, stride_s: flo
     starts = window_starts(info.duration, window_s, stride_s) if starts is None else starts
     fps = d.num_frames / window_s
     vids, auds, pics, has_audio = [], [], [], False
-    for s in starts:
-        clip = load_clip(path, s, d.num_frames, fps, d.sample_rate, d.audio_seconds)
+    for clip in load_clips(path, starts, d.num_frames, fps, d.sample_rate, d.audio_seconds):
         vids.append(eval_transform(clip.frames, d.eval_crop_size, d.resize_short))
         auds.append(audio_features(clip.audio, d))
         has_audio = clip.has_audio
