@@ -19,12 +19,10 @@ from mmv_torch.data.datasets import (
     class_names,
     encode_narrations,
     nearest_narrations,
-    read_esc50,
-    read_hmdb51_split,
     read_labelled_manifest,
     read_pretrain_manifest,
-    read_ucf101_split,
 )
+from mmv_torch.data.official_splits import read_esc50, read_hmdb51_split, read_ucf101_split
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=32, eval_crop_size=32, resize_short=36, audio_seconds=0.5,
                  num_mel_bins=20, num_candidates=3, max_words=5, max_skip_rate=0.5)

@@ -25,16 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import (
-    LabelledEntry,
-    read_class_folders,
-    read_esc50,
-    read_hmdb51_split,
-    read_jsonl,
-    read_labelled_manifest,
-    read_ucf101_split,
-)
+from .datasets import LabelledEntry, read_class_folders, read_jsonl, read_labelled_manifest
 from .media import MEDIA_SUFFIXES as MEDIA_KINDS  # suffix -> modality of the files a folder source picks up
+from .official_splits import read_esc50, read_hmdb51_split, read_ucf101_split
 
 
 @dataclass

@@ -13,7 +13,8 @@ import csv
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..datasets import LabelledEntry, read_esc50, read_hmdb51_split, read_ucf101_split
+from ..datasets import LabelledEntry
+from ..official_splits import read_esc50, read_hmdb51_split, read_ucf101_split
 from .core import DatasetSpec, Options, PrepareReport, Row
 
 _ROOT = Path("/__media_root__")  # the readers join paths to a root; rows keep the part below it
