@@ -327,7 +327,7 @@ def test_augment_config_defaults_and_checks():
 def test_make_sample_uses_the_configured_augmentation(monkeypatch, augment):
     fr = _frames(t=4, h=48, w=64, seed=11)
     clip = SimpleNamespace(frames=fr, audio=torch.zeros(16000), has_audio=True)
-    monkeypatch.setattr(datasets, "load_clip", lambda *a, **k: clip)
+    monkeypatch.setattr(datasets, "load_clips", lambda src, starts, *a, **k: [clip for _ in starts])
     cfg = DataConfig(num_frames=4, fps=4.0, crop_size=32, resize_short=40, augment=augment, audio_seconds=1.0)
     sample = datasets.make_sample("x.mp4", "x.mp4", (), 1.0, cfg, None, True, torch.Generator().manual_seed(3), 0)
     g = torch.Generator().manual_seed(3)

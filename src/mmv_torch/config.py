@@ -1,9 +1,8 @@
 """Configuration: frozen dataclasses per concern, the presets, overrides and JSON round-trip.
 
-Everything that shapes a network or a run lives here as typed values (no mode strings parsed
-later). ``PRESETS`` maps a preset name to a full :class:`Config`; ``apply_overrides`` applies
-``section.field=value`` strings with type checking; ``config_to_dict``/``config_from_dict`` give an
-exact JSON round-trip. Only the standard library is used.
+Everything that shapes a network or a run lives here as typed values (no mode strings parsed later). ``PRESETS``
+maps a preset name to a full :class:`Config`; ``apply_overrides`` applies ``section.field=value`` strings with type
+checking; ``config_to_dict``/``config_from_dict`` give an exact JSON round-trip. Only the standard library is used.
 """
 
 from __future__ import annotations
@@ -140,10 +139,7 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class SpaceConfig:
-    """One joint embedding space between two modalities and the two heads projecting into it.
-
-    For space ``va`` the heads are (video, audio), for ``vt`` (video, text), for ``at`` (audio, text).
-    """
+    """An embedding space and its heads: (video, audio) for ``va``, (video, text) ``vt``, (audio, text) ``at``."""
 
     dim: int
     """Embedding size of the space."""
@@ -297,16 +293,18 @@ class DataConfig:
     narration words only."""
     max_skip_rate: float = 0.1
     """Stop with an error when more than this fraction of files fails to decode."""
+    clips_per_video: int = 1
+    """Repeated sampling: clips drawn (independently) from each opened video; a batch holds train.batch_size /
+    clips_per_video videos. Near clips share one decoding pass; clips of a video are not negatives of each other."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale_jitter", tuple(float(s) for s in self.scale_jitter))
         for name in ("num_frames", "fps", "crop_size", "eval_crop_size", "resize_short", "audio_seconds",
-                     "sample_rate", "num_mel_bins", "num_candidates", "max_words"):
+                     "sample_rate", "num_mel_bins", "num_candidates", "max_words", "clips_per_video"):
             _check_positive(f"data.{name}", getattr(self, name))
         if len(self.scale_jitter) != 2 or not 0 < self.scale_jitter[0] <= self.scale_jitter[1]:
             raise ValueError(f"data.scale_jitter must be (low, high) with 0 < low <= high, got {self.scale_jitter}")
-        if self.audio_frontend not in ("default", "dmvr"):
-            raise ValueError(f"data.audio_frontend must be 'default' or 'dmvr', got {self.audio_frontend!r}")
+        _check_choice("data.audio_frontend", self.audio_frontend, ("default", "dmvr"))
         _check_choice("data.tokenizer", self.tokenizer, ("default", "dmvr"))
         if self.audio_frontend == "dmvr" and self.sample_rate != 48000:
             raise ValueError(f"data.audio_frontend 'dmvr' needs data.sample_rate 48000, got {self.sample_rate}")
@@ -385,6 +383,11 @@ class Config:
     """The inputs."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The training loop."""
+
+    def __post_init__(self) -> None:
+        if self.train.batch_size % self.data.clips_per_video:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of data.clips_per_video "
+                             f"({self.data.clips_per_video})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,10 +556,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any], cls: type = Config) -> Any:
-    """Rebuild a config from :func:`config_to_dict` output; unknown keys raise ``ValueError``.
-
-    Missing keys take their defaults, so configs saved by older versions still load.
-    """
+    """Rebuild a config from :func:`config_to_dict` output; unknown keys raise ``ValueError``; missing keys take
+    their defaults, so configs saved by older versions still load."""
     return _from_dict(cls, data, "")
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
 from mmv_torch.config import Config
 from mmv_torch.runs import ignore_stop_signals
@@ -220,19 +220,33 @@ def as_train_data(data: TrainData | Dataset) -> TrainData:
     return TrainData(data, [Source("dataset", 0, n)])
 
 
+class FlattenCollate:
+    """Collate items that may be lists of samples (several clips of one video) as one flat batch."""
+
+    def __init__(self, collate: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] | None) -> None:
+        self.collate = collate or default_collate
+
+    def __call__(self, items: Sequence[Any]) -> dict[str, Any]:
+        return self.collate([s for it in items for s in (it if isinstance(it, list) else [it])])
+
+
 def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0, world: int = 1,
                 pin_memory: bool = False) -> tuple[Any, EpochBatchSampler | ShardBatches]:
     """The endless batch iterable of one rank, positioned at optimizer step ``start_step``, and the
-    object that maps a micro-batch count to ``(epoch, batch)`` (``.position``, ``.batches_per_epoch``)."""
+    object that maps a micro-batch count to ``(epoch, batch)`` (``.position``, ``.batches_per_epoch``).
+    With ``data.clips_per_video = K``, a batch is ``train.batch_size / K`` items of K clips each."""
     t = cfg.train
+    per_video = cfg.data.clips_per_video
     if isinstance(data.dataset, IterableDataset):
+        if per_video > 1:
+            raise ValueError("data.clips_per_video > 1 needs manifests: shard folders give one clip per sample")
         stream = ShardBatches(data.dataset, t.batch_size, t.num_workers, pin_memory=pin_memory, collate=data.collate)
         stream.start_epoch, stream.start_batch = stream.position(start_step * t.grad_accum)
         return stream, stream
-    sampler = EpochBatchSampler(data.sources, t.batch_size, t.seed, rank, world)
+    sampler = EpochBatchSampler(data.sources, t.batch_size // per_video, t.seed, rank, world)
     sampler.start_epoch, sampler.start_batch = sampler.position(start_step * t.grad_accum)
     loader = DataLoader(SeededSamples(data.dataset, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
                         pin_memory=pin_memory, persistent_workers=False,
                         prefetch_factor=2 if t.num_workers > 0 else None, worker_init_fn=ignore_stop_signals,
-                        collate_fn=data.collate)
+                        collate_fn=FlattenCollate(data.collate) if per_video > 1 else data.collate)
     return loader, sampler

@@ -53,7 +53,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from ..config import DataConfig
 from .audio import log_mel_spectrogram
 from .batch_augment import deferred_augment
-from .decode import DecodeError, Source, load_audio, load_clip, load_clips, load_image, probe, window_span
+from .decode import DecodeError, Source, load_audio, load_clips, load_image, probe, window_span
 from .media import MEDIA_SUFFIXES
 from .narrations import Narration, NarrationIssues, Tokenize, encode_narrations, nearest_narrations, validate_narrations
 from .protocols import ProbeProtocol, audio_window_starts, config_protocol, probe_video_item, stack_windows
@@ -236,33 +236,41 @@ def make_sample(src: Source, name: str, narrations: Sequence[Narration], duratio
     of the video, centre crop of ``eval_crop_size``. ``window`` (seconds in the file): the clip comes from
     that segment. Raises :class:`DecodeError`.
     """
+    return make_samples(src, name, narrations, duration, cfg, tokenize, train, generator, index, threads, window,
+                        batch_augment)[0]
+
+
+def make_samples(src: Source, name: str, narrations: Sequence[Narration], duration: float, cfg: DataConfig,
+                 tokenize: Tokenize | None, train: bool, generator: torch.Generator, index: int,
+                 threads: int = 1, window: tuple[float, float] | None = None, batch_augment: bool = False,
+                 count: int = 1) -> list[dict[str, torch.Tensor]]:
+    """``count`` samples of one file as :func:`make_sample` makes one (all with ``index``): the starts are drawn
+    first (each uniform, independent), then each clip's augmentation; the clips come from one opened container
+    (:func:`~mmv_torch.data.decode.load_clips`). ``count = 1`` draws exactly what :func:`make_sample` draws."""
     span = clip_span(cfg)
     offset, length = window_span(duration, window, name)
-    start = offset + (random_start_time(length, span, generator) if train else max(0.0, (length - span) / 2))
-    clip = load_clip(src, start, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds, name=name,
-                     threads=threads)
-    if train and batch_augment:  # "frames" and "augment" instead of "video" (data/batch_augment.py)
-        views = deferred_augment(clip.frames, cfg, generator)
-    elif train and cfg.augment == "dmvr":
-        views = {"video": dmvr_train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter,
-                                               cfg.scale_prob, cfg.flip, cfg.color_prob, generator)}
-    elif train:
-        views = {"video": train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter, cfg.flip,
-                                          cfg.color_jitter, generator)}
-    else:
-        views = {"video": eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short)}
-    audio = audio_features(clip.audio, cfg)
-    near = nearest_narrations(narrations, start, start + span, cfg.num_candidates)
-    text, text_mask, word_mask = encode_narrations(near, tokenize, cfg.num_candidates, cfg.max_words)
-    return {
-        **views,
-        "audio": audio,
-        "has_audio": torch.tensor(clip.has_audio),
-        "text": text,
-        "text_mask": text_mask,
-        "word_mask": word_mask,
-        "index": torch.tensor(index, dtype=torch.int64),
-    }
+    starts = [offset + (random_start_time(length, span, generator) if train else max(0.0, (length - span) / 2))
+              for _ in range(count)]
+    clips = load_clips(src, starts, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds, name=name,
+                       threads=threads)
+    samples = []
+    for start, clip in zip(starts, clips):
+        if train and batch_augment:  # "frames" and "augment" instead of "video" (data/batch_augment.py)
+            views = deferred_augment(clip.frames, cfg, generator)
+        elif train and cfg.augment == "dmvr":
+            views = {"video": dmvr_train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter,
+                                                   cfg.scale_prob, cfg.flip, cfg.color_prob, generator)}
+        elif train:
+            views = {"video": train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter,
+                                              cfg.flip, cfg.color_jitter, generator)}
+        else:
+            views = {"video": eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short)}
+        near = nearest_narrations(narrations, start, start + span, cfg.num_candidates)
+        text, text_mask, word_mask = encode_narrations(near, tokenize, cfg.num_candidates, cfg.max_words)
+        samples.append({**views, "audio": audio_features(clip.audio, cfg), "has_audio": torch.tensor(clip.has_audio),
+                        "text": text, "text_mask": text_mask, "word_mask": word_mask,
+                        "index": torch.tensor(index, dtype=torch.int64)})
+    return samples
 
 
 def _as_list(x: str | Path | Sequence[str | Path]) -> list[str | Path]:
@@ -356,23 +364,26 @@ class PretrainDataset(Dataset):
             self._checked[i] = kept
         return self._checked[i]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        """Item ``index``: one sample, or with ``cfg.clips_per_video = K > 1`` a list of K samples of one video
+        (the training loader flattens them into the batch)."""
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFFFFFFFFFFFFFF)
         i = int(index)
+        k = self.cfg.clips_per_video
         for _ in range(self.max_retries):
             if i not in self._bad:
                 e = self.entries[i]
                 try:
                     dur = self._duration(e)
-                    sample = make_sample(e.path, e.path, self._narrations(i, dur), dur, self.cfg, self.tokenize,
-                                         self.train, g, i, window=e.window,
-                                         batch_augment=self.cfg.augment_on == "batch")
+                    samples = make_samples(e.path, e.path, self._narrations(i, dur), dur, self.cfg, self.tokenize,
+                                           self.train, g, i, window=e.window,
+                                           batch_augment=self.cfg.augment_on == "batch", count=k)
                 except (DecodeError, av_errors()) as err:
                     self._bad.add(i)
                     self.tracker.skip(e.path, _decode_reason(err))
                 else:
                     self.tracker.ok()
-                    return sample
+                    return samples if k > 1 else samples[0]
             if len(self._bad) >= len(self.entries):
                 raise SkipRateExceeded(f"every file of the data set failed to decode ({len(self._bad)} files)")
             i = int(torch.randint(len(self.entries), (), generator=g))
