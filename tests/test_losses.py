@@ -41,7 +41,12 @@ def _dot(a: list[float], b: list[float]) -> float:
     return sum(p * q for p, q in zip(a, b))
 
 
-def ref_nce(x, y, tau=0.07, normalize=True, symmetric=True, mask=None, form="joint") -> float:
+def _negative(groups, i: int, j: int) -> bool:
+    """Clip j is a negative for clip i: another clip, of another group (another source video)."""
+    return j != i and (groups is None or int(groups[i]) != int(groups[j]))
+
+
+def ref_nce(x, y, tau=0.07, normalize=True, symmetric=True, mask=None, form="joint", groups=None) -> float:
     xs, ys = _vecs(x, normalize), _vecs(y, normalize)
     keep = [i for i in range(len(xs)) if mask is None or bool(mask[i])]
     if not keep:
@@ -55,20 +60,20 @@ def ref_nce(x, y, tau=0.07, normalize=True, symmetric=True, mask=None, form="joi
         if form == "joint":
             den = e(i, i)
             for j in keep:
-                if j != i:
+                if _negative(groups, i, j):
                     den += e(i, j) + e(j, i)  # the pairs (x_i, y_j) and (x_j, y_i)
             total += -math.log(e(i, i) / den)
             continue
-        l1 = -math.log(e(i, i) / sum(e(i, j) for j in keep))
+        l1 = -math.log(e(i, i) / (e(i, i) + sum(e(i, j) for j in keep if _negative(groups, i, j))))
         if symmetric:
-            l2 = -math.log(e(i, i) / sum(e(j, i) for j in keep))
+            l2 = -math.log(e(i, i) / (e(i, i) + sum(e(j, i) for j in keep if _negative(groups, i, j))))
             l1 = 0.5 * (l1 + l2)
         total += l1
     return total / len(keep)
 
 
 def ref_milnce(v, t, text_mask=None, sample_mask=None, tau=0.07, normalize=True, symmetric=True,
-               form="joint") -> float:
+               form="joint", groups=None) -> float:
     vs, ts = _vecs(v, normalize), _vecs(t, normalize)
     b, k = len(ts), len(ts[0])
     pos = {i: [c for c in range(k) if (text_mask is None or bool(text_mask[i][c]))] for i in range(b)}
@@ -85,16 +90,16 @@ def ref_milnce(v, t, text_mask=None, sample_mask=None, tau=0.07, normalize=True,
         if form == "joint":
             den = num
             for j in keep:
-                if j == i:
+                if not _negative(groups, i, j):
                     continue
                 den += sum(e(i, j, c) for c in pos[j])  # clip i against clip j's narrations
                 den += sum(e(j, i, c) for c in pos[i])  # clip i's narrations against clip j
             total += -math.log(num / den)
             continue
-        den = sum(e(i, j, c) for j in keep for c in pos[j])
+        den = num + sum(e(i, j, c) for j in keep if _negative(groups, i, j) for c in pos[j])
         loss = -math.log(num / den)
         if symmetric:
-            den2 = sum(e(j, i, c) for j in keep for c in pos[i])
+            den2 = num + sum(e(j, i, c) for j in keep if _negative(groups, i, j) for c in pos[i])
             loss = 0.5 * (loss - math.log(num / den2))
         total += loss
     return total / len(keep)
@@ -401,40 +406,229 @@ def test_mmv_loss_everything_masked_gives_zero_grad() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Two processes (gloo): negatives gathered from the other rank, both forms
+# Groups: clips of the same source video are never negatives of each other
+
+GROUPS = torch.tensor([5, 2, 5, 7, 2, 5])
+"""Six clips from three videos (three clips of video 5, two of video 2, one of video 7); ids are arbitrary."""
+
+
+def _grads(loss: torch.Tensor, *leaves: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize(("form", "symmetric"), FORMS)
+def test_distinct_groups_equal_no_groups_exactly(form: str, symmetric: bool) -> None:
+    x, y = _rand(6, 5, seed=40).requires_grad_(), _rand(6, 5, seed=41).requires_grad_()
+    v, t = _rand(6, 4, seed=42).requires_grad_(), _rand(6, 3, 4, seed=43).requires_grad_()
+    mask = torch.tensor([True, False, True, True, True, True])
+    tm = torch.rand(6, 3, generator=torch.Generator().manual_seed(44)) > 0.3
+    distinct = torch.tensor([9, 3, 100, 0, 4, 8])
+    for groups in (distinct, distinct.int()):
+        common = {"symmetric": symmetric, "form": form, "temperature": 0.2}
+        a, b = nce_loss(x, y, mask=mask, **common), nce_loss(x, y, mask=mask, groups=groups, **common)
+        assert torch.equal(a, b)
+        for p, q in zip(_grads(a, x, y), _grads(b, x, y)):
+            assert torch.equal(p, q)
+        a = milnce_loss(v, t, text_mask=tm, sample_mask=mask, **common)
+        b = milnce_loss(v, t, text_mask=tm, sample_mask=mask, groups=groups, **common)
+        assert torch.equal(a, b)
+        for p, q in zip(_grads(a, v, t), _grads(b, v, t)):
+            assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(("form", "symmetric"), FORMS)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_groups_match_reference(form: str, symmetric: bool, normalize: bool) -> None:
+    x, y = _rand(6, 5, seed=45), _rand(6, 5, seed=46)
+    v, t = _rand(6, 4, seed=47), _rand(6, 3, 4, seed=48)
+    if not normalize:
+        x, y, v, t = 0.3 * x, 0.3 * y, 0.3 * v, 0.3 * t
+    mask = torch.tensor([True, True, False, True, True, True])  # one clip of video 5 has no audio
+    tm = torch.tensor([[True, False, True], [True, True, True], [False, False, False],
+                       [True, False, False], [False, True, True], [True, True, False]])
+    for m in (None, mask):
+        got = nce_loss(x, y, temperature=0.1, normalize=normalize, symmetric=symmetric, mask=m, form=form,
+                       groups=GROUPS)
+        want = ref_nce(x, y, 0.1, normalize, symmetric, m, form, groups=GROUPS)
+        assert got.item() == pytest.approx(want, rel=1e-10, abs=1e-12)
+        assert abs(want - ref_nce(x, y, 0.1, normalize, symmetric, m, form)) > 1e-3  # the groups matter
+        got = milnce_loss(v, t, text_mask=tm, sample_mask=m, temperature=0.1, normalize=normalize,
+                          symmetric=symmetric, form=form, groups=GROUPS)
+        want = ref_milnce(v, t, tm, m, 0.1, normalize, symmetric, form, groups=GROUPS)
+        assert got.item() == pytest.approx(want, rel=1e-10, abs=1e-12)
+        assert abs(want - ref_milnce(v, t, tm, m, 0.1, normalize, symmetric, form)) > 1e-3
+
+
+def _twin_clips(k: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clips 0 and 1 (one video) are identical, clips 2 and 3 orthogonal to them and to each other: x = y.
+
+    With the twins excluded from each other's negatives in BOTH directions every positive dominates its
+    softmax (loss ~ 1e-8 at tau = 0.05); a twin left in either direction costs each twin row >= log 2."""
+    e = torch.eye(4, dtype=torch.float64)
+    x = torch.stack([e[0], e[0], e[1], e[2]])
+    t = x[:, None, :].expand(4, k, 4).clone() if k else x.clone()
+    return x, t, torch.tensor([3, 3, 1, 2])
+
+
+@pytest.mark.parametrize(("form", "symmetric"), FORMS)
+def test_groups_excluded_in_both_directions(form: str, symmetric: bool) -> None:
+    x, y, groups = _twin_clips()
+    common = {"temperature": 0.05, "symmetric": symmetric, "form": form}
+    assert nce_loss(x, y, **common).item() > 0.3
+    assert nce_loss(x, y, groups=groups, **common).item() < 1e-6
+    v, t, groups = _twin_clips(k=2)
+    assert milnce_loss(v, t, **common).item() > 0.3
+    assert milnce_loss(v, t, groups=groups, **common).item() < 1e-6
+    # One whole batch from a single video: no negative at all, the loss is exactly 0 with a zero gradient.
+    x, y = _rand(4, 3, seed=49).requires_grad_(), _rand(4, 3, seed=50).requires_grad_()
+    one = torch.zeros(4, dtype=torch.int64)
+    loss = nce_loss(x, y, groups=one, **common) + milnce_loss(x, y[:, None], groups=one, **common)
+    gx, gy = _grads(loss, x, y)
+    assert loss.item() == 0.0 and torch.all(gx == 0) and torch.all(gy == 0)
+
+
+def _orthogonal_to(others: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A direction u with <u, o> = 0 for every row o of ``others`` and <u, target> != 0."""
+    q, _ = torch.linalg.qr(others.t())  # orthonormal basis of the span of the others
+    u = target - q @ (q.t() @ target)
+    assert u.norm() > 1e-3
+    return u
+
+
+@pytest.mark.parametrize(("form", "symmetric"), FORMS)
+def test_groups_excluded_logits_get_no_gradient(form: str, symmetric: bool) -> None:
+    # Without normalisation, x_a moves along u orthogonal to every y_j but y_b: only the score s(x_a, y_b)
+    # changes. For a same-video pair (a, b) that score is excluded, so the loss and the directional
+    # derivative <dL/dx_a, u> (= dL/ds(x_a, y_b) <y_b, u> / tau) must be 0; without groups they are not.
+    b_, d = 6, 8
+    x, y = 0.5 * _rand(b_, d, seed=51), 0.5 * _rand(b_, d, seed=52)
+    v, t = 0.5 * _rand(b_, d, seed=53), 0.5 * _rand(b_, 1, d, seed=54)
+    common = {"temperature": 0.3, "normalize": False, "symmetric": symmetric, "form": form}
+    for a, b in ((0, 2), (2, 0), (5, 0), (1, 4), (4, 1)):
+        assert GROUPS[a] == GROUPS[b]
+        for loss_fn, rows, cols in ((nce_loss, x, y), (milnce_loss, v, t)):
+            flat = cols.reshape(b_, d)
+            u = _orthogonal_to(torch.cat([flat[:b], flat[b + 1:]]), flat[b])
+            for groups, zero in ((GROUPS, True), (None, False)):
+                r = rows.clone().requires_grad_()
+                loss = loss_fn(r, cols, groups=groups, **common)
+                (g,) = _grads(loss, r)
+                moved = rows.clone()
+                moved[a] += 3.0 * u
+                delta = (loss_fn(moved, cols, groups=groups, **common) - loss).abs().item()
+                if zero:
+                    assert abs(g[a] @ u).item() < 1e-12 and delta < 1e-12, (loss_fn.__name__, a, b)
+                else:
+                    assert abs(g[a] @ u).item() > 1e-4 and delta > 1e-4, (loss_fn.__name__, a, b)
+            # The same from the other side: y_b moves along w orthogonal to every x_j but x_a.
+            w = _orthogonal_to(torch.cat([rows[:a], rows[a + 1:]]), rows[a])
+            c = cols.clone().requires_grad_()
+            (g,) = _grads(loss_fn(r.detach(), c, groups=GROUPS, **common), c)
+            assert abs(g.reshape(b_, d)[b] @ w).item() < 1e-12, (loss_fn.__name__, a, b)
+
+
+def test_groups_gradcheck() -> None:
+    x, y = _rand(5, 3, seed=55).requires_grad_(), _rand(5, 3, seed=56).requires_grad_()
+    t = _rand(5, 2, 3, seed=57).requires_grad_()
+    groups = torch.tensor([1, 0, 1, 2, 0])
+    for form, sym in FORMS:
+        assert torch.autograd.gradcheck(
+            lambda a, b, f=form, s=sym: nce_loss(a, b, temperature=0.3, symmetric=s, form=f, groups=groups), (x, y))
+        assert torch.autograd.gradcheck(
+            lambda a, b, f=form, s=sym: milnce_loss(a, b, temperature=0.3, symmetric=s, form=f, groups=groups),
+            (x, t))
+
+
+@pytest.mark.parametrize("form", ["joint", "mean"])
+def test_mmv_loss_passes_groups_to_every_term(form: str) -> None:
+    emb = _emb(b=6)
+    am = torch.tensor([True, True, False, True, True, True])
+    tm = torch.rand(6, 3, generator=torch.Generator().manual_seed(58)) > 0.3
+    cfg = LossConfig(temperature=0.1, weight_va=0.5, weight_vt=2.0, weight_at=0.25, form=form)
+    total, parts = mmv_loss(emb, cfg, audio_mask=am, text_mask=tm, groups=GROUPS)
+    _, plain = mmv_loss(emb, cfg, audio_mask=am, text_mask=tm)
+    va = nce_loss(emb["video"]["va"], emb["audio"]["va"], temperature=0.1, mask=am, form=form, groups=GROUPS)
+    vt = milnce_loss(emb["video"]["vt"], emb["text"]["vt"], text_mask=tm, temperature=0.1, form=form, groups=GROUPS)
+    at = milnce_loss(emb["audio"]["at"], emb["text"]["at"], text_mask=tm, sample_mask=am, temperature=0.1,
+                     form=form, groups=GROUPS)
+    torch.testing.assert_close(total, 0.5 * va + 2.0 * vt + 0.25 * at, rtol=1e-12, atol=1e-12)
+    for name, term in (("va", va), ("vt", vt), ("at", at)):
+        torch.testing.assert_close(parts[name], term.float())
+        assert abs(parts[name].item() - plain[name].item()) > 1e-3, name
+
+
+def test_groups_bad_inputs() -> None:
+    x, t = torch.randn(4, 3), torch.randn(4, 2, 3)
+    for bad, match in ((torch.zeros(4), "must be an integer tensor, got dtype torch.float32"),
+                       (torch.zeros(4, dtype=torch.bool), "must be an integer tensor, got dtype torch.bool"),
+                       (torch.zeros(3, dtype=torch.int64), r"must have shape \(4,\), got \(3,\)"),
+                       (torch.zeros(4, 1, dtype=torch.int64), r"must have shape \(4,\), got \(4, 1\)")):
+        with pytest.raises(ValueError, match="^nce_loss groups " + match):
+            nce_loss(x, x, groups=bad)
+        with pytest.raises(ValueError, match="^milnce_loss groups " + match):
+            milnce_loss(x, t, groups=bad)
+        with pytest.raises(ValueError, match="groups " + match):
+            mmv_loss(_emb(b=4), LossConfig(), groups=bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two processes (gloo): negatives gathered from the other rank, both forms, with and without groups
+
+SPLIT_GROUPS = torch.tensor([0, 1, 0, 2, 2, 3, 1, 3])
+"""Groups of the 8 clips of :func:`dist_worker_parity.loss_inputs` (2 ranks x 4): videos 0 and 3 twice on one
+rank, videos 1 and 2 on both ranks (global ids: the same video wherever it is). Only rank 1 has audio, so
+the va and at terms see video 3; the vt term sees the videos split over the ranks."""
 
 
 def _forms_worker(rank: int, world_size: int) -> dict[str, Any]:
-    """Each rank scores its share of :func:`dist_worker_parity.loss_inputs` under both forms."""
+    """Each rank scores its share of :func:`dist_worker_parity.loss_inputs` under both forms, without and with
+    :data:`SPLIT_GROUPS`."""
     li = W.loss_inputs(world_size)
     b = li["audio_mask"].shape[0] // world_size
     sl = slice(rank * b, (rank + 1) * b)
     out: dict[str, Any] = {}
     for form in ("joint", "mean"):
-        leaves = {m: {s: t[sl].clone().requires_grad_() for s, t in d.items()} for m, d in li["emb"].items()}
-        cfg = dataclasses.replace(li["cfg"], form=form)
-        total, parts = mmv_loss(leaves, cfg, audio_mask=li["audio_mask"][sl], text_mask=li["text_mask"][sl])
-        total.backward()
-        out[form] = {"total": total.detach(), "parts": parts,
-                     "grads": {m: {s: t.grad for s, t in d.items()} for m, d in leaves.items()}}
+        for groups in (None, SPLIT_GROUPS):
+            leaves = {m: {s: t[sl].clone().requires_grad_() for s, t in d.items()} for m, d in li["emb"].items()}
+            cfg = dataclasses.replace(li["cfg"], form=form)
+            total, parts = mmv_loss(leaves, cfg, audio_mask=li["audio_mask"][sl], text_mask=li["text_mask"][sl],
+                                    groups=None if groups is None else groups[sl])
+            total.backward()
+            out[form, groups is not None] = {"total": total.detach(), "parts": parts,
+                                             "grads": {m: {s: t.grad for s, t in d.items()} for m, d in leaves.items()}}
     return out
 
 
-def test_both_forms_two_processes_equal_one_process() -> None:
-    results = W.spawn(_forms_worker, 2, timeout_s=120)
+@pytest.fixture(scope="module")
+def two_process_results() -> list[dict[str, Any]]:
+    return W.spawn(_forms_worker, 2, timeout_s=120)
+
+
+@pytest.mark.parametrize("with_groups", [False, True])
+def test_both_forms_two_processes_equal_one_process(two_process_results: list[dict[str, Any]],
+                                                     with_groups: bool) -> None:
     li = W.loss_inputs(2)
     b = li["audio_mask"].shape[0] // 2
+    groups = SPLIT_GROUPS if with_groups else None
     for form in ("joint", "mean"):
         leaves = {m: {s: t.clone().requires_grad_() for s, t in d.items()} for m, d in li["emb"].items()}
         cfg = dataclasses.replace(li["cfg"], form=form)
-        total, parts = mmv_loss(leaves, cfg, audio_mask=li["audio_mask"], text_mask=li["text_mask"])
+        total, parts = mmv_loss(leaves, cfg, audio_mask=li["audio_mask"], text_mask=li["text_mask"], groups=groups)
         total.backward()
-        assert parts["vt"].item() == pytest.approx(
-            ref_milnce(li["emb"]["video"]["vt"], li["emb"]["text"]["vt"], li["text_mask"], None, cfg.temperature,
-                       True, True, form), rel=1e-6)
-        for r, res in enumerate(results):
-            torch.testing.assert_close(res[form]["total"], total.detach(), rtol=1e-12, atol=1e-12)
+        for name, want in (
+                ("vt", ref_milnce(li["emb"]["video"]["vt"], li["emb"]["text"]["vt"], li["text_mask"], None,
+                                  cfg.temperature, True, True, form, groups=groups)),
+                ("va", ref_nce(li["emb"]["video"]["va"], li["emb"]["audio"]["va"], cfg.temperature, True, True,
+                               li["audio_mask"], form, groups=groups))):
+            assert parts[name].item() == pytest.approx(want, rel=1e-6)
+        for r, res in enumerate(two_process_results):
+            got = res[form, with_groups]
+            torch.testing.assert_close(got["total"], total.detach(), rtol=1e-12, atol=1e-12)
             for m, d in leaves.items():  # without DDP a rank's gradient is W times its share
                 for s, t in d.items():
-                    torch.testing.assert_close(res[form]["grads"][m][s], 2 * t.grad[r * b:(r + 1) * b],
+                    torch.testing.assert_close(got["grads"][m][s], 2 * t.grad[r * b:(r + 1) * b],
                                                rtol=1e-10, atol=1e-12, msg=f"{form} rank {r} {m}/{s}")
+        if with_groups:  # the cross-rank groups change every term
+            _, plain = mmv_loss(li["emb"], cfg, audio_mask=li["audio_mask"], text_mask=li["text_mask"])
+            for name in ("va", "vt", "at"):
+                assert abs(parts[name].item() - plain[name].item()) > 1e-3, (form, name)

@@ -25,6 +25,12 @@ Two forms of the symmetric loss (``form``; ``LossConfig.form``):
   ``symmetric=False`` keeps the x->y direction only and exists for this form only.
 
 Both forms share the masks and the distributed gathering.
+
+Groups (``groups``, (B,) integer, optional): clips with the same group id come from the same source video
+(several clips decoded per opened video). A pair (i, j) with g_i == g_j and j != i is never a negative, in
+any direction of any form; the positive (i, i) is unchanged. Ids are global (equal ids on different ranks
+are the same video) and are gathered like the masks. ``groups=None`` computes exactly what it computed
+before groups existed (no extra operation).
 """
 
 from __future__ import annotations
@@ -86,19 +92,42 @@ def _check_mask(mask: torch.Tensor | None, shape: tuple[int, ...], name: str, de
     return mask.to(device)
 
 
+def _check_groups(groups: torch.Tensor | None, b: int, name: str, device: torch.device) -> torch.Tensor | None:
+    if groups is None:
+        return None
+    if groups.dtype.is_floating_point or groups.dtype.is_complex or groups.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got dtype {groups.dtype}")
+    if tuple(groups.shape) != (b,):
+        raise ValueError(f"{name} must have shape {(b,)}, got {tuple(groups.shape)}")
+    return groups.to(device=device, dtype=torch.int64)
+
+
+def _same_group(groups: torch.Tensor | None, pos: torch.Tensor) -> torch.Tensor | None:
+    """(B, N) bool: global column j holds a clip of row i's group and j != i (never a negative); None without groups.
+
+    Collective when distributed (gathers the groups of every rank)."""
+    if groups is None:
+        return None
+    groups_all = dist.all_gather(groups)  # (N,)
+    cols = torch.arange(groups_all.shape[0], device=groups.device)
+    return (groups[:, None] == groups_all[None, :]) & (cols[None, :] != pos[:, None])
+
+
 def nce_loss(x: torch.Tensor, y: torch.Tensor, temperature: float = 0.07, normalize: bool = True,
-             symmetric: bool = True, mask: torch.Tensor | None = None, form: str = "joint") -> torch.Tensor:
+             symmetric: bool = True, mask: torch.Tensor | None = None, form: str = "joint",
+             groups: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE between paired embeddings: row i of ``x`` (B, D) matches row i of ``y`` (B, D).
 
-    With A the set of global clips whose ``mask`` (B,) bool is True (all when None), |A| its size and
-    e_ij = exp(s(x_i, y_j)):
+    With A the set of global clips whose ``mask`` (B,) bool is True (all when None), |A| its size,
+    g_i the group of clip i (``groups`` (B,) integer; all distinct when None) and e_ij = exp(s(x_i, y_j)):
 
         form="joint" (default):
-        l_i = -log( e_ii / (e_ii + sum_{j in A, j != i} e_ij + sum_{j in A, j != i} e_ji) )
+        l_i = -log( e_ii / (e_ii + sum_{j in A, g_j != g_i} e_ij + sum_{j in A, g_j != g_i} e_ji) )
         L = 1/|A| sum_{i in A} l_i
 
         form="mean":
-        l_i^{x->y} = -log( e_ii / sum_{j in A} e_ij ),   l_i^{y->x} = -log( e_ii / sum_{j in A} e_ji )
+        l_i^{x->y} = -log( e_ii / (e_ii + sum_{j in A, g_j != g_i} e_ij) )
+        l_i^{y->x} = -log( e_ii / (e_ii + sum_{j in A, g_j != g_i} e_ji) )
         L = 1/|A| sum_{i in A} (l_i^{x->y} + l_i^{y->x}) / 2      (symmetric=True)
         L = 1/|A| sum_{i in A} l_i^{x->y}                         (symmetric=False)
 
@@ -113,16 +142,20 @@ def nce_loss(x: torch.Tensor, y: torch.Tensor, temperature: float = 0.07, normal
     _check_form(form, symmetric, "nce_loss")
     b = x.shape[0]
     mask = _check_mask(mask, (b,), "nce_loss mask", x.device)
+    groups = _check_groups(groups, b, "nce_loss groups", x.device)
     with torch.autocast(device_type=x.device.type, enabled=False):
         x, y = _prep(x, normalize), _prep(y, normalize)
         y_all = dist.all_gather_with_grad(y)  # (N, D)
         mask_all = dist.all_gather(mask)  # (N,)
         ar = torch.arange(b, device=x.device)
         pos = dist.rank() * b + ar  # global column of each local row
+        same = _same_group(groups, pos)  # (B, N) or None
 
         def scores(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
             logits = rows @ cols.t() / temperature  # (B, N)
             logits = logits.masked_fill(~mask_all[None, :], _NEG_INF)
+            if same is not None:  # same-video pairs are no negatives (either direction: rows are i in both)
+                logits = logits.masked_fill(same, _NEG_INF)
             # Inactive rows are replaced by zeros so that no row is all -inf (no NaN in value or grad).
             return torch.where(mask[:, None], logits, torch.zeros_like(logits))
 
@@ -142,24 +175,25 @@ def nce_loss(x: torch.Tensor, y: torch.Tensor, temperature: float = 0.07, normal
 
 def milnce_loss(video: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
                 sample_mask: torch.Tensor | None = None, temperature: float = 0.07, normalize: bool = True,
-                symmetric: bool = True, form: str = "joint") -> torch.Tensor:
+                symmetric: bool = True, form: str = "joint", groups: torch.Tensor | None = None) -> torch.Tensor:
     """MIL-NCE (Miech et al. 2020) between clips ``video`` (B, D) and their K candidates ``text`` (B, K, D).
 
     ``text_mask`` (B, K) bool marks real candidates (padding False); ``sample_mask`` (B,) bool drops
     whole clips. A = global clips with sample_mask True and at least one valid candidate (others,
     e.g. AudioSet clips without narration, are removed from rows and columns); P_i = valid candidates
-    of clip i in A. With e_{i,jk} = exp(s(video_i, text_jk)) and the bag score num_i = sum_{k in P_i} e_{i,ik}:
+    of clip i in A; g_i the group of clip i (``groups`` (B,) integer; all distinct when None). With
+    e_{i,jk} = exp(s(video_i, text_jk)) and the bag score num_i = sum_{k in P_i} e_{i,ik}:
 
     form="joint" (default, the MIL-NCE equation): one softmax per clip whose negatives are both kinds,
     the clip against the candidates of the other clips and the clip's candidates against the other clips:
 
-        l_i = -log( num_i / (num_i + sum_{j in A, j != i} sum_{k in P_j} e_{i,jk}
-                                   + sum_{j in A, j != i} sum_{k in P_i} e_{j,ik}) )
+        l_i = -log( num_i / (num_i + sum_{j in A, g_j != g_i} sum_{k in P_j} e_{i,jk}
+                                   + sum_{j in A, g_j != g_i} sum_{k in P_i} e_{j,ik}) )
 
     form="mean": the average of the two one-directional softmaxes (each holds the positives once):
 
-        l_i^{v->t} = -log( num_i / sum_{j in A} sum_{k in P_j} e_{i,jk} )
-        l_i^{t->v} = -log( num_i / sum_{j in A} sum_{k in P_i} e_{j,ik} )
+        l_i^{v->t} = -log( num_i / (num_i + sum_{j in A, g_j != g_i} sum_{k in P_j} e_{i,jk}) )
+        l_i^{t->v} = -log( num_i / (num_i + sum_{j in A, g_j != g_i} sum_{k in P_i} e_{j,ik}) )
         l_i = (l_i^{v->t} + l_i^{t->v}) / 2   (symmetric=True)   or   l_i^{v->t}   (symmetric=False)
 
     L = 1/|A| sum_{i in A} l_i. With K = 1 each form is exactly :func:`nce_loss` of the same form
@@ -176,6 +210,7 @@ def milnce_loss(video: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
     b, k, d = text.shape
     text_mask = _check_mask(text_mask, (b, k), "milnce_loss text_mask", video.device)
     sample_mask = _check_mask(sample_mask, (b,), "milnce_loss sample_mask", video.device)
+    groups = _check_groups(groups, b, "milnce_loss groups", video.device)
     cand = text_mask & sample_mask[:, None]  # (B, K) candidates that take part
     active = cand.any(dim=1)  # (B,)
     with torch.autocast(device_type=video.device.type, enabled=False):
@@ -186,10 +221,13 @@ def milnce_loss(video: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
         n = cand_all.shape[0]
         ar = torch.arange(b, device=v.device)
         pos = dist.rank() * b + ar
+        same = _same_group(groups, pos)  # (B, N) or None
 
         # Video side: (B, N*K) scores against every candidate of the global batch.
         logits = (v @ t_all.reshape(n * k, d).t() / temperature)
         logits = logits.masked_fill(~cand_all.reshape(1, n * k), _NEG_INF)
+        if same is not None:  # no candidate of a same-video clip is a negative
+            logits = logits.masked_fill(same[:, :, None].expand(b, n, k).reshape(b, n * k), _NEG_INF)
         logits = torch.where(active[:, None], logits, torch.zeros_like(logits))
         num = torch.logsumexp(logits.reshape(b, n, k)[ar, pos], dim=1)  # (B,) over k in P_i
         if form == "mean" and not symmetric:
@@ -201,6 +239,8 @@ def milnce_loss(video: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
         valid2 = cand[:, :, None] & active_all[None, None, :]
         if form == "joint":  # the positives are already in the video side's block
             valid2 = valid2 & (pos[:, None, None] != torch.arange(n, device=v.device)[None, None, :])
+        if same is not None:  # no same-video clip is a negative for clip i's candidates
+            valid2 = valid2 & ~same[:, None, :]
         logits2 = logits2.masked_fill(~valid2, _NEG_INF)
         logits2 = torch.where(active[:, None, None], logits2, torch.zeros_like(logits2))
         if form == "joint":
@@ -217,7 +257,8 @@ def _get(emb: dict[str, dict[str, torch.Tensor]], modality: str, space: str) -> 
 
 
 def mmv_loss(emb: dict[str, dict[str, torch.Tensor]], cfg: LossConfig, audio_mask: torch.Tensor | None = None,
-             text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             text_mask: torch.Tensor | None = None,
+             groups: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The MMV objective: ``total = w_va NCE(V_va, A_va) + w_vt MIL-NCE(V_vt, T_vt) + w_at MIL-NCE(A_at, T_at)``.
 
     ``emb`` is the model output: ``emb["video"]["va"]``, ``emb["audio"]["va"]``, ``emb["video"]["vt"]``
@@ -225,14 +266,15 @@ def mmv_loss(emb: dict[str, dict[str, torch.Tensor]], cfg: LossConfig, audio_mas
     ``emb["text"]["at"]`` (B, K, D). A term is computed when its weight is > 0 and both embeddings are
     present (a missing modality skips its term and its weight). ``audio_mask`` (B,) bool marks clips
     with audio (it masks the va and at terms); ``text_mask`` (B, K) bool marks real candidates (a clip
-    with none, e.g. from AudioSet, contributes to the va term only). Temperature, normalisation, the form
-    (``cfg.form``: "joint" by default, "mean") and ``cfg.symmetric`` come from ``cfg``. Returns
-    ``(total, parts)`` with ``parts`` the detached
-    unweighted terms keyed "va", "vt", "at". A term with no valid pair on any rank is 0 with a zero
+    with none, e.g. from AudioSet, contributes to the va term only). ``groups`` (B,) integer, the source
+    video of each clip (global ids), is passed to every term: same-video pairs are no negatives.
+    Temperature, normalisation, the form (``cfg.form``: "joint" by default, "mean") and ``cfg.symmetric``
+    come from ``cfg``. Returns ``(total, parts)`` with ``parts`` the detached unweighted terms keyed
+    "va", "vt", "at". A term with no valid pair on any rank is 0 with a zero
     gradient. Raises ``ValueError`` when no term can be computed.
     """
     common = {"temperature": cfg.temperature, "normalize": cfg.normalize, "symmetric": cfg.symmetric,
-              "form": cfg.form}
+              "form": cfg.form, "groups": groups}
     terms: dict[str, tuple[float, torch.Tensor]] = {}
     v_va, a_va = _get(emb, "video", "va"), _get(emb, "audio", "va")
     if cfg.weight_va > 0 and v_va is not None and a_va is not None:
