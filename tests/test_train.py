@@ -149,6 +149,34 @@ def test_batch_augmentation_trains_and_resumes_exactly(tmp_path, monkeypatch, sy
     assert losses(tmp_path / "cut") == losses(tmp_path / "full")
 
 
+def test_clips_per_video_trains_with_same_video_groups_and_resumes_exactly(tmp_path, monkeypatch, synthetic_set):
+    """data.clips_per_video=2: batches of 4 clips from 2 videos, the loss gets the videos as groups, and a killed
+    run resumes with the losses of an uninterrupted one."""
+    cfg = apply_overrides(tiny_cfg(steps=3, ckpt_every=2), {"data.clips_per_video": 2})
+    data = [str(synthetic_set / "pretrain.jsonl")]
+    seen = []
+    orig = T.mmv_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["groups"].tolist())
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(T, "mmv_loss", spy)
+    full = T.train(cfg, data, tmp_path / "full", tensorboard=False, progress=False)
+    monkeypatch.undo()
+    assert full["steps"] == 3 and np.isfinite(full["final_loss"])
+    assert len(seen) == 3 and all(len(g) == 4 and g[0] == g[1] and g[2] == g[3] for g in seen)
+    order = epoch_order(build_train_data(data, cfg, tmp_path / "x").sources, cfg.train.seed, 0)
+    assert [g[0] for g in seen] + [g[2] for g in seen] == [*order[0:6:2], *order[1:6:2]]  # 2 videos per batch
+    kill_at_loss_call(monkeypatch, 3)
+    with pytest.raises(Killed):
+        T.train(cfg, data, tmp_path / "cut", tensorboard=False, progress=False)
+    monkeypatch.undo()
+    T.train(apply_overrides(cfg, {"train.num_workers": 1}), data, tmp_path / "cut", resume="latest",
+            tensorboard=False, progress=False)
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")
+
+
 def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
     cfg = tiny_cfg(steps=3, ckpt_every=1, keep_ckpts=2)
     run = tmp_path / "run"

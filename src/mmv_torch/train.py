@@ -359,8 +359,9 @@ def train_step(state: TrainState) -> StepResult:
         with _no_sync(state.model, micro == t.grad_accum - 1), autocast_context(state.device, t.precision):
             emb = state.model(video=batch["video"], audio=batch["audio"], text=batch["text"],
                               word_mask=batch["word_mask"])
+            groups = batch["index"] if state.cfg.data.clips_per_video > 1 else None  # clips of one video
             loss, parts = mmv_loss(emb, state.cfg.loss, audio_mask=batch["has_audio"].bool(),
-                                   text_mask=batch["text_mask"].bool())
+                                   text_mask=batch["text_mask"].bool(), groups=groups)
             state.scaler.scale(loss / t.grad_accum).backward()
         loss_sum += loss.detach().double().cpu() / t.grad_accum
         for k, v in parts.items():
