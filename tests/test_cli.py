@@ -102,3 +102,7 @@ def test_data_bench_runs_through_the_cli(tmp_path, capsys):
                  "--json", str(report)]) == 0
     result = json.loads(report.read_text())
     assert result["clips_per_s"] > 0 and result["decode_fps"] > 0
+    assert main(["data", "bench", str(out / "pretrain.jsonl"), "--seconds", "1", "--preset", "tiny",
+                 "--clips-per-video", "3", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["config"]["clips_per_video"] == 3 and result["clips"] % 3 == 0 and result["clips"] >= 3

@@ -300,7 +300,7 @@ def test_youcook2_val_decodes_inside_each_segment(videos, tmp_path, monkeypatch)
     source = manifest_source(_write(tmp_path / "yc.jsonl", lines))
     proto = detect_protocol(source, "retrieval")
     assert proto is not None and proto.name == "youcook2-val"
-    calls = _count(monkeypatch, datasets_mod, "load_clip", "load_clips")
+    calls = _count(monkeypatch, datasets_mod, "load_clips")
     with pytest.warns(UserWarning, match="3 segments where youcook2-val has 3,350"):
         r = retrieval_benchmark(Features(), CFG, source, OPTS, proto, tokenizer=_tokenizer(), windows=3)
     assert len(calls) == 3 * 3

@@ -8,8 +8,9 @@ files of the same manifest with PyAV (every video frame, no conversion: the raw 
 
 Definitions (JSON keys):
 
-- ``clips_per_s``: samples per second of one worker while it runs the pipeline (mean over workers);
-  ``total_clips_per_s`` the sum over workers.
+- ``clips_per_s``: samples (clips) per second of one worker while it runs the pipeline (mean over workers);
+  ``total_clips_per_s`` the sum over workers. With ``data.clips_per_video = K`` (``--clips-per-video``) each
+  opened video gives K clips (``config.clips_per_video``): the limit still counts every clip's frames.
 - ``decode_fps``: video frames per second of the raw decode (mean over workers), decoded with the
   same decoder threading as the pipeline (one thread).
 - ``decode_limit_clips_per_s``: ``decode_fps / frames_per_clip``, where ``frames_per_clip`` is the
@@ -129,7 +130,7 @@ def _worker(manifest: str, cfg: DataConfig, seconds: float, worker: int, seed: i
         r: dict[str, Any] = {"clips": 0, "wall": 0.0, "cpu": 0.0, "frames": 0, "decode_wall": 0.0,
                              "decode_cpu": 0.0, "rate_frames": 0.0, "decode_failures": 0}
         end = time.perf_counter() + seconds
-        k = 0
+        k = k_item = 0
         with stage_times() as stages:
             while time.perf_counter() < end or r["clips"] == 0 or r["frames"] == 0:
                 if r["decode_wall"] <= decode_share * (r["decode_wall"] + r["wall"]) and len(paths) > 0:
@@ -149,10 +150,11 @@ def _worker(manifest: str, cfg: DataConfig, seconds: float, worker: int, seed: i
                 if not paths:
                     raise SkipRateExceeded(f"no file of {manifest} decodes")
                 t0, c0 = time.perf_counter(), time.process_time()
-                ds[order[r["clips"] % len(order)]]
+                got = ds[order[k_item % len(order)]]
                 r["wall"] += time.perf_counter() - t0
                 r["cpu"] += time.process_time() - c0
-                r["clips"] += 1
+                r["clips"] += len(got) if isinstance(got, list) else 1  # data.clips_per_video clips per item
+                k_item += 1
         r["stages"] = dict(stages)
         r["skips"] = ds.tracker.skips
         return r
@@ -226,7 +228,8 @@ def measure_batch_stage(manifest: str, cfg: DataConfig, seconds: float, batch_si
     from .batch_augment import augment_batch, collate_samples
     from .datasets import PretrainDataset
 
-    ds = PretrainDataset(manifest, cfg, tokenize=tokenize, train=True, seed=seed + 7919)
+    ds = PretrainDataset(manifest, dataclasses.replace(cfg, clips_per_video=1), tokenize=tokenize, train=True,
+                         seed=seed + 7919)
     batch = collate_samples([ds[i % len(ds)] for i in range(batch_size)])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -296,7 +299,7 @@ def run_data_bench(manifest: str | Path, cfg: DataConfig, workers: int = 1, seco
         out["combined_fraction_of_limit"] = out["combined_clips_per_s"] / out["decode_limit_clips_per_s"]
     out["config"] = {k: getattr(cfg, k) for k in ("num_frames", "fps", "crop_size", "resize_short", "augment_on",
                                                   "scale_jitter", "color_jitter", "audio_seconds",
-                                                  "sample_rate", "num_mel_bins")}
+                                                  "sample_rate", "num_mel_bins", "clips_per_video")}
     out["settings"] = {"manifest": str(manifest), "workers": workers, "seconds": float(seconds),
                        "decode_share": decode_share, "seed": seed, "elapsed_s": time.perf_counter() - t0}
     out["machine"] = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -312,7 +315,8 @@ def format_report(result: dict[str, Any]) -> str:
     r = result
     lines = [
         f"pipeline: {r['clips_per_s']:.2f} clips/s per worker, {r['total_clips_per_s']:.2f} in total "
-        f"({r['settings']['workers']} workers, {r['clips']} clips), {r['cpu_ms_per_clip']:.1f} ms CPU/clip",
+        f"({r['settings']['workers']} workers, {r['clips']} clips, {r['config']['clips_per_video']} per opened "
+        f"video), {r['cpu_ms_per_clip']:.1f} ms CPU/clip",
         f"raw decode: {r['decode_fps']:.0f} frames/s per worker ({r['decode_cpu_ms_per_frame']:.3f} ms CPU/frame); "
         f"a clip spans {r['frames_per_clip']:.1f} source frames -> limit {r['decode_limit_clips_per_s']:.2f} "
         f"clips/s",
@@ -342,6 +346,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-worker target rate (default: 60%% of the measured decode limit)")
     parser.add_argument("--augment-on", choices=("worker", "batch"), default=None,
                         help="data.augment_on: where the augmentation runs (default: the preset's)")
+    parser.add_argument("--clips-per-video", type=int, default=None, metavar="K",
+                        help="data.clips_per_video: clips decoded per opened video (default: the preset's)")
     parser.add_argument("--preset", default=None, help="take the data settings of this preset (default: the "
                         "paper's: 32 frames at 10 fps, 200 crop, 2 s audio)")
 
@@ -357,6 +363,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     cfg = get_preset(args.preset).data if args.preset else DataConfig()
     if getattr(args, "augment_on", None):
         cfg = dataclasses.replace(cfg, augment_on=args.augment_on)
+    if getattr(args, "clips_per_video", None) is not None:
+        cfg = dataclasses.replace(cfg, clips_per_video=args.clips_per_video)
     result = run_data_bench(args.manifest, cfg, args.workers, args.seconds, args.target_clips_per_s)
     print(format_report(result))
     if args.json:
