@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .audio_frames import MonoMix
+
 Source = str | os.PathLike | bytes
 logger = logging.getLogger(__name__)
 _EPS = 1e-4  # seconds: a frame stamped this little after a target time still counts as shown at it
@@ -385,23 +387,6 @@ def _load_frames(container: Any, stream: Any, name: str, starts: Sequence[float]
     return out
 
 
-def _to_float_planar(frame: Any) -> np.ndarray:
-    """An audio frame as float32 ``[channels, samples]`` in [-1, 1]."""
-    a = frame.to_ndarray()
-    ch = len(frame.layout.channels)
-    if not frame.format.is_planar:
-        a = a.reshape(-1, ch).T
-    if a.dtype == np.uint8:
-        return (a.astype(np.float32) - 128.0) / 128.0
-    if a.dtype == np.int16:
-        return a.astype(np.float32) / 32768.0
-    if a.dtype == np.int32:
-        return (a.astype(np.float64) / 2147483648.0).astype(np.float32)
-    if a.dtype == np.int64:
-        return (a.astype(np.float64) / 9223372036854775808.0).astype(np.float32)
-    return a.astype(np.float32)
-
-
 def _read_audio(container: Any, stream: Any, t0: float, t1: float | None, origin: float | None = None
                 ) -> tuple[np.ndarray, float, int]:
     """Mono samples from about time ``t0`` to ``t1`` (None: to the end), in seconds after ``origin``
@@ -412,7 +397,7 @@ def _read_audio(container: Any, stream: Any, t0: float, t1: float | None, origin
     """
     origin = _start_time(stream) if origin is None else origin
     _seek(container, stream, origin + max(t0, 0.0))
-    chunks: list[np.ndarray] = []
+    mix = MonoMix()
     first_t: float | None = None
     rate = int(stream.codec_context.sample_rate or 0)
     expected_t: float | None = None
@@ -421,16 +406,15 @@ def _read_audio(container: Any, stream: Any, t0: float, t1: float | None, origin
         t = float(frame.time) - origin if frame.time is not None else expected_t
         if t is None:
             t = 0.0
-        mono = _to_float_planar(frame).mean(axis=0)
+        mix.add(frame)
         if first_t is None:
             first_t = t
-        chunks.append(mono)
-        expected_t = t + len(mono) / rate
+        expected_t = t + frame.samples / rate
         if t1 is not None and expected_t >= t1:
             break
-    if not chunks or first_t is None:
+    if first_t is None:
         return np.zeros(0, np.float32), 0.0, rate
-    return np.concatenate(chunks), first_t, rate
+    return mix.result(), first_t, rate
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int, num_out: int | None = None) -> np.ndarray:
