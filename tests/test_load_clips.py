@@ -104,3 +104,17 @@ def test_bad_starts(tmp_path, starts):
     path = make_video(tmp_path / "v.mp4", num_frames=10, fps=10, acodec=None)
     with pytest.raises(ValueError, match="starts"):
         load_clips(path, starts, 4, 10.0)
+
+
+def test_stage_times_count_each_second_once(tmp_path):
+    # Windows after the first read their audio through a fresh container: its opening is open_seek, not
+    # audio_decode as well (the stages must not add up to more than the wall time).
+    import time
+
+    path = make_video(tmp_path / "v.mp4", num_frames=50, fps=25, acodec="aac", sample_rate=16000)
+    with decode.stage_times() as st:
+        t0 = time.perf_counter()
+        load_clips(path, [0.0, 0.5, 1.0, 1.2], 4, 10.0)
+        wall = time.perf_counter() - t0
+    assert set(st) == {"open_seek", "video_decode", "convert", "audio_decode"}
+    assert sum(st.values()) <= wall

@@ -473,10 +473,11 @@ def _window_audio(container: Any, src: Source, label: str, a_start: float, secon
     state across a seek and containers with millisecond timestamps place the samples by the first frame
     decoded, so only a fresh container gives, bit for bit, what :func:`load_clip` gives."""
     if container is not None:
-        return _load_audio(container, container.streams.audio[0], a_start, seconds, sample_rate, origin=origin)
+        with timed("audio_decode"):
+            return _load_audio(container, container.streams.audio[0], a_start, seconds, sample_rate, origin=origin)
     with timed("open_seek"):
         fresh = _open(src, label)
-    with _decode_errors(label, fresh):
+    with _decode_errors(label, fresh), timed("audio_decode"):
         return _load_audio(fresh, fresh.streams.audio[0], a_start, seconds, sample_rate, origin=origin)
 
 
@@ -560,7 +561,6 @@ def load_clips(
         vs.thread_type = "AUTO" if threads > 1 else "SLICE"
         vs.codec_context.thread_count = threads
         videos = _load_frames(container, vs, label, starts, num_frames, fps, max_gap)
-        t_audio = time.perf_counter()
         has_audio = bool(container.streams.audio)
         clips = []
         for k, (start_s, frames) in enumerate(zip(starts, videos)):
@@ -572,7 +572,6 @@ def load_clips(
             clips.append(Clip(frames=frames, audio=torch.from_numpy(np.ascontiguousarray(audio)), has_audio=has_audio,
                               start_s=start_s, fps=float(fps), sample_rate=int(sample_rate),
                               audio_start_s=float(a_start)))
-        add_stage_time("audio_decode", time.perf_counter() - t_audio)
     return clips
 
 
