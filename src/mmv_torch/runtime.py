@@ -24,6 +24,8 @@ import platform
 THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 GLIBC_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 """glibc's own tuning variables: when the user sets any of them, :func:`keep_freed_memory` leaves malloc alone."""
+KEEP_VARIABLE = "MMV_TORCH_KEEP_FREED_MEMORY"
+"""``MMV_TORCH_KEEP_FREED_MEMORY=0`` turns :func:`keep_freed_memory` off (the process then returns freed memory)."""
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
 
 
@@ -43,10 +45,12 @@ def enable_fast_cpu_memory() -> bool:
 def keep_freed_memory() -> bool:
     """glibc: serve large blocks from the heap instead of per-block ``mmap`` (``M_MMAP_MAX`` 0) and never
     return freed heap memory to the system (``M_TRIM_THRESHOLD`` -1), so repeated large allocations reuse
-    pages that are already mapped. Returns whether it was done: False on another C library or when the
-    user set one of :data:`GLIBC_VARIABLES` (their choice stands; a second call also returns False). Takes
+    pages that are already mapped. Returns whether it was done: False on another C library, with
+    ``MMV_TORCH_KEEP_FREED_MEMORY=0``, or when the user set one of :data:`GLIBC_VARIABLES` (their choice
+    stands; a second call also returns False). Costs peak memory: freed blocks are reused, not returned. Takes
     effect for later allocations; processes started afterwards inherit it through the environment."""
-    if platform.libc_ver()[0] != "glibc" or any(v in os.environ for v in GLIBC_VARIABLES):
+    if (platform.libc_ver()[0] != "glibc" or os.environ.get(KEEP_VARIABLE) == "0"
+            or any(v in os.environ for v in GLIBC_VARIABLES)):
         return False
     # Processes started from this one (spawned workers, subprocesses) read the same settings at their start.
     os.environ.update({"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62)})
