@@ -50,6 +50,11 @@ def test_an_item_is_k_samples_of_one_video_with_independent_starts(manifest, mon
     assert not torch.equal(items[0]["video"], items[1]["video"])
 
 
+def test_evaluation_items_stay_one_middle_clip(manifest):
+    ds = PretrainDataset(manifest, DataConfig(**{**CFG.__dict__, "clips_per_video": 3}), train=False)
+    assert isinstance(ds[0], dict) and ds[0]["video"].shape == (3, 4, 224, 224)  # eval_crop_size
+
+
 def test_one_clip_per_video_is_the_single_sample_path(manifest):
     ds = PretrainDataset(manifest, CFG, seed=5)
     item = ds[1]

@@ -365,11 +365,11 @@ class PretrainDataset(Dataset):
         return self._checked[i]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        """Item ``index``: one sample, or with ``cfg.clips_per_video = K > 1`` a list of K samples of one video
-        (the training loader flattens them into the batch)."""
+        """Item ``index``: one sample, or in training with ``cfg.clips_per_video = K > 1`` a list of K samples of
+        one video (the training loader flattens them into the batch)."""
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFFFFFFFFFFFFFF)
         i = int(index)
-        k = self.cfg.clips_per_video
+        k = self.cfg.clips_per_video if self.train else 1  # evaluation takes the one middle clip
         for _ in range(self.max_retries):
             if i not in self._bad:
                 e = self.entries[i]
