@@ -422,6 +422,8 @@ def test_shard_folder_stream_resumes_exactly(tmp_path, monkeypatch, synthetic_se
                 tensorboard=False, progress=False)
     with pytest.raises(ValueError, match="cannot be mixed"):
         build_train_data(data + [str(synthetic_set)], cfg, tmp_path / "x")
+    with pytest.raises(ValueError, match="clips_per_video > 1 needs manifests"):
+        build_train_data(data, apply_overrides(cfg, {"data.clips_per_video": 2}), tmp_path / "x")
 
 
 def test_mixed_precision_on_cpu(tmp_path):

@@ -131,6 +131,8 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
         if len(shard_folders) != len(parsed) or any(w != 1.0 for w in weights):
             raise ValueError("--data: shard folders cannot be mixed with manifests or weighted; give only "
                              "shard folders (their samples are drawn uniformly)")
+        if cfg.data.clips_per_video > 1:
+            raise ValueError("--data: data.clips_per_video > 1 needs manifests: shard folders give one clip per sample")
         from mmv_torch.data.shards import ShardDataset, expand_shards
 
         shards = expand_shards(shard_folders)
