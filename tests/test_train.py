@@ -131,6 +131,17 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch, synthet
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
 
 
+def killed_and_resumed(cfg, data, run, monkeypatch, kill_at: int = 3) -> dict[int, float]:
+    """Train into ``run`` until the ``kill_at``-th loss call dies, resume it with one loader worker; its losses."""
+    kill_at_loss_call(monkeypatch, kill_at)
+    with pytest.raises(Killed):
+        T.train(cfg, data, run, tensorboard=False, progress=False)
+    monkeypatch.undo()
+    T.train(apply_overrides(cfg, {"train.num_workers": 1}), data, run, resume="latest", tensorboard=False,
+            progress=False)
+    return losses(run)
+
+
 def test_batch_augmentation_trains_and_resumes_exactly(tmp_path, monkeypatch, synthetic_set):
     """data.augment_on=batch: the loop augments the uint8 frames after to_device; a killed run resumes with
     the losses of an uninterrupted one (the draws come from the seeded per-sample generators)."""
@@ -140,13 +151,7 @@ def test_batch_augmentation_trains_and_resumes_exactly(tmp_path, monkeypatch, sy
     assert full["steps"] == 3 and np.isfinite(full["final_loss"])
     # (The tiny model at initialisation is too ill-conditioned to compare its loss with augment_on=worker:
     # input noise of half a grey level moves it by ~10%; tests/test_batch_augment.py compares the inputs.)
-    kill_at_loss_call(monkeypatch, 3)
-    with pytest.raises(Killed):
-        T.train(cfg, data, tmp_path / "cut", tensorboard=False, progress=False)
-    monkeypatch.undo()
-    T.train(apply_overrides(cfg, {"train.num_workers": 1}), data, tmp_path / "cut", resume="latest",
-            tensorboard=False, progress=False)
-    assert losses(tmp_path / "cut") == losses(tmp_path / "full")
+    assert killed_and_resumed(cfg, data, tmp_path / "cut", monkeypatch) == losses(tmp_path / "full")
 
 
 def test_clips_per_video_trains_with_same_video_groups_and_resumes_exactly(tmp_path, monkeypatch, synthetic_set):
@@ -168,13 +173,7 @@ def test_clips_per_video_trains_with_same_video_groups_and_resumes_exactly(tmp_p
     assert len(seen) == 3 and all(len(g) == 4 and g[0] == g[1] and g[2] == g[3] for g in seen)
     order = epoch_order(build_train_data(data, cfg, tmp_path / "x").sources, cfg.train.seed, 0)
     assert [g[0] for g in seen] + [g[2] for g in seen] == [*order[0:6:2], *order[1:6:2]]  # 2 videos per batch
-    kill_at_loss_call(monkeypatch, 3)
-    with pytest.raises(Killed):
-        T.train(cfg, data, tmp_path / "cut", tensorboard=False, progress=False)
-    monkeypatch.undo()
-    T.train(apply_overrides(cfg, {"train.num_workers": 1}), data, tmp_path / "cut", resume="latest",
-            tensorboard=False, progress=False)
-    assert losses(tmp_path / "cut") == losses(tmp_path / "full")
+    assert killed_and_resumed(cfg, data, tmp_path / "cut", monkeypatch) == losses(tmp_path / "full")
 
 
 def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
