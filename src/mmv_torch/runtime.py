@@ -10,8 +10,9 @@ the setting.
 
 With glibc it also keeps freed memory mapped (:func:`keep_freed_memory`): glibc serves every block of
 32 MiB or more with its own ``mmap`` and unmaps it on ``free``, so each forward pass page-faults all its
-large activations in again (~1 M faults and 1-2.5 s of system CPU per TSM-50 forward of 32x224x224 on a
-2-core machine); served from the heap and never trimmed, they are mapped once, at the first pass. The
+large activations in again (a TSM-50 forward of 32x224x224 on a 2-core machine: ~0.7-1.5 M faults and 2-4 s
+of system CPU in 4 KiB pages, ~30 k faults and ~1 s with huge pages); served from the heap and never trimmed,
+they are mapped once, at the first pass (benchmarks/RESULTS.md, "Freed memory kept mapped"). The
 process then keeps its peak memory until it exits (as PyTorch's CUDA caching allocator keeps GPU memory).
 """
 

@@ -220,6 +220,12 @@ def as_train_data(data: TrainData | Dataset) -> TrainData:
     return TrainData(data, [Source("dataset", 0, n)])
 
 
+def refuse_repeated_stream(cfg: Config) -> None:
+    """Streams (shard folders) give one clip per sample: ``data.clips_per_video > 1`` needs a manifest."""
+    if cfg.data.clips_per_video > 1:
+        raise ValueError("data.clips_per_video > 1 needs manifests: shard folders give one clip per sample")
+
+
 class FlattenCollate:
     """Collate items that may be lists of samples (several clips of one video) as one flat batch."""
 
@@ -238,8 +244,7 @@ def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0
     t = cfg.train
     per_video = cfg.data.clips_per_video
     if isinstance(data.dataset, IterableDataset):
-        if per_video > 1:
-            raise ValueError("data.clips_per_video > 1 needs manifests: shard folders give one clip per sample")
+        refuse_repeated_stream(cfg)
         stream = ShardBatches(data.dataset, t.batch_size, t.num_workers, pin_memory=pin_memory, collate=data.collate)
         stream.start_epoch, stream.start_batch = stream.position(start_step * t.grad_accum)
         return stream, stream

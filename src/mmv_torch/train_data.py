@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from mmv_torch import dist
 from mmv_torch.config import Config
 from mmv_torch.fileio import atomic_write_text
-from mmv_torch.sampling import Source, TrainData
+from mmv_torch.sampling import Source, TrainData, refuse_repeated_stream
 
 SYNTHETIC_CLIPS = 256
 """Clips generated for ``--data synthetic`` (``synthetic:N`` asks for N)."""
@@ -131,8 +131,7 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
         if len(shard_folders) != len(parsed) or any(w != 1.0 for w in weights):
             raise ValueError("--data: shard folders cannot be mixed with manifests or weighted; give only "
                              "shard folders (their samples are drawn uniformly)")
-        if cfg.data.clips_per_video > 1:
-            raise ValueError("--data: data.clips_per_video > 1 needs manifests: shard folders give one clip per sample")
+        refuse_repeated_stream(cfg)  # before the run folder is written
         from mmv_torch.data.shards import ShardDataset, expand_shards
 
         shards = expand_shards(shard_folders)

@@ -20,6 +20,8 @@
   context per frame costs more than the conversion), straight into the clip's uint8 tensor. Frames
   keep the source size: resizing is left to the transforms (libswscale's bilinear scaler measured
   ~10x slower than torch's uint8 bilinear kernel on 320x240 -> 299x224).
+- :func:`load_clips` returns the clips of several starts of one file from one opened container, bit-equal to
+  :func:`load_clip` per start: windows at most ``MAX_GAP_S`` apart share one decoding pass.
 - :func:`stage_times` collects the seconds spent per stage (``open_seek``, ``video_decode``,
   ``convert``, ``audio_decode``) for benchmarks.
 
