@@ -241,7 +241,7 @@ def test_kinetics600_linear_uses_the_clip_protocol(tmp_path, monkeypatch):
     source = manifest_source(_write(tmp_path / "k.jsonl", lines))
     proto = detect_protocol(source, "linear", "video")
     assert proto is not None and proto.name == "kinetics600-linear"
-    calls = _count(monkeypatch, protocols_mod, "load_clip", "load_clips")
+    calls = _count(monkeypatch, protocols_mod, "load_clips")
     with pytest.warns(UserWarning, match="2 classes where kinetics600-linear has 600"):
         r = linear_benchmark(Features(), CFG, source, OPTS, proto, given=LinearOverrides(test_windows=2))
     assert len(calls) == 4 + 2 * 2

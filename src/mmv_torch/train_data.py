@@ -131,7 +131,7 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
         if len(shard_folders) != len(parsed) or any(w != 1.0 for w in weights):
             raise ValueError("--data: shard folders cannot be mixed with manifests or weighted; give only "
                              "shard folders (their samples are drawn uniformly)")
-        refuse_repeated_stream(cfg)  # before the run folder is written
+        refuse_repeated_stream(cfg)  # before anything is written to the run folder
         from mmv_torch.data.shards import ShardDataset, expand_shards
 
         shards = expand_shards(shard_folders)

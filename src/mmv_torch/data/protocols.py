@@ -31,6 +31,7 @@ Audio probes: a random ``audio_seconds`` window in training; ``N`` linearly spac
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -38,7 +39,7 @@ import torch
 
 from ..config import DataConfig, VideoConfig
 from .audio import log_mel_spectrogram
-from .decode import Source, load_clip, load_clips
+from .decode import Source, load_clips
 from .transforms import (
     linspace_offsets,
     linspace_start_times,
@@ -142,11 +143,12 @@ def _audio(wave: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     return log_mel_spectrogram(wave, cfg.sample_rate, cfg.num_mel_bins, frontend=cfg.audio_frontend)[0]
 
 
-def _clip(src: Source, proto: ProbeProtocol, offset: int, cfg: DataConfig, start: float = 0.0) -> Any:
-    """Frames ``offset + i*stride`` (looping) of the video at ``source_fps`` counted from ``start``
-    seconds, with the audio around them."""
-    return load_clip(src, start + offset / proto.source_fps, proto.num_frames, proto.source_fps / proto.stride,
-                     cfg.sample_rate, cfg.audio_seconds)
+def _clips(src: Source, proto: ProbeProtocol, offsets: Sequence[int], cfg: DataConfig, start: float = 0.0
+           ) -> list[Any]:
+    """Per offset, frames ``offset + i*stride`` (looping) of the video at ``source_fps`` counted from ``start``
+    seconds, with the audio around them (one decoding pass for the windows that overlap)."""
+    return load_clips(src, [start + off / proto.source_fps for off in offsets], proto.num_frames,
+                      proto.source_fps / proto.stride, cfg.sample_rate, cfg.audio_seconds)
 
 
 def probe_video_item(src: Source, duration: float, cfg: DataConfig, proto: ProbeProtocol, train: bool,
@@ -157,13 +159,11 @@ def probe_video_item(src: Source, duration: float, cfg: DataConfig, proto: Probe
     length = proto.frame_count(duration)
     if train:
         offset = int(proto.train_indices(length, generator)[0])
-        clip = _clip(src, proto, offset, cfg, start)
+        clip = _clips(src, proto, [offset], cfg, start)[0]
         video = probe_train_transform(clip.frames, proto.crop_size, proto.resize_short, proto.flip, generator)
         return {"video": video, "audio": _audio(clip.audio, cfg), "has_audio": torch.tensor(clip.has_audio)}
     vids, auds, has = [], [], False
-    starts = [start + off / proto.source_fps for off in proto.test_offsets(length, num_windows)]
-    for clip in load_clips(src, starts, proto.num_frames, proto.source_fps / proto.stride, cfg.sample_rate,
-                           cfg.audio_seconds):  # one decoding pass for the windows that overlap
+    for clip in _clips(src, proto, proto.test_offsets(length, num_windows), cfg, start):
         vids.append(probe_test_transform(clip.frames, proto.crop_size, proto.resize_short))
         auds.append(_audio(clip.audio, cfg))
         has = clip.has_audio
