@@ -6,7 +6,7 @@ Setting of the paper: 32 frames at 10 fps (3.2 s) cropped to 200x200, 2 s of aud
 first and then picks the frames and audio. Run: ``python benchmarks/bench_data.py``.
 
 ``--write-set DIR`` instead writes the data set of the pipeline benchmark ``mmv-torch data bench`` /
-``python -m mmv_torch.data.bench``: ``--files`` (20) such sources of 10-20 s with 2-s key frames and
+``python -m mmv_torch.data.tools.bench``: ``--files`` (20) such sources of 10-20 s with 2-s key frames and
 their manifest ``DIR/manifest.jsonl``.
 """
 
@@ -27,10 +27,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmv_torch.config import DataConfig
-from mmv_torch.data.audio import log_mel_spectrogram
 from mmv_torch.data.datasets import PretrainDataset
-from mmv_torch.data.decode import load_clip, resample
-from mmv_torch.data.transforms import random_start_time, train_transform
+from mmv_torch.data.media.audio import log_mel_spectrogram
+from mmv_torch.data.media.decode import load_clip, resample
+from mmv_torch.data.media.transforms import random_start_time, train_transform
 
 
 def make_source(path: Path, seconds: float, gop: int, width: int = 320, height: int = 240, fps: int = 25) -> None:

@@ -82,7 +82,7 @@ def make_batch(cfg: Any, batch_size: int, device: Any, seed: int = 0) -> dict[st
     """
     import torch
 
-    from mmv_torch.data.audio import log_mel_spectrogram
+    from mmv_torch.data.media.audio import log_mel_spectrogram
 
     d = cfg.data
     g = torch.Generator().manual_seed(seed)

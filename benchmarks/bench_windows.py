@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmv_torch.data.decode import load_clip, load_clips, probe
+from mmv_torch.data.media.decode import load_clip, load_clips, probe
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -116,7 +116,7 @@ def recheck(demo_dir: Path, num_test: int) -> dict[str, float]:
 @torch.no_grad()
 def text_variance(demo_dir: Path) -> dict[str, float]:
     from mmv_torch.data.synthetic import MOTIONS, OBJECTS
-    from mmv_torch.data.text import Tokenizer, Vocabulary
+    from mmv_torch.data.text.tokenizer import Tokenizer, Vocabulary
 
     s = _settings(demo_dir)
     trained, random_init = _networks(demo_dir, s)

@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from mmv_torch.data.audio_frames import MonoMix
-from mmv_torch.data.decode import _read_audio, _seek, _start_time
+from mmv_torch.data.media.audio_frames import MonoMix
+from mmv_torch.data.media.decode import _read_audio, _seek, _start_time
 
 RATE = 16000
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from media_utils import make_video
 
 from mmv_torch.config import DataConfig
-from mmv_torch.data.batch_augment import (
+from mmv_torch.data.datasets import PretrainDataset
+from mmv_torch.data.media.batch_augment import (
     AUGMENT_FIELDS,
     BatchAugmentError,
     augment_batch,
@@ -21,8 +22,7 @@ from mmv_torch.data.batch_augment import (
     deferred_augment,
     unpack_params,
 )
-from mmv_torch.data.datasets import PretrainDataset
-from mmv_torch.data.transforms import DmvrColor, apply_dmvr_params, dmvr_color, sample_dmvr_params
+from mmv_torch.data.media.transforms import DmvrColor, apply_dmvr_params, dmvr_color, sample_dmvr_params
 from mmv_torch.train import to_device
 
 CFG = DataConfig(num_frames=3, crop_size=24, resize_short=30)

@@ -8,6 +8,7 @@ import pytest
 
 from mmv_torch.cli import main
 from mmv_torch.config import get_preset
+from mmv_torch.data.text.dmvr import dmvr_tokenizer
 
 FAST = ["--workers", "0", "--batch-size", "4", "--device", "cpu"]
 
@@ -20,7 +21,7 @@ def setup(tmp_path_factory):
     from PIL import Image
 
     from mmv_torch.config import apply_overrides, get_preset
-    from mmv_torch.data.text import split_words
+    from mmv_torch.data.text.tokenizer import split_words
 
     root = tmp_path_factory.mktemp("cli_eval")
     data = root / "syn"
@@ -296,7 +297,6 @@ def test_embed_text_with_a_dmvr_vocabulary(setup, capsys):
     """``--vocab`` with a DMVR vocabulary uses DMVR's tokenizer: embeddings equal the text tower on its ids."""
     import torch
 
-    from mmv_torch.data.text import Tokenizer
     from mmv_torch.models.mmv import create_model
 
     words, root = setup["words"], setup["root"]
@@ -313,7 +313,7 @@ def test_embed_text_with_a_dmvr_vocabulary(setup, capsys):
     index = json.loads((root / "e" / "dmvr_text.index.json").read_text())
     assert index["vocab"].endswith("(dmvr)")
     captions = [it["caption"] for it in index["items"]]
-    ids = Tokenizer.from_dmvr_vocab(vocab, max_words=16)(captions).ids
+    ids = dmvr_tokenizer(vocab, max_words=16)(captions).ids
     with torch.no_grad():
         want = create_model(checkpoint=setup["ckpt"])(text=ids)["text"]["vt"].numpy()
     np.testing.assert_allclose(emb, want, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Tests for mmv_torch.data.audio: log-mel against a slow numpy reference and (if installed) librosa."""
+"""Tests for mmv_torch.data.media.audio: log-mel against a slow numpy reference and (if installed) librosa."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmv_torch.data.audio import LogMelSpectrogram, hz_to_mel, log_mel_spectrogram, mel_filterbank, mel_to_hz
+from mmv_torch.data.media.audio import LogMelSpectrogram, hz_to_mel, log_mel_spectrogram, mel_filterbank, mel_to_hz
 
 
 def _ref_filterbank(n_mels, n_fft, sr, fmin, fmax, htk, slaney_norm):

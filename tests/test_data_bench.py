@@ -1,4 +1,4 @@
-"""Tests for mmv_torch.data.bench on a tiny synthetic set (files written by tests/media_utils.py)."""
+"""Tests for mmv_torch.data.tools.bench on a tiny synthetic set (files written by tests/media_utils.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 from media_utils import make_video
 
 from mmv_torch.config import DataConfig
-from mmv_torch.data import bench, datasets
-from mmv_torch.data.bench import STAGES, add_bench_arguments, main, run_data_bench
+from mmv_torch.data import datasets
+from mmv_torch.data.tools import bench
+from mmv_torch.data.tools.bench import STAGES, add_bench_arguments, main, run_data_bench
 
 CFG = DataConfig(num_frames=4, fps=10.0, crop_size=32, resize_short=40, audio_seconds=0.5, num_mel_bins=16)
 
@@ -89,7 +90,7 @@ def test_arguments():
 
 
 def test_batch_mode_times_the_worker_and_the_batch_stage_apart(tmp_path, manifest, capsys, monkeypatch):
-    from mmv_torch.data import batch_augment
+    from mmv_torch.data.media import batch_augment
 
     calls = []
     real = batch_augment.augment_batch

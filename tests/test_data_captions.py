@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mmv_torch.data.captions import CaptionDataset, caption_rows, checkpoint_vocabulary
-from mmv_torch.data.datasets import LabelledEntry
-from mmv_torch.data.text import MissingVocabularyError, Tokenizer, Vocabulary
+from mmv_torch.data.manifests import LabelledEntry
+from mmv_torch.data.text.tokenizer import MissingVocabularyError, Tokenizer, Vocabulary
 
 
 def _entries():

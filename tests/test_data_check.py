@@ -1,4 +1,4 @@
-"""Tests for mmv_torch.data.check: scanning folders and manifests, clean manifests."""
+"""Tests for mmv_torch.data.tools.check: scanning folders and manifests, clean manifests."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from media_utils import make_video, make_wav, truncate
 
 from mmv_torch.config import DataConfig
-from mmv_torch.data.check import _entries, check_file, check_path, format_report, modality_of, run_check
-from mmv_torch.data.datasets import read_class_folders, read_pretrain_manifest
-from mmv_torch.data.media import MEDIA_SUFFIXES
+from mmv_torch.data.manifests import read_class_folders, read_pretrain_manifest
+from mmv_torch.data.media.suffixes import MEDIA_SUFFIXES
 from mmv_torch.data.sources import MEDIA_KINDS
+from mmv_torch.data.tools.check import _entries, check_file, check_path, format_report, modality_of, run_check
 
 
 @pytest.fixture(scope="module")

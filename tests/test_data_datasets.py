@@ -16,12 +16,10 @@ from mmv_torch.data.datasets import (
     Narration,
     PretrainDataset,
     SkipRateExceeded,
-    class_names,
     encode_narrations,
     nearest_narrations,
-    read_labelled_manifest,
-    read_pretrain_manifest,
 )
+from mmv_torch.data.manifests import class_names, read_labelled_manifest, read_pretrain_manifest
 from mmv_torch.data.official_splits import read_esc50, read_hmdb51_split, read_ucf101_split
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=32, eval_crop_size=32, resize_short=36, audio_seconds=0.5,
@@ -229,7 +227,7 @@ def test_official_split_readers(tmp_path):
 
 
 def test_read_class_folders_kinetics_and_imagenet_layouts(tmp_path):
-    from mmv_torch.data.datasets import read_class_folders
+    from mmv_torch.data.manifests import read_class_folders
 
     for split in ("train", "val"):
         for cls in ("juggling", "archery"):

@@ -1,4 +1,4 @@
-"""Tests for mmv_torch.data.decode on small files written by tests/media_utils.py."""
+"""Tests for mmv_torch.data.media.decode on small files written by tests/media_utils.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from media_utils import frame_index_of, has_encoder, make_video, make_wav, truncate
 
-from mmv_torch.data.decode import DecodeError, load_clip, load_image, probe, resample
+from mmv_torch.data.media.decode import DecodeError, load_clip, load_image, probe, resample
 
 CASES = [
     # (file name, video codec, pix_fmt, audio codec, sample rate, channels)
@@ -236,7 +236,7 @@ def test_fast_path_frames_equal_full_decode(tmp_path):
 def test_unneeded_non_reference_frames_are_not_decoded(tmp_path):
     import av
 
-    from mmv_torch.data import decode
+    from mmv_torch.data.media import decode
 
     if not has_encoder("libx264"):
         pytest.skip("PyAV build lacks libx264")
@@ -255,7 +255,7 @@ def test_unneeded_non_reference_frames_are_not_decoded(tmp_path):
 
 
 def test_skipped_frame_that_was_needed_is_decoded_again(tmp_path, monkeypatch):
-    from mmv_torch.data import decode
+    from mmv_torch.data.media import decode
 
     if not has_encoder("libx264"):
         pytest.skip("PyAV build lacks libx264")
@@ -270,7 +270,7 @@ def test_skipped_frame_that_was_needed_is_decoded_again(tmp_path, monkeypatch):
 
 
 def test_better_frame_skipped():
-    from mmv_torch.data.decode import _better_frame_skipped
+    from mmv_torch.data.media.decode import _better_frame_skipped
 
     assert _better_frame_skipped([0.5], [0.4], [0.48])  # skipped 0.48 is shown at 0.5, not 0.4
     assert not _better_frame_skipped([0.5], [0.48], [0.4])  # an older frame: not shown
@@ -279,7 +279,7 @@ def test_better_frame_skipped():
 
 
 def test_stage_times_cover_the_decoding_stages(tmp_path):
-    from mmv_torch.data.decode import stage_times
+    from mmv_torch.data.media.decode import stage_times
 
     path = make_video(tmp_path / "v.mp4", num_frames=25, fps=25)
     load_clip(path, 0.0, 4, 10.0)  # outside a block: nothing collected, no error
@@ -308,7 +308,7 @@ def test_decoding_in_a_forked_child_after_the_parent_decoded(tmp_path):
 def test_window_after_the_files_end_takes_the_whole_file_and_says_so_once(caplog):
     import logging
 
-    from mmv_torch.data.decode import window_span
+    from mmv_torch.data.media.decode import window_span
 
     assert window_span(10.0, (2.0, 4.0), "a.mp4") == (2.0, 2.0)
     assert window_span(10.0, (8.0, 14.0), "a.mp4") == (8.0, 2.0)  # clipped to the file

@@ -13,8 +13,9 @@ from media_utils import frame_index_of, make_video
 
 from mmv_torch.cli import main
 from mmv_torch.config import DataConfig
-from mmv_torch.data.check import check_path
-from mmv_torch.data.datasets import LabelledDataset, PretrainDataset, read_labelled_manifest
+from mmv_torch.data.datasets import LabelledDataset, PretrainDataset
+from mmv_torch.data.manifests import read_labelled_manifest
+from mmv_torch.data.tools.check import check_path
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +67,7 @@ def checkpoint(tmp_path_factory):
     from safetensors.torch import save_file
 
     from mmv_torch.config import apply_overrides, get_preset, save_config
-    from mmv_torch.data.text import split_words
+    from mmv_torch.data.text.tokenizer import split_words
     from mmv_torch.models.mmv import MMV
 
     d = tmp_path_factory.mktemp("ckpt")

@@ -1,4 +1,4 @@
-"""Tests for mmv_torch.data.protocols: the linear-probe protocols' frame indices, crops and augmentation.
+"""Tests for mmv_torch.data.probe_sampling: the linear-probe protocols' frame indices, crops and augmentation.
 
 The expected values are written from the official UCF101 script's logic (``eval_ucf101.py``): training
 offset uniform in ``[0, L - (T-1)*stride)``, test offsets ``int(linspace(0, max(0, L - T*stride), N))``,
@@ -17,10 +17,16 @@ import torch
 from media_utils import LEVELS, frame_index_of, frame_level, make_video
 
 from mmv_torch.config import DataConfig, VideoConfig
-from mmv_torch.data.datasets import LabelledDataset, LabelledEntry, audio_features
-from mmv_torch.data.decode import load_audio
-from mmv_torch.data.protocols import PROTOCOLS, probe_video_item, resolve_protocol
-from mmv_torch.data.transforms import probe_test_transform, probe_train_transform, resize_short_side, to_float_video
+from mmv_torch.data.datasets import LabelledDataset, audio_features
+from mmv_torch.data.manifests import LabelledEntry
+from mmv_torch.data.media.decode import load_audio
+from mmv_torch.data.media.transforms import (
+    probe_test_transform,
+    probe_train_transform,
+    resize_short_side,
+    to_float_video,
+)
+from mmv_torch.data.probe_sampling import PROTOCOLS, probe_video_item, resolve_protocol
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=32, eval_crop_size=32, resize_short=36, audio_seconds=0.5,
                  num_mel_bins=20, max_skip_rate=0.5, color_jitter=0.4, scale_jitter=(0.8, 1.2))

@@ -12,8 +12,9 @@ from media_utils import make_video
 from torch.utils.data import DataLoader
 
 from mmv_torch.config import DataConfig
-from mmv_torch.data import shards
-from mmv_torch.data.shards import ShardDataset, expand_shards, iter_tar_samples, run_shard, write_shards
+from mmv_torch.data.shards import ShardDataset, expand_shards, iter_tar_samples
+from mmv_torch.data.tools import shard_writer
+from mmv_torch.data.tools.shard_writer import run_shard, write_shards
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=32, eval_crop_size=32, resize_short=36, audio_seconds=0.5,
                  num_mel_bins=20, num_candidates=2, max_words=4, max_skip_rate=0.5)
@@ -168,7 +169,7 @@ def test_interrupted_run_leaves_the_old_shards(manifest, tmp_path, monkeypatch):
     write_shards(manifest, out, samples_per_shard=1)
     before = _contents(out)
     calls, written = [], []
-    real_probe = shards.probe
+    real_probe = shard_writer.probe
 
     def probe_then_stop(data, name=None):
         calls.append(name)
@@ -177,7 +178,7 @@ def test_interrupted_run_leaves_the_old_shards(manifest, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_probe(data, name=name)
 
-    monkeypatch.setattr(shards, "probe", probe_then_stop)
+    monkeypatch.setattr(shard_writer, "probe", probe_then_stop)
     with pytest.raises(KeyboardInterrupt):
         write_shards(manifest, out, samples_per_shard=1, prefix="new", overwrite=True)
     assert len(calls) == 4 and len(written) == 2

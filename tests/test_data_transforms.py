@@ -1,4 +1,4 @@
-"""Tests for mmv_torch.data.transforms."""
+"""Tests for mmv_torch.data.media.transforms."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from mmv_torch.config import PRESETS, DataConfig
 from mmv_torch.data import datasets
-from mmv_torch.data import transforms as T
+from mmv_torch.data.media import transforms as T
 
 
 def _frames(t=4, h=48, w=64, seed=0):

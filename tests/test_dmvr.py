@@ -15,10 +15,16 @@ import pytest
 import torch
 
 from mmv_torch.config import Config, DataConfig, apply_overrides
-from mmv_torch.data.audio import LogMelSpectrogram, linear_to_mel_weight_matrix, log_mel_spectrogram
 from mmv_torch.data.datasets import audio_features
-from mmv_torch.data.dmvr_text import DmvrTokenizer, dmvr_split_words, load_vocabulary_file, read_dmvr_vocabulary
-from mmv_torch.data.text import Tokenizer, Vocabulary
+from mmv_torch.data.media.audio import LogMelSpectrogram, linear_to_mel_weight_matrix, log_mel_spectrogram
+from mmv_torch.data.text.dmvr import (
+    DmvrTokenizer,
+    dmvr_split_words,
+    dmvr_tokenizer,
+    load_vocabulary_file,
+    read_dmvr_vocabulary,
+)
+from mmv_torch.data.text.tokenizer import Vocabulary
 
 REF = Path(__file__).resolve().parent / "data" / "dmvr"
 
@@ -117,7 +123,7 @@ def tok_ref():
 
 
 def test_tokenizer_ids_equal_tensorflow(tok_ref):
-    tok = Tokenizer.from_dmvr_vocab(REF / tok_ref["vocabulary"], max_words=tok_ref["max_num_tokens"])
+    tok = dmvr_tokenizer(REF / tok_ref["vocabulary"], max_words=tok_ref["max_num_tokens"])
     assert isinstance(tok, DmvrTokenizer)
     texts = [c["text"] for c in tok_ref["cases"]]
     out = tok(texts)
@@ -131,7 +137,7 @@ def test_tokenizer_ids_equal_tensorflow(tok_ref):
 def test_tokenizer_unicode_space_differs_from_tf_text_only_where_tf_text_mis_splits(tok_ref):
     """TF Text keeps the leading bytes of a multi-byte white-space character on the word before it,
     which then maps to <unk>; this tokenizer looks that word up. Everything else is identical."""
-    tok = Tokenizer.from_dmvr_vocab(REF / tok_ref["vocabulary"])
+    tok = dmvr_tokenizer(REF / tok_ref["vocabulary"])
     unk = tok.vocab.unk_id
     for case in tok_ref["unicode_space_cases"]:
         expected = tok(case["text"]).ids[0].tolist()
@@ -159,7 +165,7 @@ def test_tokenizer_unknown_words_bos_eos(tmp_path):
     out = tok(["The cat and the dog", "dog"])
     assert out.ids.tolist() == [[1, 4, 3, 6], [1, 5, 2, 0]]  # no stop words dropped; cat -> <unk>
     assert out.num_oov.tolist() == [1, 0]
-    plain = Tokenizer.from_dmvr_vocab(path, max_words=3)
+    plain = dmvr_tokenizer(path, max_words=3)
     assert plain("a the").ids.tolist() == [[3, 4, 0]]
 
 
@@ -174,7 +180,7 @@ def test_load_vocabulary_file_kinds(tmp_path):
     assert kind == "word-list" and words == ["", "the", "dog", ""]
     assert Vocabulary.from_word_list(plain).words == words
     with pytest.raises(ValueError, match="not a DMVR vocabulary"):
-        Tokenizer.from_dmvr_vocab(plain)
+        dmvr_tokenizer(plain)
 
 
 @pytest.mark.parametrize("text,match", [

@@ -8,7 +8,7 @@ import pytest
 from test_data_prepare_images import voc_object, write_voc
 
 from mmv_torch.cli import main
-from mmv_torch.data.datasets import LabelledEntry
+from mmv_torch.data.manifests import LabelledEntry
 from mmv_torch.data.sources import LabelledSource
 from mmv_torch.eval.image_protocols import (
     ELEVEN_POINTS,

@@ -7,8 +7,8 @@ import pytest
 from media_utils import frame_index_of, has_encoder, make_video
 from test_data_decode import _textured_h264
 
-from mmv_torch.data import decode
-from mmv_torch.data.decode import load_clip, load_clips
+from mmv_torch.data.media import decode
+from mmv_torch.data.media.decode import load_clip, load_clips
 
 
 def _assert_same(clips, path, starts, n, fps, **kw):

@@ -12,11 +12,14 @@ from media_utils import make_video, make_wav
 from torch import nn
 
 import mmv_torch.data.datasets as datasets_mod
-import mmv_torch.data.protocols as protocols_mod
+import mmv_torch.data.probe_sampling as protocols_mod
 import mmv_torch.eval.linear_probe as probe_mod
 from mmv_torch import cli
 from mmv_torch.config import DataConfig, get_preset
-from mmv_torch.data.paper_protocols import (
+from mmv_torch.data.sources import manifest_source
+from mmv_torch.data.text.tokenizer import Tokenizer, Vocabulary
+from mmv_torch.eval.metrics import d_prime, mean_auc, roc_auc
+from mmv_torch.eval.paper_protocols import (
     CODE,
     DATA,
     GIVEN,
@@ -28,9 +31,6 @@ from mmv_torch.data.paper_protocols import (
     detect_protocol,
     get_protocol,
 )
-from mmv_torch.data.sources import manifest_source
-from mmv_torch.data.text import Tokenizer, Vocabulary
-from mmv_torch.eval.metrics import d_prime, mean_auc, roc_auc
 from mmv_torch.evaluate import LoaderOptions
 from mmv_torch.paper_evals import LinearOverrides, linear_benchmark, linear_overrides, retrieval_benchmark
 

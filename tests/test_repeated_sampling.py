@@ -12,7 +12,7 @@ from torch.utils.data import IterableDataset
 from mmv_torch.config import Config, DataConfig, TrainConfig, apply_overrides, get_preset
 from mmv_torch.data import datasets
 from mmv_torch.data.datasets import PretrainDataset, make_sample
-from mmv_torch.data.transforms import random_start_time
+from mmv_torch.data.media.transforms import random_start_time
 from mmv_torch.sampling import FlattenCollate, TrainData, as_train_data, make_loader
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=24, resize_short=28, audio_seconds=0.5, num_mel_bins=16,

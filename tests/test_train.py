@@ -190,7 +190,7 @@ def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
     # The text table is sized to the narrations' words, which vocab.txt lists in id order.
     words = (run / "vocab.txt").read_text().splitlines()
     saved = load_config(run / "config.json")
-    from mmv_torch.data.text import split_words
+    from mmv_torch.data.text.tokenizer import split_words
 
     narrated = {w for line in (synthetic_set / "pretrain.jsonl").read_text().splitlines()
                 for seg in json.loads(line).get("narration", []) for w in split_words(seg["text"])}
@@ -205,7 +205,7 @@ def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
     sd = model.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in ck["model"].items())
     assert (Path(out["export"]) / "vocab.txt").read_text().splitlines() == words
-    from mmv_torch.data.wordvec import load_word_vectors
+    from mmv_torch.data.text.wordvec import load_word_vectors
 
     glove = load_word_vectors(restrict_to=[words[5]])
     assert torch.equal(sd["text.embed.weight"][5], glove.vectors_tensor()[1])
@@ -214,8 +214,8 @@ def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
 def test_vocabulary_adds_the_top_words_of_the_vector_source(tmp_path, synthetic_set):
     """Narration words plus the words among the first N rows of the word vectors, in the vectors' order;
     a rebuilt vocabulary (resume) is the same list, and a run folder with another list is refused."""
-    from mmv_torch.data.text import split_words
-    from mmv_torch.data.wordvec import load_word_vectors
+    from mmv_torch.data.text.tokenizer import split_words
+    from mmv_torch.data.text.wordvec import load_word_vectors
     from mmv_torch.train_data import build_train_data
 
     cfg = apply_overrides(tiny_cfg(), {"data.extra_vocab_words": 300})
@@ -400,7 +400,7 @@ def test_two_process_gloo_run_equals_one_process_on_the_whole_batch(tmp_path):
 
 
 def test_shard_folder_stream_resumes_exactly(tmp_path, monkeypatch, synthetic_set):
-    from mmv_torch.data.shards import write_shards
+    from mmv_torch.data.tools.shard_writer import write_shards
 
     write_shards(synthetic_set / "pretrain.jsonl", tmp_path / "shards", samples_per_shard=4)
     data = [str(tmp_path / "shards")]

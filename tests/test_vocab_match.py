@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from mmv_torch.cli import main
-from mmv_torch.data.dmvr_text import load_vocabulary_file
-from mmv_torch.data.text import Tokenizer
-from mmv_torch.data.wordvec import iter_word_vectors, read_word2vec_binary
+from mmv_torch.data.text.dmvr import dmvr_tokenizer, load_vocabulary_file
+from mmv_torch.data.text.wordvec import iter_word_vectors, read_word2vec_binary
 from mmv_torch.vocab_match import (
     RowIndex,
     match_vocabulary,
@@ -238,7 +237,7 @@ def test_upper_case_words_are_renamed_in_a_dmvr_vocabulary(tmp_path):
     assert result.words[4:] == ["<unwritable-4>", "london"]
     assert result.report["renamed"] == [{"row": 4, "word": "Paris", "why": "upper case in a DMVR vocabulary"}]
     assert write_vocabulary(result.words, tmp_path / "v.txt") == "dmvr"
-    tok = Tokenizer.from_dmvr_vocab(tmp_path / "v.txt", max_words=4)
+    tok = dmvr_tokenizer(tmp_path / "v.txt", max_words=4)
     assert tok(["London now"]).ids.tolist() == [[5, 1, 0, 0]]  # <unk> is the second zero row
 
 

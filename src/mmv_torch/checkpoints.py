@@ -32,6 +32,7 @@ from torch import nn
 from mmv_torch import dist
 from mmv_torch.config import Config, config_from_dict, load_config, save_config
 from mmv_torch.data.captions import VOCAB_FILE
+from mmv_torch.data.text.dmvr import dmvr_tokenizer
 from mmv_torch.fileio import atomic_torch_save, atomic_write, atomic_write_text
 from mmv_torch.models.mmv import MMV, create_model
 
@@ -271,8 +272,8 @@ def checkpoint_tokenizer(resolved: ResolvedCheckpoint, cfg: Config | None = None
     ``cfg`` (default: the checkpoint's) gives the table's rows, the words per sentence and the
     tokenizer the checkpoint takes: one with ``data.tokenizer=dmvr`` needs a DMVR vocabulary. Raises
     ``MissingVocabularyError`` when there is no word list, ``ValueError`` when it does not fit."""
-    from mmv_torch.data.dmvr_text import load_vocabulary_file
-    from mmv_torch.data.text import MissingVocabularyError, Tokenizer, Vocabulary
+    from mmv_torch.data.text.dmvr import load_vocabulary_file
+    from mmv_torch.data.text.tokenizer import MissingVocabularyError, Tokenizer, Vocabulary
 
     cfg = cfg or resolved.config
     rows = cfg.model.text.vocab_size
@@ -292,5 +293,5 @@ def checkpoint_tokenizer(resolved: ResolvedCheckpoint, cfg: Config | None = None
                          "vocabulary ('idx word' lines with <pad> <bos> <eos> <unk>; `mmv-torch vocab match` writes "
                          "one)")
     if kind == "dmvr":  # a DMVR vocabulary brings DMVR's tokenizer
-        return Tokenizer.from_dmvr_vocab(vocab, max_words=cfg.data.max_words), where  # type: ignore[arg-type]
+        return dmvr_tokenizer(vocab, max_words=cfg.data.max_words), where  # type: ignore[arg-type]
     return Tokenizer(Vocabulary(words), max_words=cfg.data.max_words), where

@@ -30,7 +30,7 @@ from mmv_torch.cli_support import (
 
 LINEAR_PROTOCOLS = ("kinetics600-linear", "vggsound-linear", "audioset-mlp", "esc50")
 RETRIEVAL_PROTOCOLS = ("msrvtt-1ka", "msrvtt-full", "youcook2-val")
-"""Names of the paper's benchmark protocols (:data:`mmv_torch.data.paper_protocols.PAPER_PROTOCOLS`)."""
+"""Names of the paper's benchmark protocols (:data:`mmv_torch.eval.paper_protocols.PAPER_PROTOCOLS`)."""
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -25,21 +25,21 @@ def _cmd_data_synthetic(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from mmv_torch.data.check import run_check
+    from mmv_torch.data.tools.check import run_check
 
     report = run_check(args.path, args.json, args.clean, full=args.full)
     return 1 if report["num_bad"] > 0 else 0
 
 
 def _cmd_data_shard(args: argparse.Namespace) -> int:
-    from mmv_torch.data.shards import run_shard
+    from mmv_torch.data.tools.shard_writer import run_shard
 
     run_shard(args.manifest, args.out_dir, args.samples_per_shard, verify=not args.no_verify, overwrite=args.overwrite)
     return 0
 
 
 def _cmd_data_frames(args: argparse.Namespace) -> int:
-    from mmv_torch.data.frames import write_middle_frames
+    from mmv_torch.data.tools.frames import write_middle_frames
 
     path = write_middle_frames(args.manifest, args.out_dir)
     print(f"wrote {path}; evaluate with: mmv-torch eval image --data {path} --checkpoint CKPT")
@@ -55,7 +55,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_transcode(args: argparse.Namespace) -> int:
-    from mmv_torch.data.transcode import TranscodeOptions, format_summary, run_transcode
+    from mmv_torch.data.tools.transcode import TranscodeOptions, format_summary, run_transcode
 
     opts = TranscodeOptions(short_side=args.short_side or None, fps=args.fps,
                             keyframe_interval=args.keyframe_interval, crf=args.crf, preset=args.preset)
@@ -120,7 +120,7 @@ def add_data_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_data_frames)
     _add_prepare_parser(data)
     _add_transcode_parser(data)
-    from mmv_torch.data.bench import add_bench_arguments, run_bench_command
+    from mmv_torch.data.tools.bench import add_bench_arguments, run_bench_command
 
     p = data.add_parser("bench", help="clips/s of the training input pipeline against the raw decode rate")
     add_bench_arguments(p)

@@ -78,7 +78,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 def anticipated() -> tuple[type[BaseException], ...]:
     """Failures that are the user's input, data or machine, not a bug: one line, exit status 2."""
     from mmv_torch.data.datasets import SkipRateExceeded
-    from mmv_torch.data.decode import DecodeError
+    from mmv_torch.data.media.decode import DecodeError
 
     return ValueError, OSError, SkipRateExceeded, DecodeError
 

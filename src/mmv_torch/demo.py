@@ -130,7 +130,7 @@ def _retrieval(model: torch.nn.Module, data_dir: Path, cfg: Config, vocab_file: 
     """Zero-shot text->video retrieval in the coarse space S_vat. Returns metrics, the similarity matrix
     (captions x videos), the captions, each caption's video row and the video paths."""
     from mmv_torch.data.sources import manifest_source
-    from mmv_torch.data.text import Tokenizer, Vocabulary
+    from mmv_torch.data.text.tokenizer import Tokenizer, Vocabulary
     from mmv_torch.eval.retrieval import text_video_retrieval
     from mmv_torch.evaluate import LoaderOptions, text_video_embeddings
 
@@ -177,7 +177,7 @@ def calibrate_batchnorm(model: torch.nn.Module, batches: Any, max_batches: int) 
     activations, so in eval mode its features collapse layer after layer; with calibrated statistics
     it is the usual random-features baseline. Returns the number of batches used.
     """
-    from mmv_torch.data.batch_augment import augment_batch
+    from mmv_torch.data.media.batch_augment import augment_batch
 
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
@@ -224,7 +224,7 @@ def _plot_losses(log_file: Path, out: Path) -> None:
 
 
 def _middle_frame(path: Path) -> np.ndarray:
-    from mmv_torch.data.decode import load_clip, probe
+    from mmv_torch.data.media.decode import load_clip, probe
 
     dur = probe(str(path)).duration
     return load_clip(str(path), dur / 2, 1, 8.0).frames[0]

@@ -28,7 +28,7 @@ from mmv_torch.data.sources import (
     make_loader,
     multilabel_targets,
 )
-from mmv_torch.data.text import Tokenizer
+from mmv_torch.data.text.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -87,13 +87,13 @@ def linear_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, op
                  ) -> dict[str, Any]:
     """Linear probe on frozen features: train/test splits of ``source`` (``train_epochs`` augmented passes;
     ``test_windows`` linearly spaced test windows), or k-fold cross-validation over the entries' folds
-    (``folds``). ``protocol`` (:mod:`mmv_torch.data.protocols`: ``auto``, ``official-ucf101``,
+    (``folds``). ``protocol`` (:mod:`mmv_torch.data.probe_sampling`: ``auto``, ``official-ucf101``,
     ``official-hmdb51``, ``official-cv``, ``config``) fixes the video clip sampling, the probe augmentation
     (random crop + flip only) and the SVM's C (one value, or a grid chosen by cross-validation on the
     training split); ``auto`` takes the official protocol of a UCF101 or HMDB51 split source and
     ``official-cv`` otherwise. ``probe_kwargs`` go to the classifier (a ``cs`` there overrides the
     protocol's C; weight decays, seed, ...). The settings record the protocol."""
-    from mmv_torch.data.protocols import resolve_protocol
+    from mmv_torch.data.probe_sampling import resolve_protocol
     from mmv_torch.eval.features import extract_features
     from mmv_torch.eval.linear_probe import cross_validate, run_linear
 

@@ -1,4 +1,4 @@
-"""The paper's named benchmark protocols (:mod:`mmv_torch.data.paper_protocols`) run through the evaluation
+"""The paper's named benchmark protocols (:mod:`mmv_torch.eval.paper_protocols`) run through the evaluation
 pipelines of :mod:`mmv_torch.evaluate` (layer L4).
 
 :func:`linear_benchmark` runs ``kinetics600-linear``, ``vggsound-linear``, ``esc50`` and ``audioset-mlp``,
@@ -20,14 +20,9 @@ import torch
 
 from mmv_torch.config import Config
 from mmv_torch.data.datasets import LabelledDataset
-from mmv_torch.data.paper_protocols import (
-    PaperProtocol,
-    check_source,
-    detect_protocol,
-    get_protocol,
-)
 from mmv_torch.data.sources import LabelledSource, multilabel_targets
-from mmv_torch.data.text import Tokenizer
+from mmv_torch.data.text.tokenizer import Tokenizer
+from mmv_torch.eval.paper_protocols import PaperProtocol, check_source, detect_protocol, get_protocol
 from mmv_torch.evaluate import LoaderOptions, linear_probe, retrieval
 
 
@@ -78,7 +73,7 @@ def linear_overrides(train_epochs: int | None, test_windows: int | None, classif
 
 def pick_protocol(name: str, source: LabelledSource, task: str, modality: str = "video") -> PaperProtocol | None:
     """The paper protocol that ``--protocol name`` names: a paper protocol's name, or ``auto`` with a source that
-    says which benchmark it is (:func:`~mmv_torch.data.paper_protocols.detect_protocol`); None otherwise."""
+    says which benchmark it is (:func:`~mmv_torch.eval.paper_protocols.detect_protocol`); None otherwise."""
     if name == "auto":
         return detect_protocol(source, task, modality)
     if name in ("none", "config") or name.startswith("official-"):

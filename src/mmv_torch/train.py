@@ -65,7 +65,7 @@ from mmv_torch.checkpoints import (
     set_rng_state,
 )
 from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset, load_config, save_config
-from mmv_torch.data.batch_augment import augment_batch
+from mmv_torch.data.media.batch_augment import augment_batch
 from mmv_torch.fileio import atomic_write_text, remove_temporaries
 from mmv_torch.losses import mmv_loss
 from mmv_torch.models.mmv import MMV

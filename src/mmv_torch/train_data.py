@@ -115,10 +115,10 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
     row 0 the zero padding vector); when ``run_dir/vocab.txt`` exists (a resumed run) it must be the same
     word list.
     """
-    from mmv_torch.data.batch_augment import collate_samples
     from mmv_torch.data.datasets import PretrainDataset
-    from mmv_torch.data.text import Tokenizer
-    from mmv_torch.data.wordvec import vocabulary_for_sentences
+    from mmv_torch.data.media.batch_augment import collate_samples
+    from mmv_torch.data.text.tokenizer import Tokenizer
+    from mmv_torch.data.text.wordvec import vocabulary_for_sentences
 
     if not specs:
         raise ValueError("--data needs at least one manifest, folder or 'synthetic'")
@@ -179,7 +179,7 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
 
 def narration_issue_counts(entries: Sequence[Any]) -> dict[str, Any]:
     """Narrations the manifests' validation dropped and clamped, summed over ``entries``
-    (:class:`~mmv_torch.data.datasets.VideoEntry`): ``{"dropped", "clamped", "reasons", "videos"}``."""
+    (:class:`~mmv_torch.data.manifests.VideoEntry`): ``{"dropped", "clamped", "reasons", "videos"}``."""
     dropped = clamped = videos = 0
     reasons: dict[str, int] = {}
     for e in entries:

@@ -21,7 +21,7 @@ first candidate (lower case first, then source order) that no other row took. Un
 placeholder ``<unmatched-ROW>`` (and a repeated table row ``<duplicate-ROW>``), words a vocabulary file
 cannot hold (white space; upper case in a DMVR vocabulary) ``<unwritable-ROW>``; all are listed in the
 report. :func:`write_vocabulary` writes DMVR's ``idx word`` lines and checks that
-:func:`mmv_torch.data.dmvr_text.load_vocabulary_file` reads the same words back.
+:func:`mmv_torch.data.text.dmvr.load_vocabulary_file` reads the same words back.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from mmv_torch.data.dmvr_text import DMVR_SPECIAL_TOKENS, load_vocabulary_file
-from mmv_torch.data.wordvec import BUNDLED_GLOVE, iter_word_vectors
+from mmv_torch.data.text.dmvr import DMVR_SPECIAL_TOKENS, load_vocabulary_file
+from mmv_torch.data.text.wordvec import BUNDLED_GLOVE, iter_word_vectors
 from mmv_torch.fileio import atomic_write, atomic_write_text
 
 COSINE_THRESHOLD = 0.9999

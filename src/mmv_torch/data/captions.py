@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .datasets import LabelledEntry
-from .text import MissingVocabularyError, Tokenizer, Vocabulary
+from mmv_torch.data.manifests import LabelledEntry
+from mmv_torch.data.text.tokenizer import MissingVocabularyError, Tokenizer, Vocabulary
 
 VOCAB_FILE = "vocab.txt"
 """Word list of a checkpoint folder (written by the training run's export)."""

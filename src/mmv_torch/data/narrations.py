@@ -27,7 +27,7 @@ import torch
 
 Tokenize = Callable[[str], Sequence[Any]]
 """``text -> (ids (N,), word_mask (N,), ...)``: ids padded with 0 to N words; extra items are ignored
-(``mmv_torch.data.text.Tokenizer.encode`` fits)."""
+(``mmv_torch.data.text.tokenizer.Tokenizer.encode`` fits)."""
 
 
 @dataclass(frozen=True)

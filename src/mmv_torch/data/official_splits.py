@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .datasets import LabelledEntry
+from mmv_torch.data.manifests import LabelledEntry
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import LabelledEntry, read_class_folders, read_jsonl, read_labelled_manifest
-from .media import MEDIA_SUFFIXES as MEDIA_KINDS  # suffix -> modality of the files a folder source picks up
-from .official_splits import read_esc50, read_hmdb51_split, read_ucf101_split
+from mmv_torch.data.manifests import LabelledEntry, read_class_folders, read_jsonl, read_labelled_manifest
+from mmv_torch.data.media.suffixes import (
+    MEDIA_SUFFIXES as MEDIA_KINDS,  # suffix -> modality of the files a folder source picks up
+)
+from mmv_torch.data.official_splits import read_esc50, read_hmdb51_split, read_ucf101_split
 
 
 @dataclass

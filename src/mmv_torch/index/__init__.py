@@ -14,7 +14,7 @@ def build_demo_index(run_dir: str | Path, videos: str | Path, out: str | Path, p
     the build summary with ``serve_command``, the command line that opens the index in a browser."""
     import shlex
 
-    from .build import build_index
+    from mmv_torch.index.build import build_index
 
     summary = build_index(run_dir, videos, out, progress=progress)
     summary["serve_command"] = f"mmv-torch serve {shlex.quote(str(out))}"

@@ -11,9 +11,8 @@ from typing import Any
 import torch
 
 from mmv_torch.data.datasets import clip_span
-
-from .embedding import DecodedFile, decode_windows, embed_windows
-from .store import IndexStore, is_index
+from mmv_torch.index.embedding import DecodedFile, decode_windows, embed_windows
+from mmv_torch.index.store import IndexStore, is_index
 
 
 class _WindowFiles(torch.utils.data.Dataset):
@@ -88,7 +87,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     window. Files that cannot be decoded are reported on stderr and recorded, not indexed. Returns a
     summary: counts, the nearest-neighbour kind per space, the files skipped."""
     from mmv_torch.checkpoints import checkpoint_tokenizer, resolve_checkpoint
-    from mmv_torch.data.text import MissingVocabularyError
+    from mmv_torch.data.text.tokenizer import MissingVocabularyError
 
     resolved = resolve_checkpoint(checkpoint)
     cfg = resolved.config

@@ -13,7 +13,7 @@ def run_index_command(args: Any, device: str) -> int:
     """Run ``serve``, ``index build``, ``index add`` or ``index search`` and print the summary or hits;
     returns the exit status."""
     if args.command == "serve":
-        from .server import serve
+        from mmv_torch.index.server import serve
 
         serve(args.index, host=args.host, port=args.port, device=device, max_upload_mb=args.max_upload_mb)
         return 0
@@ -27,9 +27,9 @@ def run_index_command(args: Any, device: str) -> int:
 
 
 def _run(args: Any, device: str) -> dict[str, Any]:
-    from .build import build_index
-    from .query import open_searcher
-    from .store import IndexStore, is_index
+    from mmv_torch.index.build import build_index
+    from mmv_torch.index.query import open_searcher
+    from mmv_torch.index.store import IndexStore, is_index
 
     if args.index_command == "build":
         return build_index(args.checkpoint, args.videos, args.out, window_s=args.window_s, stride_s=args.stride_s,

@@ -18,8 +18,8 @@ import torch
 
 from mmv_torch.config import Config
 from mmv_torch.data.datasets import audio_features
-from mmv_torch.data.decode import load_audio, load_clips, probe
-from mmv_torch.data.transforms import eval_transform
+from mmv_torch.data.media.decode import load_audio, load_clips, probe
+from mmv_torch.data.media.transforms import eval_transform
 
 
 def window_starts(duration: float, window_s: float, stride_s: float) -> list[float]:
@@ -70,7 +70,7 @@ def decode_windows(path: str | Path, cfg: Config, window_s: float, stride_s: flo
     d = cfg.data
     info = probe(path)
     if not info.has_video:
-        from mmv_torch.data.decode import DecodeError
+        from mmv_torch.data.media.decode import DecodeError
 
         raise DecodeError(str(path), "no video stream")
     starts = window_starts(info.duration, window_s, stride_s) if starts is None else starts

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .store import IndexStore
+from mmv_torch.index.store import IndexStore
 
 MODES = {"text": ("text", "video_vt"), "audio": ("audio", "video_va"), "video-audio": ("video_va", "audio_va"),
          "video": ("video_vt", "video_vt")}
@@ -78,7 +78,7 @@ class Searcher:
     def embed(self, mode: str, *, text: str | None = None, path: str | Path | None = None,
               start_s: float | None = None) -> np.ndarray:
         """The query embedding of ``mode`` (see :data:`MODES`)."""
-        from .embedding import embed_audio_file, embed_text, embed_video_file
+        from mmv_torch.index.embedding import embed_audio_file, embed_text, embed_video_file
 
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -123,7 +123,7 @@ def open_searcher(index: str | Path, device: str = "cpu", checkpoint: str | Path
     of the same widths); text search needs a vocabulary (the checkpoint's own, the one recorded at
     build time, or ``vocab``)."""
     from mmv_torch.checkpoints import checkpoint_tokenizer, resolve_checkpoint
-    from mmv_torch.data.text import MissingVocabularyError
+    from mmv_torch.data.text.tokenizer import MissingVocabularyError
 
     store = IndexStore(index)
     info = store.info()

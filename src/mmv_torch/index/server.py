@@ -15,10 +15,9 @@ from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFi
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from mmv_torch.data.decode import DecodeError
-from mmv_torch.data.media import MEDIA_SUFFIXES
-
-from .query import Searcher
+from mmv_torch.data.media.decode import DecodeError
+from mmv_torch.data.media.suffixes import MEDIA_SUFFIXES
+from mmv_torch.index.query import Searcher
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_MB = 100.0
@@ -157,7 +156,7 @@ def serve(index: str | Path, host: str = "127.0.0.1", port: int = 8000, device: 
     """Open ``index`` and serve it until interrupted."""
     import uvicorn
 
-    from .query import open_searcher
+    from mmv_torch.index.query import open_searcher
 
     app = create_app(open_searcher(index, device=device), max_upload_mb)
     print(f"serving {index} on http://{host}:{port}/ (API docs: /docs)", flush=True)

@@ -10,8 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import audioset, howto100m, imagenet, kinetics, msrvtt, official, vggsound, voc2007, youcook2
-from .core import DatasetSpec, MediaIndex, Options, PrepareReport, Row, prepare
+from mmv_torch.data.prepare import (
+    audioset,
+    howto100m,
+    imagenet,
+    kinetics,
+    msrvtt,
+    official,
+    vggsound,
+    voc2007,
+    youcook2,
+)
+from mmv_torch.data.prepare.core import DatasetSpec, MediaIndex, Options, PrepareReport, Row, prepare
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     howto100m.SPEC, audioset.SPEC, msrvtt.SPEC, youcook2.SPEC, kinetics.SPEC, vggsound.SPEC, official.UCF101,

@@ -14,7 +14,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from .core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
 
 LABELS_FILE = "class_labels_indices.csv"
 

@@ -5,7 +5,7 @@ A data set module reads its official annotation files into :class:`Row` objects 
 line: a video id, optionally the segment's times inside the full video, and the manifest fields it
 adds) and names the files a row's media are usually saved as (:attr:`DatasetSpec.names`). The core
 finds those files under the media root whatever their container extension
-(:data:`~mmv_torch.data.media.MEDIA_SUFFIXES`) and in whatever sub-folder, and writes one manifest line
+(:data:`~mmv_torch.data.media.suffixes.MEDIA_SUFFIXES`) and in whatever sub-folder, and writes one manifest line
 per row whose media exist, each carrying ``"dataset"`` (the data set's name, which evaluation reads to pick
 the benchmark's protocol):
 
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...fileio import atomic_write_text, check_output
-from ..media import MEDIA_SUFFIXES
-from ..narrations import validate_narrations
+from mmv_torch.data.media.suffixes import MEDIA_SUFFIXES
+from mmv_torch.data.narrations import validate_narrations
+from mmv_torch.fileio import atomic_write_text, check_output
 
 
 @dataclass

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from .core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
 
 
 def _from_json(path: Path, report: PrepareReport) -> Iterator[Row]:

@@ -22,8 +22,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..media import MEDIA_SUFFIXES
-from .core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.media.suffixes import MEDIA_SUFFIXES
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
 
 VAL_SOLUTION = "LOC_val_solution.csv"
 SYNSET_MAPPING = "LOC_synset_mapping.txt"

@@ -12,7 +12,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from .core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
 
 SPLIT_NAMES = {"train": "train", "validate": "test", "val": "test", "test": "test"}
 

@@ -13,9 +13,9 @@ import csv
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..datasets import LabelledEntry
-from ..official_splits import read_esc50, read_hmdb51_split, read_ucf101_split
-from .core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.manifests import LabelledEntry
+from mmv_torch.data.official_splits import read_esc50, read_hmdb51_split, read_ucf101_split
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
 
 _ROOT = Path("/__media_root__")  # the readers join paths to a root; rows keep the part below it
 

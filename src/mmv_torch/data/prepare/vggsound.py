@@ -11,7 +11,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from .core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
 
 SEGMENT_SECONDS = 10.0
 

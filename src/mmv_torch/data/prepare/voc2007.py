@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
-from .core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

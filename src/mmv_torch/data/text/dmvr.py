@@ -22,7 +22,7 @@ import re
 import string
 from pathlib import Path
 
-from .text import Tokenizer, Vocabulary
+from mmv_torch.data.text.tokenizer import Tokenizer, Vocabulary
 
 DMVR_SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 """Words every DMVR vocabulary holds: padding, begin and end of sentence, unknown word."""
@@ -73,7 +73,7 @@ def load_vocabulary_file(path: str | Path) -> tuple[list[str], str]:
     Lines are ``idx word`` or ``word`` (its line number, from 0, is its id); ids missing from the
     file get the placeholder ``""``. ``kind`` is ``"dmvr"`` when the file holds all of
     :data:`DMVR_SPECIAL_TOKENS` (then DMVR's rules apply: ids and words unique, words lower case;
-    use :meth:`Tokenizer.from_dmvr_vocab`), otherwise ``"word-list"`` (a plain word list as
+    use :func:`dmvr_tokenizer`), otherwise ``"word-list"`` (a plain word list as
     :meth:`Vocabulary.from_word_list` reads). Raises ``ValueError`` naming the file on bad input.
     """
     p = Path(path)
@@ -117,7 +117,7 @@ class DmvrTokenizer(Tokenizer):
     Words come from :func:`dmvr_split_words`; unknown words map to ``<unk>`` (and count in
     ``num_oov``); ``prepend_bos`` / ``append_eos`` add ``<bos>`` / ``<eos>`` (DMVR's defaults: no);
     rows are padded with ``<pad>`` or truncated to ``max_words``. The mask is True at every word,
-    ``<unk>`` included. Build it with :meth:`Tokenizer.from_dmvr_vocab`.
+    ``<unk>`` included. Build it with :func:`dmvr_tokenizer`.
     """
 
     def __init__(self, vocab: Vocabulary, max_words: int = 16, prepend_bos: bool = False,
@@ -135,3 +135,12 @@ class DmvrTokenizer(Tokenizer):
     def words(self, text: str) -> list[str]:
         """The words of ``text`` (with ``<bos>`` / ``<eos>`` when asked) before vocabulary lookup."""
         return ["<bos>"] * self.prepend_bos + dmvr_split_words(text) + ["<eos>"] * self.append_eos
+
+
+def dmvr_tokenizer(path: str | Path, max_words: int = 16) -> DmvrTokenizer:
+    """DMVR's ``WordTokenizer`` on a DMVR vocabulary file, as the released MMV models were fed.
+
+    ASCII punctuation deleted, ASCII lower case, split on white space, unknown words -> ``<unk>``,
+    no stop-word removal, no ``<bos>``/``<eos>``, padded with ``<pad>``.
+    """
+    return DmvrTokenizer(read_dmvr_vocabulary(path), max_words)

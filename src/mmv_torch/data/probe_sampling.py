@@ -6,7 +6,7 @@ resampled to ``source_fps`` (the official scripts index the decoded frame sequen
 - training clip: ``num_frames`` frames at ``stride`` from a random offset, uniform in
   ``[0, L - (T-1)*stride)`` (``[0, L)`` when the video is shorter), looping past the end; then a random
   horizontal flip, the short side resized to ``resize_short`` and a random ``crop_size`` crop. No scale
-  or colour jitter: those belong to pretraining (:func:`~mmv_torch.data.transforms.train_transform`).
+  or colour jitter: those belong to pretraining (:func:`~mmv_torch.data.media.transforms.train_transform`).
 - test clips: ``N`` windows at offsets ``int(linspace(0, max(0, L - T*stride), N))``, each with a centre
   ``crop_size`` crop after the short-side resize; the classifier's scores are averaged over them.
 
@@ -37,10 +37,10 @@ from typing import Any
 
 import torch
 
-from ..config import DataConfig, VideoConfig
-from .audio import log_mel_spectrogram
-from .decode import Source, load_clips
-from .transforms import (
+from mmv_torch.config import DataConfig, VideoConfig
+from mmv_torch.data.media.audio import log_mel_spectrogram
+from mmv_torch.data.media.decode import Source, load_clips
+from mmv_torch.data.media.transforms import (
     linspace_offsets,
     linspace_start_times,
     probe_test_transform,

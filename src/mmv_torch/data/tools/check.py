@@ -33,11 +33,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write_text
-from .datasets import MODALITIES, read_jsonl
-from .decode import DecodeError, _open, _start_time, load_audio, load_clip, load_image, probe
-from .media import modality_of
-from .narrations import validate_narrations
+from mmv_torch.data.manifests import MODALITIES, read_jsonl
+from mmv_torch.data.media.decode import DecodeError, _open, _start_time, load_audio, load_clip, load_image, probe
+from mmv_torch.data.media.suffixes import modality_of
+from mmv_torch.data.narrations import validate_narrations
+from mmv_torch.fileio import atomic_write_text
 
 TRUNCATION_TOLERANCE_S = 1.0
 """A video whose last frame is more than this before the duration in its header counts as truncated."""

@@ -10,7 +10,7 @@ This module turns raw sentences into those ids and builds the table:
   ``float32 [V, D]`` whose padding row is zeros.
 
 The word-vector files a :class:`Vocabulary` with vectors is read from (word2vec, GloVe, the bundled
-GloVe 6B 50-d) are handled by :mod:`mmv_torch.data.wordvec`.
+GloVe 6B 50-d) are handled by :mod:`mmv_torch.data.text.wordvec`.
 
 The official MMV release ships no vocabulary: its checkpoints hold a ``[65536, 300]`` table whose
 word order is unknown. Raw text therefore needs a user-supplied word list
@@ -261,18 +261,6 @@ class Tokenizer:
         self.oov = oov
         self.remove_stop_words = remove_stop_words
         self.stop_words = frozenset(stop_words)
-
-    @classmethod
-    def from_dmvr_vocab(cls, path: str | Path, max_words: int = 16) -> Tokenizer:
-        """DMVR's ``WordTokenizer`` on a DMVR vocabulary file, as the released MMV models were fed.
-
-        ASCII punctuation deleted, ASCII lower case, split on white space, unknown words -> ``<unk>``,
-        no stop-word removal, no ``<bos>``/``<eos>``, padded with ``<pad>`` (see
-        :mod:`mmv_torch.data.dmvr_text`).
-        """
-        from .dmvr_text import DmvrTokenizer, read_dmvr_vocabulary
-
-        return DmvrTokenizer(read_dmvr_vocabulary(path), max_words)
 
     def words(self, text: str) -> list[str]:
         """The normalised words of ``text`` before vocabulary lookup (see :func:`split_words`)."""

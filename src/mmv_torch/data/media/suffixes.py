@@ -1,7 +1,7 @@
 """The media file suffixes the package knows, and the modality each one holds.
 
 One table for every place that picks media files by name: ``data check`` scanning a folder, class
-folders (:func:`mmv_torch.data.datasets.read_class_folders`) and folder sources
+folders (:func:`mmv_torch.data.manifests.read_class_folders`) and folder sources
 (:mod:`mmv_torch.data.sources`).
 """
 

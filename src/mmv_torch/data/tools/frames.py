@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mmv_torch.data.manifests import read_labelled_manifest
+from mmv_torch.data.media.decode import load_clip, probe
 from mmv_torch.fileio import atomic_write, atomic_write_text
-
-from .datasets import read_labelled_manifest
-from .decode import load_clip, probe
 
 MANIFEST_NAME = "images.jsonl"
 

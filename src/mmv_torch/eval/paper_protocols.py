@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .sources import LabelledSource
+from mmv_torch.data.sources import LabelledSource
 
 PAPER, CODE, DATA, OURS = "paper", "official code", "data set", "our choice"
 GIVEN = "given on the command line"

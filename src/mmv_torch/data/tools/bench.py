@@ -25,7 +25,7 @@ Definitions (JSON keys):
 - ``target_clips_per_s`` (default: 60% of the decode limit) and ``verdict``.
 - ``augment_on`` and ``worker_stages``: with ``data.augment_on = "batch"`` the worker only draws the
   augmentation (stage ``augment``) and returns uint8 frames; the pixels are then augmented per batch
-  (:func:`~mmv_torch.data.batch_augment.augment_batch`), on the training device in training. That
+  (:func:`~mmv_torch.data.media.batch_augment.augment_batch`), on the training device in training. That
   stage is timed separately here, in the main process on this CPU with one thread, on batches of
   ``batch_size`` clips collated from the same data: ``batch_stage_clips_per_s``, and
   ``combined_clips_per_s = 1 / (1 / clips_per_s + 1 / batch_stage_clips_per_s)`` (one core doing
@@ -33,7 +33,7 @@ Definitions (JSON keys):
   ``fraction_of_limit`` always describe the worker, i.e. the stages in ``worker_stages``.
 
 Stage timing wraps the data set's transform, log-mel and text functions for the duration of the run
-(restored afterwards) and uses :func:`mmv_torch.data.decode.stage_times` for the decoding stages.
+(restored afterwards) and uses :func:`mmv_torch.data.media.decode.stage_times` for the decoding stages.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import DataConfig
+from mmv_torch.config import DataConfig
 
 STAGES = ("open_seek", "video_decode", "convert", "augment", "audio_decode", "log_mel", "text")
 DEFAULT_TARGET_FRACTION = 0.6
@@ -57,7 +57,7 @@ DEFAULT_TARGET_FRACTION = 0.6
 
 
 def _timed_function(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    from .decode import add_stage_time
+    from mmv_torch.data.media.decode import add_stage_time
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
@@ -71,7 +71,7 @@ def _timed_function(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _patch_stage_timers() -> Callable[[], None]:
     """Time the data set's transform, log-mel and text steps; returns the function that undoes it."""
-    from . import datasets
+    from mmv_torch.data import datasets
 
     names = {"train_transform": "augment", "dmvr_train_transform": "augment", "eval_transform": "augment",
              "deferred_augment": "augment",
@@ -93,7 +93,7 @@ def decode_all_frames(path: str) -> tuple[int, float, float, float]:
 
     Returns (frames, wall seconds, CPU seconds of this process, average frame rate of the stream).
     """
-    from .decode import DecodeError, _decode_errors, _open
+    from mmv_torch.data.media.decode import DecodeError, _decode_errors, _open
 
     container = _open(path)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -113,8 +113,8 @@ def _worker(manifest: str, cfg: DataConfig, seconds: float, worker: int, seed: i
     """One worker's measurements (see :func:`run_data_bench`)."""
     import torch
 
-    from .datasets import PretrainDataset, SkipRateExceeded, av_errors
-    from .decode import DecodeError, stage_times
+    from mmv_torch.data.datasets import PretrainDataset, SkipRateExceeded, av_errors
+    from mmv_torch.data.media.decode import DecodeError, stage_times
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
@@ -221,12 +221,12 @@ def _summarise(per: list[dict[str, Any]], cfg: DataConfig, target: float | None)
 
 def measure_batch_stage(manifest: str, cfg: DataConfig, seconds: float, batch_size: int = 8, seed: int = 0,
                         tokenize: Any = None) -> dict[str, Any]:
-    """Clips per second of :func:`~mmv_torch.data.batch_augment.augment_batch` on this CPU (one thread) on
+    """Clips per second of :func:`~mmv_torch.data.media.batch_augment.augment_batch` on this CPU (one thread) on
     collated batches of ``batch_size`` clips of ``manifest`` (loaded untimed), for about ``seconds``."""
     import torch
 
-    from .batch_augment import augment_batch, collate_samples
-    from .datasets import PretrainDataset
+    from mmv_torch.data.datasets import PretrainDataset
+    from mmv_torch.data.media.batch_augment import augment_batch, collate_samples
 
     ds = PretrainDataset(manifest, dataclasses.replace(cfg, clips_per_video=1), tokenize=tokenize, train=True,
                          seed=seed + 7919)
@@ -279,7 +279,8 @@ def run_data_bench(manifest: str | Path, cfg: DataConfig, workers: int = 1, seco
     import av
     import torch
 
-    from .datasets import SkipRateExceeded, read_pretrain_manifest
+    from mmv_torch.data.datasets import SkipRateExceeded
+    from mmv_torch.data.manifests import read_pretrain_manifest
 
     if not read_pretrain_manifest(manifest):
         raise ValueError(f"data bench: manifest {manifest} lists no videos")
@@ -357,8 +358,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     Exit status 1 when ``--target-clips-per-s`` was given and the pipeline is below it, else 0.
     """
-    from ..config import get_preset
-    from ..fileio import atomic_write_text
+    from mmv_torch.config import get_preset
+    from mmv_torch.fileio import atomic_write_text
 
     cfg = get_preset(args.preset).data if args.preset else DataConfig()
     if getattr(args, "augment_on", None):
@@ -373,7 +374,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m mmv_torch.data.bench MANIFEST [...]``."""
+    """Stand-alone entry: ``python -m mmv_torch.data.tools.bench MANIFEST [...]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_bench_arguments(parser)
     return run_bench_command(parser.parse_args(argv))
