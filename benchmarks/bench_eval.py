@@ -32,7 +32,7 @@ def _sync(device: str) -> None:
 
 
 def bench_extract(device: str, repeats: int) -> list[str]:
-    from mmv_torch.models.mmv import create_model
+    from mmv_torch.weights.resolve import create_model
 
     rows = []
     settings = [("tiny", 8, 64, 8, 4), ("mmv_s3d", 32, 224, 1 if device == "cpu" else 16, 2 if device == "cpu" else 4)]

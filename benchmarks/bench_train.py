@@ -2,13 +2,13 @@
 
 Two modes, each configuration in fresh worker processes (so a CPU peak RSS is that configuration's own):
 
-- ``step``: the loop's own optimizer step, :func:`mmv_torch.train.train_step` (``MMV`` forward,
+- ``step``: the loop's own optimizer step, :func:`mmv_torch.train.loop.train_step` (``MMV`` forward,
   ``mmv_loss``, backward through the GradScaler, gradient-norm clip, the finite check across ranks,
   Adam; ``train.grad_accum=1``) on one in-memory synthetic batch that already lives on the device, so
   data loading is excluded. Video ``(B,3,T,S,S)`` in [0,1], log-mel audio ``(B,1,T',F)`` of
   ``data.audio_seconds``, K narrations ``(B,K,N)`` of random word ids, sizes from the preset's ``data``
   config (tiny: 8x64x64, 1 s, 40 mel, K=3; paper presets: 32x200x200, 2 s, 80 mel, K=5).
-- ``loop``: :func:`mmv_torch.train.train` itself on a synthetic manifest (``--data synthetic:N``,
+- ``loop``: :func:`mmv_torch.train.loop.train` itself on a synthetic manifest (``--data synthetic:N``,
   generated once per preset before timing), decoding and augmentation included; the data time (waiting
   for the next batch) and the step time per step come from the run's ``log.jsonl`` (``log_every=1``),
   warm-up steps dropped.
@@ -143,7 +143,7 @@ def _sync(device: Any) -> None:
 
 
 def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
-    """Time ``spec["warmup"] + spec["steps"]`` calls of the loop's :func:`mmv_torch.train.train_step` on
+    """Time ``spec["warmup"] + spec["steps"]`` calls of the loop's :func:`mmv_torch.train.loop.train_step` on
     one resident batch."""
     import itertools
 
@@ -152,7 +152,7 @@ def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
     from mmv_torch import dist
     from mmv_torch.config import apply_overrides, get_preset
     from mmv_torch.models.mmv import MMV
-    from mmv_torch.train import TrainState, build_optimizer, freeze_unreached, to_device, train_step, wrap_for_ddp
+    from mmv_torch.train.loop import TrainState, build_optimizer, freeze_unreached, to_device, train_step, wrap_for_ddp
 
     total = spec["warmup"] + spec["steps"]
     preset = get_preset(spec["preset"])
@@ -195,11 +195,11 @@ def run_step(spec: dict[str, Any], device: Any) -> dict[str, Any]:
 
 
 def run_loop(spec: dict[str, Any], device: Any) -> dict[str, Any]:
-    """Run :func:`mmv_torch.train.train` on the prepared synthetic manifest; per-step data and step time
+    """Run :func:`mmv_torch.train.loop.train` on the prepared synthetic manifest; per-step data and step time
     from its ``log.jsonl``."""
     from mmv_torch import dist
     from mmv_torch.config import apply_overrides, get_preset
-    from mmv_torch.train import train
+    from mmv_torch.train.loop import train
 
     total = spec["warmup"] + spec["steps"]
     cfg = apply_overrides(get_preset(spec["preset"]), {
@@ -406,7 +406,7 @@ def _variants(choice: str) -> list[bool]:
 def _prepare_manifest(preset: str, batch: int, clips: int, cache: Path) -> str:
     """Generate (once) the synthetic set ``--data synthetic:N`` would train on; its manifest path."""
     from mmv_torch.config import apply_overrides, get_preset
-    from mmv_torch.train_data import synthetic_manifest
+    from mmv_torch.train.data import synthetic_manifest
 
     cfg = apply_overrides(get_preset(preset), {"train.batch_size": batch})
     t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 Writes a word2vec binary file of ``--words`` words x 300 float32 (3M: 3.6 GB, the size of
 ``GoogleNews-vectors-negative300.bin``; Gaussian vectors, words ``w0000000`` ...) and a 65,536-row
 table drawn from it (row 0 zeros, the other rows random source rows in random order), then runs
-:func:`mmv_torch.vocab_match.run_vocab_match` in a child process and reports its wall time and peak
+:func:`mmv_torch.weights.vocab_match.run_vocab_match` in a child process and reports its wall time and peak
 resident memory (``ru_maxrss`` of the child). The files are kept for reruns unless ``--cleanup``.
 Run: ``nice -n 10 python benchmarks/bench_vocab_match.py --dir /tmp/vocab_bench`` (check ``df -h`` first).
 """
@@ -60,7 +60,7 @@ def generate(folder: Path, n_words: int, n_rows: int, seed: int = 0) -> tuple[Pa
 
 def match(source: Path, table_path: Path, out: Path) -> None:
     """Child process: the match itself; prints one JSON line with the time, peak memory and the result."""
-    from mmv_torch.vocab_match import run_vocab_match
+    from mmv_torch.weights.vocab_match import run_vocab_match
 
     table = np.load(table_path)
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@
     python experiments/demo_checks.py recheck --demo runs/demo [--num-test 800]
     python experiments/demo_checks.py text --demo runs/demo
 
-``supervised``: ``eval finetune`` (:func:`mmv_torch.evaluate.finetune_classifier`) of the demo's video
+``supervised``: ``eval finetune`` (:func:`mmv_torch.eval.pipelines.eval_finetune`) of the demo's video
 tower at random initialisation (``mmv_torch.demo.demo_config`` plus ``--set`` overrides) with a linear
 head on the motion labels of the demo's pretraining clips (read from their sidecar JSON files; the
 demo's lr for head and backbone, warm-up then cosine decay, batch 16, about ``--steps`` steps; its
@@ -33,7 +33,7 @@ import torch
 
 from mmv_torch import demo
 from mmv_torch.config import apply_overrides
-from mmv_torch.models.mmv import create_model
+from mmv_torch.weights.resolve import create_model
 
 
 def _settings(demo_dir: Path) -> demo.DemoSettings:
@@ -45,7 +45,7 @@ def _settings(demo_dir: Path) -> demo.DemoSettings:
 def supervised(demo_dir: Path, steps: int, overrides: list[str], seed: int) -> dict[str, float]:
     """Fine-tune the untrained demo video tower on the pretraining clips' motion labels, then probe it."""
     from mmv_torch.data.sources import manifest_source
-    from mmv_torch.evaluate import LoaderOptions, finetune_classifier
+    from mmv_torch.eval.pipelines import LoaderOptions, eval_finetune
     from mmv_torch.models.mmv import MMV
 
     s = _settings(demo_dir)
@@ -69,7 +69,7 @@ def supervised(demo_dir: Path, steps: int, overrides: list[str], seed: int) -> d
     torch.manual_seed(seed)
     model = MMV(cfg.model)
     t0 = time.time()
-    res = finetune_classifier(model, cfg, manifest_source(manifest), LoaderOptions(batch, s.workers, seed),
+    res = eval_finetune(model, cfg, manifest_source(manifest), LoaderOptions(batch, s.workers, seed),
                               work / f"supervised_{steps}", epochs=epochs, lr=cfg.train.lr, backbone_lr=cfg.train.lr,
                               weight_decay=0.0, warmup_steps=max(1, steps // 10), test_windows=s.eval_windows)
     train_s = time.time() - t0

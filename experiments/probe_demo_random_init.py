@@ -4,7 +4,7 @@
 
 Loads ``DEMO/run/export``, builds the demo's random-init baseline (same architecture and word table,
 BatchNorm statistics calibrated on pretraining batches: ``mmv_torch.demo.random_init_baseline``) and runs
-``linear_probe`` (StandardScaler + LinearSVC, 10 augmented passes, 10 test windows) on
+``eval_linear`` (StandardScaler + LinearSVC, 10 augmented passes, 10 test windows) on
 ``DEMO/data/probe_motion.jsonl`` for both; prints one JSON line per network. ``--quick`` for a folder made
 by ``mmv-torch demo --quick``.
 """
@@ -19,7 +19,7 @@ from mmv_torch import create_model
 from mmv_torch.config import load_config
 from mmv_torch.data.sources import manifest_source
 from mmv_torch.demo import QUICK, DemoSettings, random_init_baseline
-from mmv_torch.evaluate import LoaderOptions, linear_probe
+from mmv_torch.eval.pipelines import LoaderOptions, eval_linear
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     random_init, _ = random_init_baseline(trained, cfg, args.demo / "data", args.demo / "run", s)
     for name, model in (("trained", trained), ("random_init", random_init)):
         source = manifest_source(args.demo / "data" / "probe_motion.jsonl")
-        r = linear_probe(model, cfg, source, LoaderOptions(8, args.workers, 0), protocol=args.protocol)
+        r = eval_linear(model, cfg, source, LoaderOptions(8, args.workers, 0), protocol=args.protocol)
         print(json.dumps({"network": name, "protocol": r["settings"]["protocol"]["name"], "C": r["settings"]["C"],
                           **r["metrics"]}))
 

@@ -16,11 +16,11 @@ def tiny_checkpoint(folder: Path, clips: Path) -> Path:
     """An exported random ``tiny`` model with a word list covering the synthetic captions' words. Its
     BatchNorm statistics are those of the windows of ``clips`` (a random network with the initial
     statistics maps every clip to the same direction), so its embeddings tell the clips apart."""
-    from mmv_torch.checkpoints import export_model
     from mmv_torch.config import get_preset
     from mmv_torch.data.synthetic import vocabulary_words
     from mmv_torch.index.embedding import decode_windows
     from mmv_torch.models.mmv import MMV
+    from mmv_torch.weights.checkpoint import export_model
 
     cfg = get_preset("tiny")
     words = ["<pad>"] + [w for w in vocabulary_words() if w != "<pad>"]

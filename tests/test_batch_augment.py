@@ -23,7 +23,7 @@ from mmv_torch.data.media.batch_augment import (
     unpack_params,
 )
 from mmv_torch.data.media.transforms import DmvrColor, apply_dmvr_params, dmvr_color, sample_dmvr_params
-from mmv_torch.train import to_device
+from mmv_torch.train.loop import to_device
 
 CFG = DataConfig(num_frames=3, crop_size=24, resize_short=30)
 SIZES = [(36, 48), (30, 30), (50, 26), (27, 41), (24, 70), (64, 64)]

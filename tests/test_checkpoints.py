@@ -12,16 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmv_torch.checkpoints import (
-    CKPT_DIR,
-    checkpoint_path,
-    list_checkpoints,
-    load_checkpoint,
-    resolve_checkpoint,
-)
 from mmv_torch.config import apply_overrides, get_preset, load_config
-from mmv_torch.sampling import Source, TrainData
-from mmv_torch.train import train
+from mmv_torch.train.loop import train
+from mmv_torch.train.sampling import TrainData, TrainSource
+from mmv_torch.weights.checkpoint import CKPT_DIR, checkpoint_path, list_checkpoints, load_checkpoint
+from mmv_torch.weights.resolve import resolve_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -41,7 +36,7 @@ def run(tmp_path_factory) -> Path:
             "train.num_workers": 0, "data.num_frames": 8, "data.crop_size": 32})
         vectors = torch.randn(len(WORDS), 12, generator=torch.Generator().manual_seed(0))
         vectors[0] = 0
-        data = TrainData(RandomClips(8, vocab=len(WORDS)), [Source("clips", 0, 8)], WORDS, vectors)
+        data = TrainData(RandomClips(8, vocab=len(WORDS)), [TrainSource("clips", 0, 8)], WORDS, vectors)
         out = tmp_path_factory.mktemp("ckpt") / "run"
         train(cfg, data, out, tensorboard=False, progress=False)
     finally:

@@ -46,7 +46,7 @@ def test_data_check_and_shard(tmp_path, capsys):
 
 
 def test_train_then_load_export(tmp_path, capsys):
-    from mmv_torch.models.mmv import create_model
+    from mmv_torch.weights.resolve import create_model
 
     run = tmp_path / "run"
     assert main(["train", "--preset", "tiny", "--data", "synthetic:6", "--out", str(run), "--set",

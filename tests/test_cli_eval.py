@@ -297,7 +297,7 @@ def test_embed_text_with_a_dmvr_vocabulary(setup, capsys):
     """``--vocab`` with a DMVR vocabulary uses DMVR's tokenizer: embeddings equal the text tower on its ids."""
     import torch
 
-    from mmv_torch.models.mmv import create_model
+    from mmv_torch.weights.resolve import create_model
 
     words, root = setup["words"], setup["root"]
     specials = ["<pad>", "<bos>", "<eos>", "<unk>"]

@@ -1,4 +1,4 @@
-"""Tests of mmv_torch.convert: safe unpickling, the key table, parity with the official code.
+"""Tests of mmv_torch.weights.convert: safe unpickling, the key table, parity with the official code.
 
 Parity data: ``tests/data/official_mmv/`` (official JAX/Haiku outputs with fill-rule weights; see
 the README there and ``tests/official_reference.py``).
@@ -19,7 +19,8 @@ import official_reference as ref
 import pytest
 import torch
 
-from mmv_torch.convert import (
+from mmv_torch.models.mmv import MMV
+from mmv_torch.weights.convert import (
     OUTPUT_KEYS,
     convert_checkpoint,
     infer_model_config,
@@ -29,8 +30,8 @@ from mmv_torch.convert import (
     official_to_torch_key,
     record_intermediates,
 )
-from mmv_torch.models.mmv import MMV, create_model
-from mmv_torch.unpickle import UnsafePickleError, load_official_pickle, safe_load_pickle
+from mmv_torch.weights.resolve import create_model
+from mmv_torch.weights.unpickle import UnsafePickleError, load_official_pickle, safe_load_pickle
 
 
 def _tol(ref_arr: np.ndarray) -> float:
@@ -474,14 +475,14 @@ def test_convert_pickle_to_safetensors_and_reload_bit_identical(loaded, fake_mod
     assert sorted(p.name for p in convert_checkpoint(pkl, out).iterdir()) == ["config.json", "model.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".converted", "converted.old"))]
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="holds files that are not a converted checkpoint"):
+    with pytest.raises(ValueError, match="holds files that are not a weights folder"):
         convert_checkpoint(pkl, out)
     assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_converted_config_records_the_official_input_contract(loaded, fake_modules, tmp_path) -> None:
     from mmv_torch.config import load_config
-    from mmv_torch.convert import OFFICIAL_INPUTS
+    from mmv_torch.weights.convert import OFFICIAL_INPUTS
 
     mapping = ref.official_mapping("s3d", two_level=True)
     out = convert_checkpoint(mapping, tmp_path / "converted")

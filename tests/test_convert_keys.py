@@ -1,4 +1,4 @@
-"""The official -> torch key table of mmv_torch.convert against recorded expectations.
+"""The official -> torch key table of mmv_torch.weights.convert against recorded expectations.
 
 ``tests/data/official_key_map.json`` holds ``official_to_torch_key`` for every key of the reference
 parameters (``tests/data/official_mmv/<config>/params.json``, params and state), recorded from the
@@ -19,8 +19,8 @@ import official_reference as ref
 import pytest
 import torch
 
-from mmv_torch.convert import ROOT, infer_model_config, official_to_torch_key
 from mmv_torch.models.mmv import MMV
+from mmv_torch.weights.convert import ROOT, infer_model_config, official_to_torch_key
 
 EXPECTED_PATH = Path(__file__).parent / "data" / "official_key_map.json"
 RECORDED_CONFIGS = ("s3d", "tsm_resnet_x1")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from mmv_torch.data.captions import CaptionDataset, caption_rows, checkpoint_vocabulary
+from mmv_torch.data.captions import CaptionDataset, caption_rows
 from mmv_torch.data.manifests import LabelledEntry
-from mmv_torch.data.text.tokenizer import MissingVocabularyError, Tokenizer, Vocabulary
+from mmv_torch.data.text.tokenizer import Tokenizer, Vocabulary
 
 
 def _entries():
@@ -36,14 +36,3 @@ def test_caption_dataset_items(tmp_path):
         CaptionDataset([], tok)
 
 
-def test_checkpoint_vocabulary(tmp_path):
-    with pytest.raises(MissingVocabularyError, match=r"has no vocab\.txt \(pass a word list with --vocab\).*65,536"):
-        checkpoint_vocabulary(tmp_path, option="--vocab")
-    (tmp_path / "vocab.txt").write_text("<pad>\nred\n")
-    vocab, path = checkpoint_vocabulary(tmp_path, vocab_size=2)
-    assert path == tmp_path / "vocab.txt" and vocab.index["red"] == 1
-    other = tmp_path / "other.txt"
-    other.write_text("<pad>\nred\nball\n")
-    assert len(checkpoint_vocabulary(tmp_path, other)[0]) == 3
-    with pytest.raises(ValueError, match="3 words but the checkpoint's word table has 2 rows"):
-        checkpoint_vocabulary(tmp_path, other, vocab_size=2)

@@ -6,12 +6,12 @@ import torch
 from torch import nn
 
 from mmv_torch.config import BatchNormConfig, VideoConfig, get_preset
-from mmv_torch.deflate import (
+from mmv_torch.eval.image import probe_image_encoder
+from mmv_torch.models.deflate import (
     deflate,
     deflate_s3d,
     deflate_tsm,
     image_encoder,
-    image_probe,
     l1_gap,
     padding_gap,
     retrain_bn,
@@ -143,11 +143,11 @@ def test_image_encoder_strategies_and_probe():
         enc, settings = image_encoder(video, strategy, num_frames=4, bn_images=[imgs[:4]], bn_steps=1)
         assert enc(imgs[:2]).shape == (2, video.out_dim)
         assert settings["strategy"] == strategy
-    res = image_probe(enc, loader, labels, loader, labels, classifier="logistic", weight_decays=(1e-3,),
+    res = probe_image_encoder(enc, loader, labels, loader, labels, classifier="logistic", weight_decays=(1e-3,),
                       max_iter=30)
     assert res["metrics"]["train_top1"] == 1.0
     multi = np.stack([labels, 1 - labels], axis=1)
-    res_ml = image_probe(enc, loader, multi, loader, multi, multilabel=True, epochs=30, lr=1e-2)
+    res_ml = probe_image_encoder(enc, loader, multi, loader, multi, multilabel=True, epochs=30, lr=1e-2)
     assert res_ml["metrics"]["test_mAP"] > 0.9
 
 
@@ -172,7 +172,7 @@ def test_full_size_s3d_deflation():
 
 
 def test_image_encoder_tsm_naive_chooses_the_deflation():
-    from mmv_torch.deflate import image_encoder
+    from mmv_torch.models.deflate import image_encoder
 
     video = _tiny_tsm()
     img = torch.rand(2, 3, 32, 32)

@@ -15,7 +15,7 @@ from mmv_torch.config import LossConfig  # noqa: E402
 
 def tiny_mmv_float64() -> torch.nn.Module:
     """The tiny preset in float64 (module level, so spawned workers can unpickle it)."""
-    from mmv_torch.models.mmv import create_model
+    from mmv_torch.weights.resolve import create_model
 
     return create_model("tiny").double()
 

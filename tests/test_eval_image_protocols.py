@@ -10,14 +10,7 @@ from test_data_prepare_images import voc_object, write_voc
 from mmv_torch.cli import main
 from mmv_torch.data.manifests import LabelledEntry
 from mmv_torch.data.sources import LabelledSource
-from mmv_torch.eval.image_protocols import (
-    ELEVEN_POINTS,
-    imagenet_linear_probe,
-    voc07_ap,
-    voc2007_probe,
-    voc_area_ap,
-    voc_map,
-)
+from mmv_torch.eval.image import ELEVEN_POINTS, imagenet_linear_probe, voc07_ap, voc2007_probe, voc_area_ap, voc_map
 
 FAST = ["--workers", "0", "--batch-size", "4", "--device", "cpu"]
 
@@ -100,7 +93,7 @@ def test_imagenet_linear_probe_top1_top5():
 
 
 def test_difficult_flags_reach_the_voc_targets():
-    from mmv_torch.evaluate import _image_protocol
+    from mmv_torch.eval.pipelines import _image_protocol
 
     entries = [LabelledEntry(f"/{i}.jpg", "image", "", "train") for i in range(3)]
     records = [{"labels": ["dog"], "difficult": ["person"]}, {"labels": [], "difficult": ["dog"]}, {"labels": ["cat"]}]

@@ -3,8 +3,9 @@ import torch
 
 from mmv_torch.config import BatchNormConfig, HeadConfig, TextConfig, get_preset
 from mmv_torch.models.heads import ProjectionHead
-from mmv_torch.models.mmv import MMV, create_model
+from mmv_torch.models.mmv import MMV
 from mmv_torch.models.text import TextTower
+from mmv_torch.weights.resolve import create_model
 
 OFFICIAL_HEADS = {"mmv_s3d": 4_592_640, "mmv_tsm_r50": 5_116_928, "mmv_tsm_r50x2": 6_165_504}
 OFFICIAL_VIDEO = {"mmv_s3d": 9_146_000, "mmv_tsm_r50": 23_500_352, "mmv_tsm_r50x2": 93_891_712}

@@ -18,6 +18,7 @@ from mmv_torch import cli
 from mmv_torch.config import DataConfig, get_preset
 from mmv_torch.data.sources import manifest_source
 from mmv_torch.data.text.tokenizer import Tokenizer, Vocabulary
+from mmv_torch.eval.benchmarks import LinearOverrides, linear_benchmark, linear_overrides, retrieval_benchmark
 from mmv_torch.eval.metrics import d_prime, mean_auc, roc_auc
 from mmv_torch.eval.paper_protocols import (
     CODE,
@@ -31,8 +32,7 @@ from mmv_torch.eval.paper_protocols import (
     detect_protocol,
     get_protocol,
 )
-from mmv_torch.evaluate import LoaderOptions
-from mmv_torch.paper_evals import LinearOverrides, linear_benchmark, linear_overrides, retrieval_benchmark
+from mmv_torch.eval.pipelines import LoaderOptions
 
 CFG = dataclasses.replace(get_preset("tiny"), data=DataConfig(
     num_frames=4, fps=8.0, crop_size=32, eval_crop_size=32, resize_short=36, audio_seconds=0.5, num_mel_bins=20,

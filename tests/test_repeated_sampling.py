@@ -13,7 +13,7 @@ from mmv_torch.config import Config, DataConfig, TrainConfig, apply_overrides, g
 from mmv_torch.data import datasets
 from mmv_torch.data.datasets import PretrainDataset, make_sample
 from mmv_torch.data.media.transforms import random_start_time
-from mmv_torch.sampling import FlattenCollate, TrainData, as_train_data, make_loader
+from mmv_torch.train.sampling import FlattenCollate, TrainData, as_train_data, make_train_loader
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=24, resize_short=28, audio_seconds=0.5, num_mel_bins=16,
                  num_candidates=2, max_words=4)
@@ -69,7 +69,7 @@ def test_loader_batches_hold_batch_size_clips_from_batch_size_over_k_videos(mani
     cfg = Config(data=DataConfig(**{**CFG.__dict__, "clips_per_video": 2}),
                  train=TrainConfig(batch_size=4, num_workers=0, seed=1))
     data = as_train_data(PretrainDataset(manifest, cfg.data, seed=1))
-    loader, sampler = make_loader(data, cfg)
+    loader, sampler = make_train_loader(data, cfg)
     assert sampler.batches_per_epoch == 3  # 6 videos, 2 per batch: an epoch visits each video once
     batches = [b for _, b in zip(range(3), loader)]
     for b in batches:
@@ -97,4 +97,4 @@ def test_batch_size_must_be_a_multiple_and_shards_are_refused():
 
     cfg = apply_overrides(get_preset("tiny"), {"train.batch_size": 4, "data.clips_per_video": 2})
     with pytest.raises(ValueError, match="needs manifests"):
-        make_loader(TrainData(Stream(), []), cfg)
+        make_train_loader(TrainData(Stream(), []), cfg)

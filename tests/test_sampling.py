@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmv_torch.sampling import EpochBatchSampler, SeededSamples, Source, epoch_order
+from mmv_torch.train.sampling import EpochBatchSampler, SeededSamples, TrainSource, epoch_order
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -19,7 +19,7 @@ from train_worker_ddp import RandomClips  # noqa: E402
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch():
-    src = [Source("a", 0, 50)]
+    src = [TrainSource("a", 0, 50)]
     a, b = epoch_order(src, 3, 1), epoch_order(src, 3, 1)
     assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(50))
     assert not np.array_equal(a, epoch_order(src, 3, 2))
@@ -27,7 +27,7 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
 
 
 def test_epoch_order_mixes_sources_by_weight():
-    src = [Source("a", 0, 100), Source("b", 100, 20, weight=3.0)]
+    src = [TrainSource("a", 0, 100), TrainSource("b", 100, 20, weight=3.0)]
     order = epoch_order(src, 0, 0)
     assert len(order) == 120
     from_b = order >= 100
@@ -37,7 +37,7 @@ def test_epoch_order_mixes_sources_by_weight():
 
 
 def test_sampler_shards_ranks_and_resumes_mid_epoch():
-    src = [Source("a", 0, 22)]
+    src = [TrainSource("a", 0, 22)]
     ranks = [EpochBatchSampler(src, 2, seed=5, rank=r, world=2) for r in range(2)]
     assert ranks[0].batches_per_epoch == 5
     it = [iter(s) for s in ranks]

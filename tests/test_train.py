@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-import mmv_torch.checkpoints as C
-import mmv_torch.train as T
+import mmv_torch.train.loop as T
+import mmv_torch.weights.checkpoint as C
 from mmv_torch.config import apply_overrides, get_preset, load_config, save_config
-from mmv_torch.models.mmv import create_model
-from mmv_torch.sampling import epoch_order
-from mmv_torch.train_data import build_train_data
+from mmv_torch.train.data import build_train_data
+from mmv_torch.train.sampling import epoch_order
+from mmv_torch.weights.resolve import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -216,7 +216,7 @@ def test_vocabulary_adds_the_top_words_of_the_vector_source(tmp_path, synthetic_
     a rebuilt vocabulary (resume) is the same list, and a run folder with another list is refused."""
     from mmv_torch.data.text.tokenizer import split_words
     from mmv_torch.data.text.wordvec import load_word_vectors
-    from mmv_torch.train_data import build_train_data
+    from mmv_torch.train.data import build_train_data
 
     cfg = apply_overrides(tiny_cfg(), {"data.extra_vocab_words": 300})
     data = build_train_data([str(synthetic_set / "pretrain.jsonl")], cfg, tmp_path)
@@ -489,7 +489,7 @@ def test_train_step_on_a_caller_built_state():
 
 def test_unused_parameters_are_those_the_loss_never_reaches():
     from mmv_torch.models.mmv import MMV
-    from mmv_torch.train import unused_parameters
+    from mmv_torch.train.loop import unused_parameters
 
     cfg = tiny_cfg()
     torch.manual_seed(0)

@@ -13,13 +13,7 @@ import torch
 from mmv_torch.cli import main
 from mmv_torch.data.text.dmvr import dmvr_tokenizer, load_vocabulary_file
 from mmv_torch.data.text.wordvec import iter_word_vectors, read_word2vec_binary
-from mmv_torch.vocab_match import (
-    RowIndex,
-    match_vocabulary,
-    open_source,
-    run_vocab_match,
-    write_vocabulary,
-)
+from mmv_torch.weights.vocab_match import RowIndex, match_vocabulary, open_source, run_vocab_match, write_vocabulary
 
 
 def write_w2v_binary(path: Path, words: list[str], vectors: np.ndarray) -> Path:
@@ -59,7 +53,7 @@ def tiny_export(tmp_path_factory) -> Path:
     """export/ of a 1-step tiny run on 8 synthetic clips; its word table comes from the bundled GloVe 50-d."""
     from mmv_torch.config import apply_overrides, get_preset
     from mmv_torch.data.synthetic import write_dataset
-    from mmv_torch.train import train
+    from mmv_torch.train.loop import train
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -248,7 +242,7 @@ def test_write_vocabulary_refuses_what_would_not_read_back(tmp_path):
 
 
 def test_run_vocab_match_writes_nothing_below_min_match_and_everything_above(tmp_path):
-    from mmv_torch.vocab_match import MatchRefused
+    from mmv_torch.weights.vocab_match import MatchRefused
 
     words, vectors, table, expected = source_and_table()
     src = write_w2v_binary(tmp_path / "v.bin", words, vectors)

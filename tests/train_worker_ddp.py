@@ -5,7 +5,7 @@ As a script (environment as torchrun sets it: RANK, WORLD_SIZE, LOCAL_RANK, MAST
 
     python tests/train_worker_ddp.py RUN_DIR CONFIG_JSON NUM_CLIPS DTYPE
 
-it trains ``mmv_torch.train.train`` on :class:`RandomClips` under ``torch.set_default_dtype(DTYPE)``
+it trains ``mmv_torch.train.loop.train`` on :class:`RandomClips` under ``torch.set_default_dtype(DTYPE)``
 (float64 for parity checks) and writes ``RUN_DIR/summary_rank<R>.json``.
 """
 
@@ -46,7 +46,7 @@ class RandomClips(Dataset):
 def main(argv: list[str]) -> None:
     from mmv_torch import dist
     from mmv_torch.config import load_config
-    from mmv_torch.train import train
+    from mmv_torch.train.loop import train
 
     run_dir, config_path, num_clips, dtype = argv
     torch.set_num_threads(1)

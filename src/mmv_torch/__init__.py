@@ -6,7 +6,8 @@ Public API: :func:`create_model`, :class:`MMV`, the losses (:func:`nce_loss`, :f
 
 from mmv_torch.config import PRESETS, Config, ModelConfig, get_preset
 from mmv_torch.losses import milnce_loss, mmv_loss, nce_loss
-from mmv_torch.models.mmv import MMV, create_model
+from mmv_torch.models.mmv import MMV
+from mmv_torch.weights.resolve import create_model
 
 __version__ = "0.1.0"
 

@@ -57,7 +57,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from mmv_torch.convert import convert_checkpoint
+    from mmv_torch.weights.convert import convert_checkpoint
 
     out = convert_checkpoint(args.checkpoint, args.out_dir)
     print(f"wrote {out}; load it with create_model(checkpoint={str(out)!r})")
@@ -75,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import contextlib
 
     from mmv_torch.runs import claim_run_dir
-    from mmv_torch.train import TrainingDivergedError, run_train
+    from mmv_torch.train.loop import TrainingDivergedError, run_train
 
     if (args.preset is None) == (args.config is None):
         raise ValueError("train needs exactly one of --preset NAME or --config run.json"
@@ -110,14 +110,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# embed / eval commands: options -> library calls (mmv_torch.evaluate, mmv_torch.data.sources)
+# embed / eval commands: options -> library calls (mmv_torch.eval.pipelines, mmv_torch.data.sources)
 
 
 def _load_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model in eval mode on the device, full Config with ``--set data.*`` applied, device). The weights
-    come from :func:`mmv_torch.checkpoints.resolve_checkpoint` (``args.resolved`` keeps what it chose)."""
-    from mmv_torch.checkpoints import resolve_checkpoint
+    come from :func:`mmv_torch.weights.resolve.resolve_checkpoint` (``args.resolved`` keeps what it chose)."""
     from mmv_torch.config import apply_overrides
+    from mmv_torch.weights.resolve import resolve_checkpoint
 
     overrides = args.set or []
     bad = [o for o in overrides if not o.startswith("data.")]
@@ -144,7 +144,7 @@ def _source(args: argparse.Namespace, modality: str) -> Any:
 
 def _loader_options(args: argparse.Namespace) -> Any:
     from mmv_torch.data.sources import default_workers
-    from mmv_torch.evaluate import LoaderOptions
+    from mmv_torch.eval.pipelines import LoaderOptions
 
     workers = default_workers() if args.workers is None else args.workers
     return LoaderOptions(batch_size=args.batch_size, workers=workers, seed=args.seed)
@@ -161,8 +161,8 @@ def _word_mask(args: argparse.Namespace) -> bool:
 
 def _tokenizer(args: argparse.Namespace, cfg: Any) -> tuple[Any, str]:
     """The tokenizer of the checkpoint's word table (``--vocab`` or its own word list) and where it came
-    from (:func:`mmv_torch.checkpoints.checkpoint_tokenizer`)."""
-    from mmv_torch.checkpoints import checkpoint_tokenizer
+    from (:func:`mmv_torch.weights.resolve.checkpoint_tokenizer`)."""
+    from mmv_torch.weights.resolve import checkpoint_tokenizer
 
     return checkpoint_tokenizer(args.resolved, cfg, args.vocab)
 
@@ -171,7 +171,7 @@ def _tokenizer(args: argparse.Namespace, cfg: Any) -> tuple[Any, str]:
 def _probe_kwargs(args: argparse.Namespace, multilabel: bool, hidden_default: str) -> dict[str, Any]:
     """Keyword arguments of the probe chosen by ``--classifier`` / ``--multilabel`` (the torch probes run on
     the CPU: run_linear and run_image_eval take ``device`` for the feature extraction only)."""
-    from mmv_torch.paper_evals import parse_floats
+    from mmv_torch.eval.benchmarks import parse_floats
 
     cs, wds = parse_floats(args.C, "--C"), parse_floats(args.weight_decay, "--weight-decay")
     if multilabel:
@@ -206,7 +206,7 @@ def _write(result: dict[str, Any], args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from mmv_torch import dist
-    from mmv_torch.evaluate import embed
+    from mmv_torch.eval.pipelines import embed
 
     if args.modality == "image" and args.space != "repr":
         raise ValueError("image embeddings are the deflated video backbone's representation: use --space repr")
@@ -226,8 +226,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_linear(args: argparse.Namespace) -> int:
-    from mmv_torch.evaluate import linear_probe
-    from mmv_torch.paper_evals import linear_benchmark, linear_overrides, pick_protocol
+    from mmv_torch.eval.benchmarks import linear_benchmark, linear_overrides, pick_protocol
+    from mmv_torch.eval.pipelines import eval_linear
 
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, args.modality)
@@ -242,7 +242,7 @@ def _cmd_eval_linear(args: argparse.Namespace) -> int:
     probe_kwargs = _probe_kwargs(args, args.multilabel, "512")
     if args.C is None:
         probe_kwargs.pop("cs", None)  # the protocol's C
-    result = linear_probe(model, cfg, source, _loader_options(args), modality=args.modality, space=args.space,
+    result = eval_linear(model, cfg, source, _loader_options(args), modality=args.modality, space=args.space,
                           classifier=args.classifier, multilabel=args.multilabel, folds=args.folds,
                           train_epochs=args.train_epochs, test_windows=args.test_windows, protocol=args.protocol,
                           probe_kwargs=probe_kwargs, device=device)
@@ -250,8 +250,8 @@ def _cmd_eval_linear(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    from mmv_torch.evaluate import retrieval
-    from mmv_torch.paper_evals import pick_protocol, retrieval_benchmark
+    from mmv_torch.eval.benchmarks import pick_protocol, retrieval_benchmark
+    from mmv_torch.eval.pipelines import eval_retrieval
 
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, "video")
@@ -266,7 +266,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
         result = retrieval_benchmark(model, cfg, source, _loader_options(args), paper, tokenizer=tokenizer,
                                      word_mask=_word_mask(args), space=args.space, windows=args.windows, device=device)
     else:
-        result = retrieval(model, cfg, source, _loader_options(args), pair=args.pair, space=args.space,
+        result = eval_retrieval(model, cfg, source, _loader_options(args), pair=args.pair, space=args.space,
                            windows=args.windows or 1, tokenizer=tokenizer, word_mask=_word_mask(args), device=device)
     result["settings"].update(extra)
     return _write(result, args)
@@ -274,7 +274,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 def _cmd_eval_finetune(args: argparse.Namespace) -> int:
     from mmv_torch.eval.finetune import CHECKPOINT, LOG
-    from mmv_torch.evaluate import finetune_classifier
+    from mmv_torch.eval.pipelines import eval_finetune
     from mmv_torch.runs import claim_run_dir, run_contents
 
     with claim_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite,
@@ -283,7 +283,7 @@ def _cmd_eval_finetune(args: argparse.Namespace) -> int:
             raise ValueError(f"--resume latest: {args.out} holds no {CHECKPOINT} to continue")
         model, cfg, device = _load_checkpoint(args)
         source = _source(args, "video")
-        result = finetune_classifier(model, cfg, source, _loader_options(args), args.out, epochs=args.epochs,
+        result = eval_finetune(model, cfg, source, _loader_options(args), args.out, epochs=args.epochs,
                                      lr=args.lr, backbone_lr=args.backbone_lr, weight_decay=args.weight_decay,
                                      warmup_steps=args.warmup_steps, test_windows=args.test_windows,
                                      resume=args.resume is not None, device=device)
@@ -291,21 +291,21 @@ def _cmd_eval_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_image(args: argparse.Namespace) -> int:
-    from mmv_torch.deflate import STRATEGIES
-    from mmv_torch.evaluate import image_probe
+    from mmv_torch.eval.pipelines import eval_image
+    from mmv_torch.models.deflate import STRATEGIES
 
     strategies = [s for s in args.strategies.split(",") if s]
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:  # checked before the model is loaded
         raise ValueError(f"--strategies takes names of {list(STRATEGIES)}, got {args.strategies!r}")
-    from mmv_torch.paper_evals import parse_floats
+    from mmv_torch.eval.benchmarks import parse_floats
 
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, "image")
     kwargs = (_probe_kwargs(args, args.multilabel, "") if args.protocol == "custom" else
               {"cs": parse_floats(args.C, "--C"), "weight_decays": parse_floats(args.weight_decay, "--weight-decay"),
                "seed": args.seed})
-    result = image_probe(model, cfg, source, _loader_options(args), strategies, classifier=args.classifier,
+    result = eval_image(model, cfg, source, _loader_options(args), strategies, classifier=args.classifier,
                          multilabel=args.multilabel, bn_steps=args.bn_steps, bn_lr=args.bn_lr, tsm_naive=args.tsm_naive,
                          probe_kwargs=kwargs, protocol=args.protocol, device=device)
     return _write(result, args)

@@ -154,9 +154,9 @@ def _add_prepare_parser(data: Any) -> None:
 
 
 def _cmd_vocab_match(args: argparse.Namespace) -> int:
-    from mmv_torch.checkpoints import resolve_checkpoint
     from mmv_torch.fileio import check_output
-    from mmv_torch.vocab_match import MatchRefused, run_vocab_match
+    from mmv_torch.weights.resolve import resolve_checkpoint
+    from mmv_torch.weights.vocab_match import MatchRefused, run_vocab_match
 
     check_output(args.vocab_out, "--out", inputs=(args.checkpoint, args.vectors or "", args.words or ""))
     resolved = resolve_checkpoint(args.checkpoint)

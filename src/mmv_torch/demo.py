@@ -28,6 +28,7 @@ import torch
 
 from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset
 from mmv_torch.fileio import atomic_write_text
+from mmv_torch.weights.folder import VOCAB_FILE
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,11 @@ def probe_task(model: torch.nn.Module, data_dir: Path, cfg: Config, s: DemoSetti
     """The demo's linear probe on ``data_dir/probe_<task>.jsonl``: ``task`` is 'motion' (video features) or
     'sound' (audio features); logistic regression on ``repr`` with the demo's epochs and windows."""
     from mmv_torch.data.sources import manifest_source
-    from mmv_torch.evaluate import LoaderOptions, linear_probe
+    from mmv_torch.eval.pipelines import LoaderOptions, eval_linear
 
     modality = "video" if task == "motion" else "audio"
     source = manifest_source(data_dir / f"probe_{task}.jsonl").as_modality(modality)
-    res = linear_probe(model, cfg, source, LoaderOptions(batch_size=16, workers=s.workers, seed=s.seed),
+    res = eval_linear(model, cfg, source, LoaderOptions(batch_size=16, workers=s.workers, seed=s.seed),
                        modality=modality, space="repr", classifier="logistic", train_epochs=s.probe_epochs,
                        test_windows=s.eval_windows, protocol="config")
     res["chance"] = 1.0 / res["settings"]["classes"]
@@ -131,8 +132,8 @@ def _retrieval(model: torch.nn.Module, data_dir: Path, cfg: Config, vocab_file: 
     (captions x videos), the captions, each caption's video row and the video paths."""
     from mmv_torch.data.sources import manifest_source
     from mmv_torch.data.text.tokenizer import Tokenizer, Vocabulary
+    from mmv_torch.eval.pipelines import LoaderOptions, text_video_embeddings
     from mmv_torch.eval.retrieval import text_video_retrieval
-    from mmv_torch.evaluate import LoaderOptions, text_video_embeddings
 
     tokenizer = Tokenizer(Vocabulary.from_word_list(vocab_file), max_words=cfg.data.max_words)
     video_emb, text_emb, ds, texts = text_video_embeddings(
@@ -311,8 +312,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
              say: Callable[[str], None] = _say) -> dict[str, Any]:
     """Generate data, train, evaluate, report. Returns the results dict (also in ``results.json``)."""
     from mmv_torch.data.synthetic import GeneratorOptions, write_dataset
-    from mmv_torch.models.mmv import create_model
-    from mmv_torch.train import train
+    from mmv_torch.train.loop import train
+    from mmv_torch.weights.resolve import create_model
 
     s = settings
     torch.set_num_threads(s.threads)
@@ -349,7 +350,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
                                                                                          "final_loss", "steps")}}
     for i, (name, model) in enumerate((("trained", trained), ("random_init", random_init))):
         say(f"3/5 evaluating the {name.replace('_', ' ')} network ({i + 1}/2): retrieval and probes")
-        metrics, sim, captions, caption_video, videos = _retrieval(model, data_dir, cfg, export / "vocab.txt", s)
+        metrics, sim, captions, caption_video, videos = _retrieval(model, data_dir, cfg, export / VOCAB_FILE, s)
         res = {"retrieval": metrics, "motion": probe_task(model, data_dir, cfg, s, "motion"),
                "sound": probe_task(model, data_dir, cfg, s, "sound")}
         results[name] = res
@@ -389,7 +390,7 @@ def random_init_baseline(trained: torch.nn.Module, cfg: Config, data_dir: Path, 
     same frozen word table and BatchNorm statistics calibrated on pretraining batches, in eval mode.
     Returns it and the number of calibration batches."""
     from mmv_torch.models.mmv import MMV
-    from mmv_torch.train_data import build_train_data
+    from mmv_torch.train.data import build_train_data
 
     torch.manual_seed(s.seed + 1)
     random_init = MMV(trained.cfg)

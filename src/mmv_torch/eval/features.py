@@ -12,7 +12,7 @@ Batch contract (what the data loader yields; the data package builds such loader
 The model is any callable: for ``video|audio|text`` an MMV-like module called as
 ``model(**{modality: x})`` returning ``emb[modality][space]`` (space ``va|vt|at|repr``); for
 ``image`` a module mapping ``(B, 3, H, W)`` to ``(B, D)`` (a deflated or input-inflated video network
-from :mod:`mmv_torch.deflate`), or an MMV-like module returning a dict under ``"image"``.
+from :mod:`mmv_torch.models.deflate`), or an MMV-like module returning a dict under ``"image"``.
 
 Across ranks every process embeds its shard and the shards are gathered (padded to a common length
 with :func:`mmv_torch.dist.all_gather`), de-duplicated by ``index`` and sorted, so every rank returns

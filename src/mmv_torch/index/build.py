@@ -86,8 +86,8 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     Window length defaults to the checkpoint's clip span (``num_frames / fps``), the stride to the
     window. Files that cannot be decoded are reported on stderr and recorded, not indexed. Returns a
     summary: counts, the nearest-neighbour kind per space, the files skipped."""
-    from mmv_torch.checkpoints import checkpoint_tokenizer, resolve_checkpoint
     from mmv_torch.data.text.tokenizer import MissingVocabularyError
+    from mmv_torch.weights.resolve import checkpoint_tokenizer, resolve_checkpoint
 
     resolved = resolve_checkpoint(checkpoint)
     cfg = resolved.config

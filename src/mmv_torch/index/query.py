@@ -122,8 +122,8 @@ def open_searcher(index: str | Path, device: str = "cpu", checkpoint: str | Path
     """An index folder with the model it was built with (or ``checkpoint``, which must give embeddings
     of the same widths); text search needs a vocabulary (the checkpoint's own, the one recorded at
     build time, or ``vocab``)."""
-    from mmv_torch.checkpoints import checkpoint_tokenizer, resolve_checkpoint
     from mmv_torch.data.text.tokenizer import MissingVocabularyError
+    from mmv_torch.weights.resolve import checkpoint_tokenizer, resolve_checkpoint
 
     store = IndexStore(index)
     info = store.info()

@@ -23,9 +23,6 @@ ids ``(B,K,N)`` give embeddings ``(B,K,D)``.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -34,9 +31,6 @@ from mmv_torch.config import (
     BatchNormConfig,
     ModelConfig,
     VideoConfig,
-    apply_overrides,
-    get_preset,
-    load_config,
 )
 from mmv_torch.models.audio_resnet import AudioResNet
 from mmv_torch.models.heads import ProjectionHead
@@ -161,64 +155,3 @@ class MMV(nn.Module):
                   for name in ("video", "audio", "text", "heads")}
         counts["total"] = sum(p.numel() for p in self.parameters())
         return counts
-
-
-def _split_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``create_model`` keyword overrides -> dotted ModelConfig keys (``video__width_mult`` -> ``video.width_mult``)."""
-    return {k.replace("__", "."): v for k, v in overrides.items()}
-
-
-def resolve_model_config(name: str | None = None, checkpoint: str | Path | None = None,
-                         **overrides: Any) -> ModelConfig:
-    """The ModelConfig ``create_model`` would build (from the checkpoint folder's config.json, else the preset)."""
-    if checkpoint is not None:
-        cfg_path = Path(checkpoint) / "config.json"
-        if not cfg_path.is_file():
-            raise ValueError(f"checkpoint folder {checkpoint} has no config.json")
-        model_cfg = load_config(cfg_path).model
-    elif name is not None:
-        model_cfg = get_preset(name).model
-    else:
-        raise ValueError("create_model needs a preset name or a checkpoint folder")
-    if overrides:
-        model_cfg = apply_overrides(model_cfg, _split_overrides(overrides))
-    return model_cfg
-
-
-def create_model(name: str | None = None, checkpoint: str | Path | None = None, **overrides: Any) -> MMV:
-    """Build a preset (``mmv_s3d``, ``mmv_tsm_r50``, ``mmv_tsm_r50x2``, ``va_r2plus1d_18``, ``tiny``).
-
-    ``checkpoint`` is a folder written by ``mmv-torch convert`` or a training run export
-    (``config.json`` + ``model.safetensors``): the config comes from there and the weights are loaded
-    strictly. Keyword overrides replace ModelConfig fields, nested with ``__``
-    (``create_model("tiny", graph="disjoint", video__width_mult=0.5)``). A model loaded from a
-    checkpoint is returned in eval mode; a fresh one in train mode.
-    """
-    cfg = resolve_model_config(name, checkpoint, **overrides)
-    if checkpoint is None:
-        return MMV(cfg)
-    from safetensors.torch import load_file
-
-    weights = Path(checkpoint) / "model.safetensors"
-    if not weights.is_file():
-        raise ValueError(f"checkpoint folder {checkpoint} has no model.safetensors")
-    try:
-        state = load_file(str(weights))
-    except Exception as e:  # safetensors raises its own error type for truncated or foreign files
-        raise ValueError(f"{weights} cannot be read ({type(e).__name__}: {e}); it is truncated or not a "
-                         "safetensors file") from e
-    # Built on the meta device: no random initialisation of weights that are overwritten anyway.
-    with torch.device("meta"):
-        model = MMV(cfg)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or misshaped:
-        raise ValueError(f"{weights} does not match the model: missing {missing}, unexpected {unexpected}, "
-                         f"mis-shaped {misshaped}")
-    # Keep each tensor's own memory format (channels-last weights stay channels-last).
-    placed = {k: torch.empty_strided(own[k].shape, own[k].stride(), dtype=own[k].dtype).copy_(v)
-              for k, v in state.items()}
-    model.load_state_dict(placed, strict=True, assign=True)
-    return model.eval()

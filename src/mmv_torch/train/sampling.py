@@ -7,7 +7,7 @@
   :func:`sample_seeds` ``(seed, epoch, index)``, so its augmentation does not depend on which
   DataLoader worker made it or on what ran before;
 - :class:`ShardBatches` is the same for a streaming (WebDataset-style) dataset;
-- :func:`make_loader` builds the endless batch iterable of a rank positioned at an optimizer step
+- :func:`make_train_loader` builds the endless batch iterable of a rank positioned at an optimizer step
   (collating with :attr:`TrainData.collate`).
 
 Micro-batch ``m = step * grad_accum`` is batch ``m % batches_per_epoch`` of epoch
@@ -68,7 +68,7 @@ class SeededSamples(Dataset):
 
 
 @dataclass(frozen=True)
-class Source:
+class TrainSource:
     """One data source inside the concatenated dataset: rows ``[offset, offset + length)``."""
 
     name: str
@@ -77,7 +77,7 @@ class Source:
     weight: float = 1.0
 
 
-def epoch_order(sources: Sequence[Source], seed: int, epoch: int) -> np.ndarray:
+def epoch_order(sources: Sequence[TrainSource], seed: int, epoch: int) -> np.ndarray:
     """The global sample order of ``epoch``: int64 indices into the concatenated dataset.
 
     One source: a permutation. Several: an epoch has ``sum(length)`` samples, source i contributes
@@ -108,7 +108,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     dropped). Iteration starts at batch ``start_batch`` of epoch ``start_epoch`` and never ends.
     """
 
-    def __init__(self, sources: Sequence[Source], batch_size: int, seed: int, rank: int = 0, world: int = 1,
+    def __init__(self, sources: Sequence[TrainSource], batch_size: int, seed: int, rank: int = 0, world: int = 1,
                  start_epoch: int = 0, start_batch: int = 0) -> None:
         self.sources = list(sources)
         self.batch_size = batch_size
@@ -203,7 +203,7 @@ class TrainData:
     """
 
     dataset: Dataset
-    sources: list[Source]
+    sources: list[TrainSource]
     words: list[str] | None = None
     vectors: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -213,11 +213,11 @@ class TrainData:
 
 
 def as_train_data(data: TrainData | Dataset) -> TrainData:
-    """A bare map-style dataset becomes one :class:`Source` with no vocabulary."""
+    """A bare map-style dataset becomes one :class:`TrainSource` with no vocabulary."""
     if isinstance(data, TrainData):
         return data
     n = len(data)  # type: ignore[arg-type]
-    return TrainData(data, [Source("dataset", 0, n)])
+    return TrainData(data, [TrainSource("dataset", 0, n)])
 
 
 def refuse_repeated_stream(cfg: Config) -> None:
@@ -236,7 +236,7 @@ class FlattenCollate:
         return self.collate([s for it in items for s in (it if isinstance(it, list) else [it])])
 
 
-def make_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0, world: int = 1,
+def make_train_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: int = 0, world: int = 1,
                 pin_memory: bool = False) -> tuple[Any, EpochBatchSampler | ShardBatches]:
     """The endless batch iterable of one rank, positioned at optimizer step ``start_step``, and the
     object that maps a micro-batch count to ``(epoch, batch)`` (``.position``, ``.batches_per_epoch``).

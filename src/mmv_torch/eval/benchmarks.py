@@ -1,5 +1,5 @@
 """The paper's named benchmark protocols (:mod:`mmv_torch.eval.paper_protocols`) run through the evaluation
-pipelines of :mod:`mmv_torch.evaluate` (layer L4).
+pipelines of :mod:`mmv_torch.eval.pipelines` (layer L4).
 
 :func:`linear_benchmark` runs ``kinetics600-linear``, ``vggsound-linear``, ``esc50`` and ``audioset-mlp``,
 :func:`retrieval_benchmark` runs ``msrvtt-1ka``, ``msrvtt-full`` and ``youcook2-val``. Each checks the
@@ -23,7 +23,7 @@ from mmv_torch.data.datasets import LabelledDataset
 from mmv_torch.data.sources import LabelledSource, multilabel_targets
 from mmv_torch.data.text.tokenizer import Tokenizer
 from mmv_torch.eval.paper_protocols import PaperProtocol, check_source, detect_protocol, get_protocol
-from mmv_torch.evaluate import LoaderOptions, linear_probe, retrieval
+from mmv_torch.eval.pipelines import LoaderOptions, eval_linear, eval_retrieval
 
 
 @dataclass
@@ -108,7 +108,7 @@ def linear_benchmark(model: torch.nn.Module, cfg: Config, source: LabelledSource
 def _single_label(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
                   proto: PaperProtocol, modality: str, space: str, given: LinearOverrides,
                   device: str | torch.device | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """kinetics600-linear, vggsound-linear (train/test) and esc50 (folds) through :func:`evaluate.linear_probe`."""
+    """kinetics600-linear, vggsound-linear (train/test) and esc50 (folds) through :func:`eval_linear`."""
     classifier = given.classifier or proto.value("classifier")
     wrong = {"hidden": "--hidden", "epochs": "--probe-epochs", **({"weight_decays": "--weight-decay"} if classifier ==
              "svm" else {"cs": "--C"})}
@@ -123,13 +123,13 @@ def _single_label(model: torch.nn.Module, cfg: Config, source: LabelledSource, o
     test_windows = given.test_windows or proto.value("test_windows")
     used: dict[str, Any] = {"classifier": classifier, "test_windows": test_windows}
     if proto.folds:
-        result = linear_probe(model, cfg, source, opts, modality=modality, space=space, classifier=classifier,
+        result = eval_linear(model, cfg, source, opts, modality=modality, space=space, classifier=classifier,
                               folds=True, test_windows=test_windows, protocol="official-cv", probe_kwargs=kwargs,
                               device=device)
     else:
         train_epochs = given.train_epochs or proto.value("train_epochs")
         used["train_epochs"] = train_epochs
-        result = linear_probe(model, cfg, source, opts, modality=modality, space=space, classifier=classifier,
+        result = eval_linear(model, cfg, source, opts, modality=modality, space=space, classifier=classifier,
                               train_epochs=train_epochs, test_windows=test_windows,
                               protocol=proto.value("clip_protocol"), probe_kwargs=kwargs, device=device)
     if "probe" in proto.settings:
@@ -189,7 +189,7 @@ def retrieval_benchmark(model: torch.nn.Module, cfg: Config, source: LabelledSou
     _warn(proto, found)
     space = space or proto.value("space")
     windows = windows or proto.value("windows")
-    result = retrieval(model, cfg, source, opts, pair="text-video", space=space, windows=windows,
+    result = eval_retrieval(model, cfg, source, opts, pair="text-video", space=space, windows=windows,
                        tokenizer=tokenizer, word_mask=word_mask, device=device)
     segments = sum(1 for e in source.entries if e.window is not None)
     result["task"] = f"{proto.name}: {result['task']}"

@@ -80,7 +80,7 @@ def _matrix_from(obj: Any, path: Path) -> np.ndarray:
 def load_matrix(path: str | Path) -> np.ndarray:
     """A word-vector matrix ``[N, D]`` from a pickle (restricted unpickler: arrays and mappings only),
     ``.npz`` or ``.npy`` file; a mapping gives its :data:`MATRIX_KEY` entry or its only 2-D array."""
-    from mmv_torch.unpickle import safe_load_pickle
+    from mmv_torch.weights.unpickle import safe_load_pickle
 
     p = Path(path)
     if not p.is_file():

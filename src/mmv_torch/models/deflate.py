@@ -1,4 +1,5 @@
-"""Video → image networks ("deflation", MMV paper §3.3) and the image evaluations built on them.
+"""Video → image networks ("deflation", MMV paper §3.3); the image evaluations built on them are in
+:mod:`mmv_torch.eval.image`.
 
 Three ways to apply a video network to a still image ``(B, 3, H, W)``:
 
@@ -461,61 +462,3 @@ def image_encoder(video: nn.Module, strategy: str, num_frames: int, bn_images: I
         res = retrain_bn(net, video, bn_images, num_frames, bn_steps, bn_lr, device=device)
         settings.update(bn_steps=bn_steps, bn_lr=bn_lr, l1_first=res["l1_first"], l1_last=res["l1_last"])
     return net.eval(), settings
-
-
-# ---------------------------------------------------------------------------------------------
-# Image linear probes
-
-
-def image_probe(encoder: nn.Module, train_loader: Iterable[Mapping[str, Any]], train_labels: Any,
-                test_loader: Iterable[Mapping[str, Any]], test_labels: Any, multilabel: bool = False,
-                classifier: str = "svm", device: torch.device | str | None = None,
-                probe: Callable[..., dict[str, Any]] | None = None, **probe_kwargs: Any) -> dict[str, Any]:
-    """Linear probe on image features of ``encoder`` (any strategy of :func:`image_encoder`).
-
-    Loaders yield ``{"image": (B, 3, H, W) or (B, V, 3, H, W), "index": (B,)}``; labels are indexed
-    by dataset row: integers (N,) for ImageNet-style top-1/top-5 (``classifier`` 'svm' or 'logistic'),
-    multi-hot (N, C) for PASCAL-style mAP (``multilabel=True``: a linear one-vs-rest sigmoid probe).
-    ``probe(train_x, train_labels, test_x, test_labels)``, when given, replaces these probes (a
-    benchmark protocol of :mod:`mmv_torch.eval.image_protocols`).
-    """
-    import numpy as np
-
-    from mmv_torch.eval.features import extract_features
-    from mmv_torch.eval.linear_probe import linear_probe, multilabel_probe
-
-    xtr, itr = extract_features(encoder, train_loader, "image", device=device)
-    xte, ite = extract_features(encoder, test_loader, "image", device=device)
-    ytr, yte = np.asarray(train_labels)[itr], np.asarray(test_labels)[ite]
-    if probe is not None:
-        res = probe(xtr, ytr, xte, yte, **probe_kwargs)
-    elif multilabel:
-        kwargs = {"hidden": (), **probe_kwargs}
-        res = multilabel_probe(xtr, ytr, xte, yte, **kwargs)
-    else:
-        res = linear_probe(xtr, ytr, xte, yte, classifier, **probe_kwargs)
-    res["settings"]["feature_dim"] = int(xtr.shape[1])
-    return res
-
-
-def run_image_eval(video: nn.Module, strategies: Iterable[str], num_frames: int,
-                   train_loader: Iterable[Mapping[str, Any]], train_labels: Any,
-                   test_loader: Iterable[Mapping[str, Any]], test_labels: Any, multilabel: bool = False,
-                   classifier: str = "svm", bn_images: Iterable[Any] | None = None, bn_steps: int = 200,
-                   bn_lr: float = 1e-3, device: torch.device | str = "cpu", tsm_naive: str = "folded",
-                   probe: Callable[..., dict[str, Any]] | None = None, **probe_kwargs: Any) -> dict[str, Any]:
-    """What ``mmv-torch eval image`` calls: the image probe for each strategy on one video backbone
-    (``probe``: see :func:`image_probe`).
-
-    Returns ``{"task": "image", "metrics": {strategy: metrics}, "settings": {strategy: settings}}``.
-    """
-    metrics: dict[str, Any] = {}
-    settings: dict[str, Any] = {}
-    for s in strategies:
-        enc, s_settings = image_encoder(video, s, num_frames, bn_images, bn_steps, bn_lr, device, tsm_naive)
-        res = image_probe(enc, train_loader, train_labels, test_loader, test_labels, multilabel, classifier,
-                          device, probe, **probe_kwargs)
-        metrics[s] = res["metrics"]
-        settings[s] = {**s_settings, **res["settings"]}
-    return {"task": "image (multi-label mAP)" if multilabel else "image (top-1/top-5)", "metrics": metrics,
-            "settings": settings}

@@ -18,11 +18,11 @@ each one :func:`train_step`::
 Exact resume. Everything that shapes step ``s`` is a pure function of saved state:
 
 - the learning rate is :func:`lr_at` ``(step)`` (linear warm-up, then half a cosine period to 0);
-- the data: :mod:`mmv_torch.sampling` makes the sample order of an epoch a function of
+- the data: :mod:`mmv_torch.train.sampling` makes the sample order of an epoch a function of
   ``(seed, epoch)`` and each sample a function of ``(seed, epoch, index)``; micro-batch
   ``m = step * grad_accum`` is batch ``m % batches_per_epoch`` of epoch ``m // batches_per_epoch``;
 - model, optimizer, GradScaler, RNG states of every rank (python, numpy, torch, CUDA) and the
-  skipped-step count are in the checkpoint (:mod:`mmv_torch.checkpoints`), with the resolved config
+  skipped-step count are in the checkpoint (:mod:`mmv_torch.weights.checkpoint`), with the resolved config
   and the data position.
 
 A resumed run therefore reproduces the losses and weights of an uninterrupted one (bitwise on CPU).
@@ -54,7 +54,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mmv_torch import dist
-from mmv_torch.checkpoints import (
+from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset, load_config, save_config
+from mmv_torch.data.media.batch_augment import augment_batch
+from mmv_torch.fileio import atomic_write_text, remove_temporaries
+from mmv_torch.losses import mmv_loss
+from mmv_torch.models.mmv import MMV
+from mmv_torch.runs import Interrupted, StopSignals
+from mmv_torch.train.data import build_train_data
+from mmv_torch.train.sampling import EpochBatchSampler, ShardBatches, TrainData, as_train_data, make_train_loader
+from mmv_torch.weights.checkpoint import (
     CKPT_DIR,
     EXPORT_DIR,
     checkpoint_path,
@@ -64,14 +72,7 @@ from mmv_torch.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset, load_config, save_config
-from mmv_torch.data.media.batch_augment import augment_batch
-from mmv_torch.fileio import atomic_write_text, remove_temporaries
-from mmv_torch.losses import mmv_loss
-from mmv_torch.models.mmv import MMV
-from mmv_torch.runs import Interrupted, StopSignals
-from mmv_torch.sampling import EpochBatchSampler, ShardBatches, TrainData, as_train_data, make_loader
-from mmv_torch.train_data import build_train_data
+from mmv_torch.weights.folder import CONFIG_FILE, write_words
 
 # Config fields a resumed run may change: they do not affect what is computed.
 RESUME_MUTABLE = frozenset({
@@ -272,7 +273,7 @@ class TrainState:
     ``model`` is the module called (``raw_model``, or its DDP / ``torch.compile`` wrapper); the
     optimizer holds ``raw_model``'s trainable parameters; ``scaler`` is a ``torch.amp.GradScaler``
     (enabled for ``train.precision=fp16`` only); ``batches`` yields sample-dict batches (see
-    :class:`~mmv_torch.sampling.TrainData`), ``train.grad_accum`` per step. ``step`` (steps done),
+    :class:`~mmv_torch.train.sampling.TrainData`), ``train.grad_accum`` per step. ``step`` (steps done),
     ``bad_steps`` (skipped steps) and ``last_loss`` (loss of the last applied step) are advanced by
     :func:`train_step`; ``logger`` receives the skipped-step events.
     """
@@ -463,9 +464,9 @@ def _seed_training_rng(cfg: Config, rank: int, ckpt: dict[str, Any] | None) -> N
 def _prepare_run_dir(run_dir: Path, cfg: Config, tdata: TrainData) -> None:
     """Rank 0 writes ``config.json`` and ``vocab.txt`` and clears stale temporary checkpoint files."""
     if dist.is_main():
-        save_config(cfg, run_dir / "config.json")
+        save_config(cfg, run_dir / CONFIG_FILE)
         if tdata.words is not None:
-            atomic_write_text(run_dir / "vocab.txt", "".join(w + "\n" for w in tdata.words))
+            write_words(run_dir, tdata.words)
         (run_dir / CKPT_DIR).mkdir(exist_ok=True)
         remove_temporaries(run_dir / CKPT_DIR)
     dist.barrier()
@@ -542,8 +543,8 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
           progress: bool = True) -> dict[str, Any]:
     """Train MMV on ``data`` for ``cfg.train.steps`` optimizer steps; returns a summary dict.
 
-    ``data`` is a :class:`~mmv_torch.sampling.TrainData`, a map-style dataset of sample dicts, or a
-    list of ``--data`` specs for :func:`~mmv_torch.train_data.build_train_data`. ``out_dir`` is the run
+    ``data`` is a :class:`~mmv_torch.train.sampling.TrainData`, a map-style dataset of sample dicts, or a
+    list of ``--data`` specs for :func:`~mmv_torch.train.data.build_train_data`. ``out_dir`` is the run
     directory. ``resume``: ``"latest"`` (newest checkpoint of ``out_dir``), a run folder or a
     checkpoint file; the config must equal the checkpoint's except for :data:`RESUME_MUTABLE` fields.
     Run under ``torchrun`` for DDP (the process group is initialised here). ``cfg.train.batch_size`` is
@@ -571,7 +572,7 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     model, raw_model, optimizer, scaler = _build_training(cfg, tdata, ckpt, dev)
     _seed_training_rng(cfg, rank, ckpt)
     _prepare_run_dir(run_dir, cfg, tdata)
-    loader, sampler = make_loader(tdata, cfg, start_step, rank, world, pin_memory=dev.type == "cuda")
+    loader, sampler = make_train_loader(tdata, cfg, start_step, rank, world, pin_memory=dev.type == "cuda")
     if ckpt:
         _check_data_unchanged(ckpt, tdata, sampler, t.num_workers)
     logger = RunLogger(run_dir, start_step, tensorboard)

@@ -3,7 +3,7 @@
 Four parts:
 
 1. **The checkpoint tree.** :func:`official_leaves` takes a released pickle (read by
-   :func:`mmv_torch.unpickle.load_official_pickle`, a restricted unpickler that executes nothing
+   :func:`mmv_torch.weights.unpickle.load_official_pickle`, a restricted unpickler that executes nothing
    from the file) or an already loaded mapping and flattens its ``params`` and ``state`` into
    ``{"module/leaf": ndarray}``.
 2. **Conversion.** :func:`load_official` infers the architecture from the keys and shapes (not the
@@ -48,11 +48,10 @@ from mmv_torch.config import (
     VideoConfig,
     apply_overrides,
     get_preset,
-    save_config,
 )
-from mmv_torch.fileio import atomic_folder
 from mmv_torch.models.mmv import MMV
-from mmv_torch.unpickle import load_official_pickle
+from mmv_torch.weights.folder import check_replaceable, write_weights_folder
+from mmv_torch.weights.unpickle import load_official_pickle
 
 ROOT = "text_audio_video/"
 """Top-level haiku module name of every official key."""
@@ -596,9 +595,6 @@ every command that loads it feeds them as they were fed: DMVR's log-mel front-en
 audio, 32 frames at stride 2 from 25-fps video (12.5 fps) with a 224 short side and 224 crops (the
 official UCF101 evaluation), and DMVR's tokenizer on up to 16 words (docs/official_inputs.md)."""
 
-CONVERTED_FILES = frozenset({"model.safetensors", "config.json", "vocab.txt"})
-"""What a converted checkpoint folder may hold; a folder with anything else is not replaced."""
-
 
 def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | Path) -> Path:
     """Convert an official checkpoint into ``out_dir/model.safetensors`` + ``out_dir/config.json``.
@@ -606,24 +602,14 @@ def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | P
     ``config.json`` is the resolved full :class:`Config` (preset of the inferred backbone with the
     inferred model and the released models' input contract, :data:`OFFICIAL_INPUTS`); the safetensors
     keys are :class:`MMV`'s own ``state_dict`` keys (float32).
-    The folder is written whole (:func:`mmv_torch.fileio.atomic_folder`): files of an earlier
-    conversion (e.g. a ``vocab.txt`` for another table) do not survive; a folder holding other files
-    is refused. Returns ``out_dir``; load with
+    The folder is written whole (:func:`mmv_torch.weights.folder.write_weights_folder`): files of an
+    earlier conversion (e.g. a ``vocab.txt`` for another table) do not survive; a folder holding other
+    files is refused. Returns ``out_dir``; load with
     ``create_model(checkpoint=out_dir)``.
     """
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in CONVERTED_FILES) if out.is_dir() else []
-    if foreign:
-        raise ValueError(f"{out} holds files that are not a converted checkpoint ({foreign[:3]}); choose a new "
-                         "or empty folder (its whole content is replaced)")
+    check_replaceable(out_dir)
     params, state, source = official_leaves(in_path)
     cfg = apply_overrides(infer_config(params, source), OFFICIAL_INPUTS)
     model = _build_loaded(cfg.model, params, state, source)
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_folder(out) as tmp:
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"source": "official MMV checkpoint",
-                                                                   "format": "pt"})
-        save_config(cfg, tmp / "config.json")
-    return out
+    return write_weights_folder(out_dir, model.state_dict(), cfg,
+                                metadata={"source": "official MMV checkpoint", "format": "pt"})

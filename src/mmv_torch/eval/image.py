@@ -1,4 +1,6 @@
-"""The image benchmarks of the deflated networks: PASCAL VOC 2007 classification and ImageNet linear.
+"""Image probes of the deflated networks (:mod:`mmv_torch.models.deflate`): :func:`probe_image_encoder`
+and :func:`run_image_eval` (what ``mmv-torch eval image`` runs), and the image benchmarks PASCAL VOC 2007
+classification and ImageNet linear.
 
 **voc2007** (:func:`voc2007_probe`): one binary linear classifier per class (``StandardScaler`` fit on
 the trainval features, then ``LinearSVC``, or ``LogisticRegression`` with ``classifier='logistic'``),
@@ -25,12 +27,16 @@ we could read; the values here are our choices and the settings say so (``source
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from mmv_torch.eval.linear_probe import logistic_probe
 from mmv_torch.eval.metrics import average_precision
+from mmv_torch.models.deflate import image_encoder
 
 IMAGE_PROTOCOLS = ("custom", "voc2007", "imagenet-linear")
 """``eval image --protocol``: ``custom`` follows ``--classifier`` / ``--multilabel`` as given."""
@@ -197,3 +203,57 @@ def imagenet_linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
     for k in ("test_videos", "test_windows", "score_averaging", "max_iter"):
         res["settings"].pop(k, None)
     return res
+
+
+def probe_image_encoder(encoder: nn.Module, train_loader: Iterable[Mapping[str, Any]], train_labels: Any,
+                test_loader: Iterable[Mapping[str, Any]], test_labels: Any, multilabel: bool = False,
+                classifier: str = "svm", device: torch.device | str | None = None,
+                probe: Callable[..., dict[str, Any]] | None = None, **probe_kwargs: Any) -> dict[str, Any]:
+    """Linear probe on image features of ``encoder`` (any strategy of :func:`image_encoder`).
+
+    Loaders yield ``{"image": (B, 3, H, W) or (B, V, 3, H, W), "index": (B,)}``; labels are indexed
+    by dataset row: integers (N,) for ImageNet-style top-1/top-5 (``classifier`` 'svm' or 'logistic'),
+    multi-hot (N, C) for PASCAL-style mAP (``multilabel=True``: a linear one-vs-rest sigmoid probe).
+    ``probe(train_x, train_labels, test_x, test_labels)``, when given, replaces these probes (a
+    benchmark protocol of this module).
+    """
+    import numpy as np
+
+    from mmv_torch.eval.features import extract_features
+    from mmv_torch.eval.linear_probe import linear_probe, multilabel_probe
+
+    xtr, itr = extract_features(encoder, train_loader, "image", device=device)
+    xte, ite = extract_features(encoder, test_loader, "image", device=device)
+    ytr, yte = np.asarray(train_labels)[itr], np.asarray(test_labels)[ite]
+    if probe is not None:
+        res = probe(xtr, ytr, xte, yte, **probe_kwargs)
+    elif multilabel:
+        kwargs = {"hidden": (), **probe_kwargs}
+        res = multilabel_probe(xtr, ytr, xte, yte, **kwargs)
+    else:
+        res = linear_probe(xtr, ytr, xte, yte, classifier, **probe_kwargs)
+    res["settings"]["feature_dim"] = int(xtr.shape[1])
+    return res
+
+
+def run_image_eval(video: nn.Module, strategies: Iterable[str], num_frames: int,
+                   train_loader: Iterable[Mapping[str, Any]], train_labels: Any,
+                   test_loader: Iterable[Mapping[str, Any]], test_labels: Any, multilabel: bool = False,
+                   classifier: str = "svm", bn_images: Iterable[Any] | None = None, bn_steps: int = 200,
+                   bn_lr: float = 1e-3, device: torch.device | str = "cpu", tsm_naive: str = "folded",
+                   probe: Callable[..., dict[str, Any]] | None = None, **probe_kwargs: Any) -> dict[str, Any]:
+    """What ``mmv-torch eval image`` calls: the image probe for each strategy on one video backbone
+    (``probe``: see :func:`probe_image_encoder`).
+
+    Returns ``{"task": "image", "metrics": {strategy: metrics}, "settings": {strategy: settings}}``.
+    """
+    metrics: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    for s in strategies:
+        enc, s_settings = image_encoder(video, s, num_frames, bn_images, bn_steps, bn_lr, device, tsm_naive)
+        res = probe_image_encoder(enc, train_loader, train_labels, test_loader, test_labels, multilabel, classifier,
+                          device, probe, **probe_kwargs)
+        metrics[s] = res["metrics"]
+        settings[s] = {**s_settings, **res["settings"]}
+    return {"task": "image (multi-label mAP)" if multilabel else "image (top-1/top-5)", "metrics": metrics,
+            "settings": settings}

@@ -1,4 +1,4 @@
-"""``--data`` specs -> :class:`~mmv_torch.sampling.TrainData` (layer L2).
+"""``--data`` specs -> :class:`~mmv_torch.train.sampling.TrainData` (layer L2).
 
 A spec is a pretraining JSONL manifest, a folder holding ``pretrain.jsonl``, a folder of WebDataset
 ``.tar`` shards, or ``synthetic`` / ``synthetic:N`` (clips generated once into the run folder);
@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from mmv_torch import dist
 from mmv_torch.config import Config
 from mmv_torch.fileio import atomic_write_text
-from mmv_torch.sampling import Source, TrainData, refuse_repeated_stream
+from mmv_torch.train.sampling import TrainData, TrainSource, refuse_repeated_stream
+from mmv_torch.weights.folder import VOCAB_FILE, read_words
 
 SYNTHETIC_CLIPS = 256
 """Clips generated for ``--data synthetic`` (``synthetic:N`` asks for N)."""
@@ -147,8 +148,8 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
         sentences = [seg.text for e in pre.entries for seg in e.narrations]
 
     vocab = vocabulary_for_sentences(sentences, cfg.data.word_vectors, extra_words=cfg.data.extra_vocab_words)
-    saved = run_dir / "vocab.txt"
-    if saved.is_file() and saved.read_text(encoding="utf-8").splitlines() != vocab.words:
+    saved, words = run_dir / VOCAB_FILE, read_words(run_dir)
+    if words is not None and words != vocab.words:
         raise ValueError(f"the vocabulary of the --data narrations differs from {saved} of this run; "
                          "resume with the same data")
     tokenize = Tokenizer(vocab, max_words=cfg.data.max_words).encode
@@ -160,11 +161,11 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
         per_worker = t.batch_size * max(1, -(-total // (streams * t.batch_size)))
         dataset = ShardDataset(shards, cfg.data, tokenize, train=True, resample=True, num_samples=per_worker,
                                seed=t.seed)
-        sources = [Source(",".join(shard_folders), 0, total)]
+        sources = [TrainSource(",".join(shard_folders), 0, total)]
     else:
         pre.tokenize = tokenize
         bounds = zip(pre.bounds, pre.bounds[1:])
-        sources = [Source(str(m), a, b - a, w) for m, (a, b), w in zip(manifests, bounds, weights)]
+        sources = [TrainSource(str(m), a, b - a, w) for m, (a, b), w in zip(manifests, bounds, weights)]
         empty = [src.name for src in sources if src.length == 0]
         if empty:
             raise ValueError(f"--data: the manifests {empty} list no videos")

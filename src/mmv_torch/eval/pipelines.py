@@ -80,7 +80,7 @@ def caption_set(entries: list[Any], tokenizer: Tokenizer, word_mask: bool, sourc
     return CaptionSet(CaptionDataset(captions, tokenizer, word_mask), captions, owner)
 
 
-def linear_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions, *,
+def eval_linear(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions, *,
                  modality: str = "video", space: str = "repr", classifier: str = "svm", multilabel: bool = False,
                  folds: bool = False, train_epochs: int = 10, test_windows: int = 10, protocol: str = "auto",
                  probe_kwargs: dict[str, Any] | None = None, device: str | torch.device | None = None
@@ -169,7 +169,7 @@ def text_video_embeddings(model: torch.nn.Module, cfg: Config, source: LabelledS
     return video_emb, text_emb, videos, texts
 
 
-def retrieval(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions, *,
+def eval_retrieval(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions, *,
               pair: str = "text-video", space: str | None = None, windows: int = 1,
               tokenizer: Tokenizer | None = None, word_mask: bool = True,
               device: str | torch.device | None = None) -> dict[str, Any]:
@@ -204,7 +204,7 @@ def retrieval(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts:
     return result
 
 
-def finetune_classifier(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
+def eval_finetune(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
                         out_dir: str | Path, *, epochs: int = 10, lr: float = 1e-3, backbone_lr: float | None = None,
                         weight_decay: float = 1e-4, warmup_steps: int = 0, test_windows: int = 10,
                         resume: bool = False, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -238,7 +238,7 @@ def _image_protocol(protocol: str, source: LabelledSource, classifier: str, mult
                     probe_kwargs: dict[str, Any]) -> tuple[list[str] | None, Any, Any, str | None]:
     """(classes, per-entry targets or None for single labels, probe or None, task) of ``eval image
     --protocol``: ``voc2007`` targets are 1 / -1 / 0 (difficult) over the 20 VOC classes."""
-    from mmv_torch.eval.image_protocols import IMAGE_PROTOCOLS, imagenet_linear_probe, voc2007_probe
+    from mmv_torch.eval.image import IMAGE_PROTOCOLS, imagenet_linear_probe, voc2007_probe
 
     if protocol not in IMAGE_PROTOCOLS:
         raise ValueError(f"image protocol is one of {list(IMAGE_PROTOCOLS)}, got {protocol!r}")
@@ -262,16 +262,17 @@ def _image_protocol(protocol: str, source: LabelledSource, classifier: str, mult
     return source.classes, None, partial(imagenet_linear_probe, **kwargs), "ImageNet linear (top-1/top-5)"
 
 
-def image_probe(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
+def eval_image(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: LoaderOptions,
                 strategies: list[str], *, classifier: str = "svm", multilabel: bool = False, bn_steps: int = 200,
                 bn_lr: float = 1e-3, tsm_naive: str = "folded", probe_kwargs: dict[str, Any] | None = None,
                 protocol: str = "custom", device: str | torch.device = "cpu") -> dict[str, Any]:
     """Image probes with the video network turned into an image network by each of ``strategies``
     (naive deflation, BN re-trained, inflation), on the source's train/test images. ``protocol``
-    (:mod:`mmv_torch.eval.image_protocols`): ``custom`` (``classifier`` / ``multilabel`` as given),
+    (:mod:`mmv_torch.eval.image`): ``custom`` (``classifier`` / ``multilabel`` as given),
     ``voc2007`` (per-class classifiers, VOC APs; ``probe_kwargs``: ``cs``, ``seed``) or
     ``imagenet-linear`` (``probe_kwargs``: ``weight_decays``, ``seed``)."""
-    from mmv_torch.deflate import STRATEGIES, run_image_eval
+    from mmv_torch.eval.image import run_image_eval
+    from mmv_torch.models.deflate import STRATEGIES
 
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
@@ -331,7 +332,7 @@ def embed(model: torch.nn.Module, cfg: Config, source: LabelledSource, opts: Loa
         info.update(windows=windows)
     loader = opts.loader(ds, distributed=True)
     if modality == "image":
-        from mmv_torch.deflate import image_encoder
+        from mmv_torch.models.deflate import image_encoder
 
         # BN re-training sees the whole set on every rank (same data and seed), so ranks agree.
         model, settings = image_encoder(model.video, image_strategy, cfg.data.num_frames, bn_images=opts.loader(ds),
