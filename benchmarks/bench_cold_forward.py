@@ -1,6 +1,6 @@
 """TSM-50 video tower in a fresh inference-only process: wall time, user and system CPU and minor page faults of
 each of three forwards (eval, no_grad, 1x3x32x224x224), after the CLI's runtime settings
-(:func:`mmv_torch.runtime.enable_fast_cpu_memory`: huge pages, freed memory kept mapped).
+(:func:`mmv_torch.cli.runtime.enable_fast_cpu_memory`: huge pages, freed memory kept mapped).
 
 Usage (one fresh process per line; numbers go by hand to benchmarks/RESULTS.md):
 
@@ -16,7 +16,7 @@ import os
 import resource
 import time
 
-from mmv_torch.runtime import enable_fast_cpu_memory
+from mmv_torch.cli.runtime import enable_fast_cpu_memory
 
 
 def main() -> None:

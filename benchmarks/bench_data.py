@@ -201,7 +201,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from mmv_torch.runtime import enable_fast_cpu_memory
+    from mmv_torch.cli.runtime import enable_fast_cpu_memory
 
     enable_fast_cpu_memory()  # as the CLI: huge pages for large CPU tensors, before the first allocation
     main()

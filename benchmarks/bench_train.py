@@ -545,7 +545,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from mmv_torch.runtime import enable_fast_cpu_memory
+    from mmv_torch.cli.runtime import enable_fast_cpu_memory
 
     enable_fast_cpu_memory()  # as the CLI: huge pages for large CPU tensors, before the first allocation
     main()

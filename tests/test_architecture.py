@@ -8,9 +8,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmv_torch"
 
-LAYERS = {"fileio": -1, "config": 0, "dist": 0, "runs": 0, "runtime": 0, "models": 1, "losses": 1, "data": 1,
-          "weights": 2, "train": 3, "eval": 3, "index": 4, "cli_support": 4, "demo": 5, "cli_data": 5, "cli_index": 5,
-          "cli": 6, "__main__": 7}
+LAYERS = {"fileio": -1, "config": 0, "dist": 0, "runs": 0, "models": 1, "losses": 1, "data": 1, "weights": 2,
+          "train": 3, "eval": 3, "index": 4, "demo": 5, "cli": 6, "__main__": 7}
 
 
 def _group(module_path: Path, src: Path = SRC) -> str:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mmv_torch.cli import main
+from mmv_torch.cli.main import main
 
 
 def test_models_table(capsys):

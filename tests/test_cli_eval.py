@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mmv_torch.cli import main
+from mmv_torch.cli.main import main
 from mmv_torch.config import get_preset
 from mmv_torch.data.text.dmvr import dmvr_tokenizer
 

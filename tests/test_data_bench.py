@@ -7,10 +7,12 @@ import json
 import pytest
 from media_utils import make_video
 
+from mmv_torch.cli import data as cli_data
+from mmv_torch.cli.data import add_bench_arguments
+from mmv_torch.cli.main import main as cli_main
 from mmv_torch.config import DataConfig
 from mmv_torch.data import datasets
-from mmv_torch.data.tools import bench
-from mmv_torch.data.tools.bench import STAGES, add_bench_arguments, main, run_data_bench
+from mmv_torch.data.tools.bench import STAGES, run_data_bench
 
 CFG = DataConfig(num_frames=4, fps=10.0, crop_size=32, resize_short=40, audio_seconds=0.5, num_mel_bins=16)
 
@@ -72,12 +74,12 @@ def test_bad_input(tmp_path, manifest):
 
 
 def test_command_writes_json_and_exit_status(tmp_path, manifest, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "DataConfig", lambda: CFG)
+    monkeypatch.setattr(cli_data, "DataConfig", lambda: CFG)
     out = tmp_path / "r.json"
-    assert main([str(manifest), "--seconds", "0.2", "--json", str(out)]) == 0
+    assert cli_main(["data", "bench", str(manifest), "--seconds", "0.2", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["settings"]["seconds"] == 0.2
     assert "of the decode limit" in capsys.readouterr().out
-    assert main([str(manifest), "--seconds", "0.2", "--target-clips-per-s", "1e6"]) == 1
+    assert cli_main(["data", "bench", str(manifest), "--seconds", "0.2", "--target-clips-per-s", "1e6"]) == 1
 
 
 def test_arguments():
@@ -95,9 +97,10 @@ def test_batch_mode_times_the_worker_and_the_batch_stage_apart(tmp_path, manifes
     calls = []
     real = batch_augment.augment_batch
     monkeypatch.setattr(batch_augment, "augment_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(bench, "DataConfig", lambda: CFG)
+    monkeypatch.setattr(cli_data, "DataConfig", lambda: CFG)
     out = tmp_path / "r.json"
-    assert main([str(manifest), "--seconds", "0.2", "--augment-on", "batch", "--json", str(out)]) == 0
+    args = ["data", "bench", str(manifest), "--seconds", "0.2", "--augment-on", "batch", "--json", str(out)]
+    assert cli_main(args) == 0
     r = json.loads(out.read_text())
     assert r["augment_on"] == "batch" and "augment (draw only)" in r["worker_stages"]
     assert "augment" not in r["worker_stages"] and "video_decode" in r["worker_stages"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from media_utils import frame_index_of, make_video
 
-from mmv_torch.cli import main
+from mmv_torch.cli.main import main
 from mmv_torch.config import DataConfig
 from mmv_torch.data.datasets import LabelledDataset, PretrainDataset
 from mmv_torch.data.manifests import read_labelled_manifest

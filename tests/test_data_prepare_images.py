@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmv_torch.cli import main
+from mmv_torch.cli.main import main
 from mmv_torch.data.manifests import read_labelled_manifest
 from mmv_torch.data.prepare import run_prepare
 

@@ -153,7 +153,7 @@ def test_refuses_collisions_overwrites_and_bad_options(tmp_path):
 
 
 def test_cli_transcode_in_process(media, tmp_path, capsys):
-    from mmv_torch.cli import main
+    from mmv_torch.cli.main import main
 
     out = tmp_path / "out"
     code = main(["data", "transcode", str(media / "train.jsonl"), "--out", str(out), "--short-side", "32",

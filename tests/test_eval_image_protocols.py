@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_data_prepare_images import voc_object, write_voc
 
-from mmv_torch.cli import main
+from mmv_torch.cli.main import main
 from mmv_torch.data.manifests import LabelledEntry
 from mmv_torch.data.sources import LabelledSource
 from mmv_torch.eval.image import ELEVEN_POINTS, imagenet_linear_probe, voc07_ap, voc2007_probe, voc_area_ap, voc_map

@@ -156,7 +156,7 @@ def test_a_window_of_an_indexed_clip_finds_itself(built) -> None:
 def test_command_line_search_add_and_errors(built, tmp_path, capsys) -> None:
     import json
 
-    from mmv_torch.cli import main
+    from mmv_torch.cli.main import main
 
     root, _, clips, _ = built
     idx = shutil.copytree(root / "idx", tmp_path / "idx")

@@ -15,6 +15,7 @@ import mmv_torch.data.datasets as datasets_mod
 import mmv_torch.data.probe_sampling as protocols_mod
 import mmv_torch.eval.linear_probe as probe_mod
 from mmv_torch import cli
+from mmv_torch.cli import eval as cli_eval
 from mmv_torch.config import DataConfig, get_preset
 from mmv_torch.data.sources import manifest_source
 from mmv_torch.data.text.tokenizer import Tokenizer, Vocabulary
@@ -92,7 +93,7 @@ def sounds(tmp_path_factory):
 
 
 def test_registry_names_sources_and_cli_agree():
-    assert cli.LINEAR_PROTOCOLS == LINEAR_NAMES and cli.RETRIEVAL_PROTOCOLS == RETRIEVAL_NAMES
+    assert cli_eval.LINEAR_PROTOCOLS == LINEAR_NAMES and cli_eval.RETRIEVAL_PROTOCOLS == RETRIEVAL_NAMES
     assert set(PAPER_PROTOCOLS) == {"kinetics600-linear", "vggsound-linear", "audioset-mlp", "esc50", "msrvtt-1ka",
                                     "msrvtt-full", "youcook2-val"}
     for p in PAPER_PROTOCOLS.values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from mmv_torch.cli import main
+from mmv_torch.cli.main import main
 
 
 def test_eval_linear_protocol_on_the_quick_demo(quick_demo, tmp_path, capsys):

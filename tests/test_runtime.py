@@ -1,4 +1,4 @@
-"""Tests for mmv_torch.runtime (each case in a fresh interpreter: torch reads the variable once)."""
+"""Tests for mmv_torch.cli.runtime (each case in a fresh interpreter: torch reads the variable once)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 _PROBE = """
 import resource, sys
-from mmv_torch.runtime import enable_fast_cpu_memory
+from mmv_torch.cli.runtime import enable_fast_cpu_memory
 on = {call} and enable_fast_cpu_memory()
 import os, torch
 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -59,7 +59,7 @@ def test_large_tensors_take_far_fewer_page_faults():
 
 _REUSE = """
 import ctypes, os, resource
-from mmv_torch.runtime import enable_fast_cpu_memory
+from mmv_torch.cli.runtime import enable_fast_cpu_memory
 enable_fast_cpu_memory()
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmv_torch.cli import main
+from mmv_torch.cli.main import main
 from mmv_torch.data.text.dmvr import dmvr_tokenizer, load_vocabulary_file
 from mmv_torch.data.text.wordvec import iter_word_vectors, read_word2vec_binary
 from mmv_torch.weights.vocab_match import RowIndex, match_vocabulary, open_source, run_vocab_match, write_vocabulary

@@ -1,6 +1,6 @@
 """``python -m mmv_torch`` runs the command-line interface."""
 
-from mmv_torch.cli import main
+from mmv_torch.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

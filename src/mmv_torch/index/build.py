@@ -54,9 +54,10 @@ def list_videos(videos: str | Path) -> tuple[Path, list[Path]]:
     return root, files
 
 
-def _settings(resolved: Any, vocab: str | None, word_mask: str, window_s: float, stride_s: float) -> dict[str, Any]:
+def _settings(resolved: Any, vocab: str | None, word_mask: bool | None, window_s: float, stride_s: float
+              ) -> dict[str, Any]:
     words = resolved.words is not None
-    mask = words if word_mask == "auto" else word_mask == "yes"
+    mask = words if word_mask is None else word_mask
     return {"checkpoint": str(Path(resolved.path).resolve()), "vocab": str(Path(vocab).resolve()) if vocab else None,
             "word_mask": mask, "window_s": window_s, "stride_s": stride_s}
 
@@ -77,14 +78,16 @@ def _open_store(out: str | Path, settings: dict[str, Any], add: bool) -> IndexSt
 
 
 def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, window_s: float | None = None,
-                stride_s: float | None = None, workers: int = 0, vocab: str | None = None, word_mask: str = "auto",
+                stride_s: float | None = None, workers: int = 0, vocab: str | None = None,
+                word_mask: bool | None = None,
                 device: str = "cpu", progress: bool = True, add: bool = False) -> dict[str, Any]:
     """Index every video of ``videos`` (folder or manifest) into the index folder ``out``.
 
     Files already indexed with the same path, size and mtime are skipped, so running it again after a
     kill resumes, and ``add=True`` (an existing index only) adds a collection's new or changed files.
     Window length defaults to the checkpoint's clip span (``num_frames / fps``), the stride to the
-    window. Files that cannot be decoded are reported on stderr and recorded, not indexed. Returns a
+    window. ``word_mask`` (None: when the checkpoint has its own word list) max-pools text over real
+    words only. Files that cannot be decoded are reported on stderr and recorded, not indexed. Returns a
     summary: counts, the nearest-neighbour kind per space, the files skipped."""
     from mmv_torch.data.text.tokenizer import MissingVocabularyError
     from mmv_torch.weights.resolve import checkpoint_tokenizer, resolve_checkpoint

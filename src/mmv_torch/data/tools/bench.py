@@ -38,14 +38,12 @@ Stage timing wraps the data set's transform, log-mel and text functions for the 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import platform
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -335,50 +333,3 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(f"machine: {m['cpu']}, {m['cpus']} CPUs, load {m['load_before']} -> {m['load_after']}, "
                  f"torch {m['torch']}, PyAV {m['pyav']}, THP_MEM_ALLOC_ENABLE={m['thp_mem_alloc'] or 'unset'}")
     return "\n".join(lines)
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the options of ``mmv-torch data bench`` (see :func:`run_bench_command`)."""
-    parser.add_argument("manifest", help="pretraining manifest (JSONL) whose videos are loaded")
-    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="seconds each worker runs (default 20)")
-    parser.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON to OUT")
-    parser.add_argument("--target-clips-per-s", type=float, default=None, metavar="R",
-                        help="per-worker target rate (default: 60%% of the measured decode limit)")
-    parser.add_argument("--augment-on", choices=("worker", "batch"), default=None,
-                        help="data.augment_on: where the augmentation runs (default: the preset's)")
-    parser.add_argument("--clips-per-video", type=int, default=None, metavar="K",
-                        help="data.clips_per_video: clips decoded per opened video (default: the preset's)")
-    parser.add_argument("--preset", default=None, help="take the data settings of this preset (default: the "
-                        "paper's: 32 frames at 10 fps, 200 crop, 2 s audio)")
-
-
-def run_bench_command(args: argparse.Namespace) -> int:
-    """``mmv-torch data bench``: run, print the report, write ``--json``.
-
-    Exit status 1 when ``--target-clips-per-s`` was given and the pipeline is below it, else 0.
-    """
-    from mmv_torch.config import get_preset
-    from mmv_torch.fileio import atomic_write_text
-
-    cfg = get_preset(args.preset).data if args.preset else DataConfig()
-    if getattr(args, "augment_on", None):
-        cfg = dataclasses.replace(cfg, augment_on=args.augment_on)
-    if getattr(args, "clips_per_video", None) is not None:
-        cfg = dataclasses.replace(cfg, clips_per_video=args.clips_per_video)
-    result = run_data_bench(args.manifest, cfg, args.workers, args.seconds, args.target_clips_per_s)
-    print(format_report(result))
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
-    return 1 if args.target_clips_per_s is not None and not result["meets_target"] else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m mmv_torch.data.tools.bench MANIFEST [...]``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_bench_arguments(parser)
-    return run_bench_command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,10 +6,13 @@ Each command parses its options and calls the library; :func:`add_data_parsers` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from typing import Any
 
-from mmv_torch.cli_support import COUNT, NONNEG, POSITIVE, RATE, add_json_arg, int_at_least
+from mmv_torch.cli.support import COUNT, NONNEG, POSITIVE, RATE, add_json_arg, int_at_least
+from mmv_torch.config import DataConfig
 
 
 def _cmd_data_synthetic(args: argparse.Namespace) -> int:
@@ -120,7 +123,7 @@ def add_data_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_data_frames)
     _add_prepare_parser(data)
     _add_transcode_parser(data)
-    from mmv_torch.data.tools.bench import add_bench_arguments, run_bench_command
+    from mmv_torch.cli.data import add_bench_arguments, run_bench_command
 
     p = data.add_parser("bench", help="clips/s of the training input pipeline against the raw decode rate")
     add_bench_arguments(p)
@@ -198,3 +201,40 @@ def add_vocab_parsers(sub: Any) -> None:
     p.add_argument("--name", type=row_name, action="append", default=[], metavar="ROW=WORD",
                    help="name a row instead of matching it (repeatable), e.g. --name 1=<bos>")
     p.set_defaults(func=_cmd_vocab_match)
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``mmv-torch data bench`` (see :func:`run_bench_command`)."""
+    parser.add_argument("manifest", help="pretraining manifest (JSONL) whose videos are loaded")
+    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds each worker runs (default 20)")
+    parser.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON to OUT")
+    parser.add_argument("--target-clips-per-s", type=float, default=None, metavar="R",
+                        help="per-worker target rate (default: 60%% of the measured decode limit)")
+    parser.add_argument("--augment-on", choices=("worker", "batch"), default=None,
+                        help="data.augment_on: where the augmentation runs (default: the preset's)")
+    parser.add_argument("--clips-per-video", type=int, default=None, metavar="K",
+                        help="data.clips_per_video: clips decoded per opened video (default: the preset's)")
+    parser.add_argument("--preset", default=None, help="take the data settings of this preset (default: the "
+                        "paper's: 32 frames at 10 fps, 200 crop, 2 s audio)")
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    """``mmv-torch data bench``: run, print the report, write ``--json``.
+
+    Exit status 1 when ``--target-clips-per-s`` was given and the pipeline is below it, else 0.
+    """
+    from mmv_torch.config import get_preset
+    from mmv_torch.data.tools.bench import format_report, run_data_bench
+    from mmv_torch.fileio import atomic_write_text
+
+    cfg = get_preset(args.preset).data if args.preset else DataConfig()
+    if getattr(args, "augment_on", None):
+        cfg = dataclasses.replace(cfg, augment_on=args.augment_on)
+    if getattr(args, "clips_per_video", None) is not None:
+        cfg = dataclasses.replace(cfg, clips_per_video=args.clips_per_video)
+    result = run_data_bench(args.manifest, cfg, args.workers, args.seconds, args.target_clips_per_s)
+    print(format_report(result))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    return 1 if args.target_clips_per_s is not None and not result["meets_target"] else 0

@@ -1,116 +1,27 @@
-"""Command-line interface: ``mmv-torch <command>`` (also ``python -m mmv_torch``).
-
-Every command is a small function that parses its arguments and calls the library; heavy imports
-happen inside the command that needs them.
-"""
+"""The ``mmv-torch embed`` and ``mmv-torch eval linear|retrieval|finetune|image`` subcommands: their
+options, and the calls into :mod:`mmv_torch.eval.pipelines` and :mod:`mmv_torch.eval.benchmarks`."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from mmv_torch.cli_data import add_data_parsers, add_vocab_parsers
-from mmv_torch.cli_index import add_index_parsers
-from mmv_torch.cli_support import (
+from mmv_torch.cli.support import (
     COUNT,
     NONNEG,
     POSITIVE,
     RATE,
-    Parser,
+    add_device_arg,
     add_json_arg,
-    anticipated,
-    check_outputs,
     device_name,
-    one_line,
-    resume_command,
 )
 
 LINEAR_PROTOCOLS = ("kinetics600-linear", "vggsound-linear", "audioset-mlp", "esc50")
+
+
 RETRIEVAL_PROTOCOLS = ("msrvtt-1ka", "msrvtt-full", "youcook2-val")
 """Names of the paper's benchmark protocols (:data:`mmv_torch.eval.paper_protocols.PAPER_PROTOCOLS`)."""
-
-
-def _cmd_models(args: argparse.Namespace) -> int:
-    import torch
-
-    from mmv_torch.config import PRESETS
-    from mmv_torch.models.mmv import MMV
-
-    rows = []
-    for name, cfg in PRESETS.items():
-        with torch.device("meta"):
-            counts = MMV(cfg.model).parameter_counts()
-        v = cfg.model.video
-        desc = f"{v.backbone}" + (f"{v.depth}" if v.backbone != "s3d" else "") + (
-            f" x{v.width_mult:g}" if v.width_mult != 1 else "")
-        rows.append((name, desc, counts["video"], counts["audio"], counts["text"], counts["heads"], counts["total"]))
-    header = ("preset", "video backbone", "video", "audio", "text", "heads", "total")
-    table = [header] + [tuple(c if i < 2 else f"{c:,}" for i, c in enumerate(r)) for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    print("Parameter counts include the frozen word-vector table of the text tower.")
-    return 0
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from mmv_torch.weights.convert import convert_checkpoint
-
-    out = convert_checkpoint(args.checkpoint, args.out_dir)
-    print(f"wrote {out}; load it with create_model(checkpoint={str(out)!r})")
-    return 0
-
-
-def _is_launcher_rank0() -> bool:
-    """Rank 0 of a torchrun launch (or a plain process): the one that owns the run folder."""
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    import contextlib
-
-    from mmv_torch.runs import claim_run_dir
-    from mmv_torch.train.loop import TrainingDivergedError, run_train
-
-    if (args.preset is None) == (args.config is None):
-        raise ValueError("train needs exactly one of --preset NAME or --config run.json"
-                         + (" (got both: --config holds the whole config)" if args.preset else ""))
-    owner = (claim_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
-             if _is_launcher_rank0() else contextlib.nullcontext())
-    with owner:
-        try:
-            summary = run_train(args.preset, [d for d in args.data.split(",") if d], args.out, args.set or [],
-                                args.resume, args.config)
-        except TrainingDivergedError as e:
-            print(f"mmv-torch train: stopped: {e}", file=sys.stderr)
-            return 3
-    print(f"done: {summary.get('steps', '?')} steps, final loss {summary.get('final_loss')}, "
-          f"export {summary.get('export')}")
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from mmv_torch.demo import QUICK, DemoSettings, demo_config, run_demo
-
-    settings = QUICK if args.quick else DemoSettings()
-    changes: dict[str, Any] = {"overrides": tuple(args.set or ())}
-    if args.steps is not None:
-        changes["steps"] = args.steps
-    if args.num_clips is not None:
-        changes["num_clips"] = args.num_clips
-    settings = dataclasses.replace(settings, **changes)
-    demo_config(settings)  # a wrong --set key fails here, before any data is written
-    run_demo(args.out, settings, progress=not args.no_progress)
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# embed / eval commands: options -> library calls (mmv_torch.eval.pipelines, mmv_torch.data.sources)
 
 
 def _load_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -165,7 +76,6 @@ def _tokenizer(args: argparse.Namespace, cfg: Any) -> tuple[Any, str]:
     from mmv_torch.weights.resolve import checkpoint_tokenizer
 
     return checkpoint_tokenizer(args.resolved, cfg, args.vocab)
-
 
 
 def _probe_kwargs(args: argparse.Namespace, multilabel: bool, hidden_default: str) -> dict[str, Any]:
@@ -315,7 +225,7 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="PATH",
                    help="a training run folder (its export/, else its latest checkpoint), an export or `mmv-torch "
                         "convert` folder, or a training checkpoint .pt")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    add_device_arg(p)
     p.add_argument("--batch-size", type=POSITIVE, default=8, help="items per batch (each with its windows)")
     p.add_argument("--workers", type=COUNT, default=None,
                    help="data-loading processes (0: in the main process; default: the cores less one, at most 4)")
@@ -370,41 +280,8 @@ def _add_bn_args(p: argparse.ArgumentParser) -> None:
                         "channel order folded into the next convolution (closer to the video network)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
-    parser = Parser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("models", help="list the model presets with parameter counts per tower")
-    p.set_defaults(func=_cmd_models)
-
-    p = sub.add_parser("demo", help="synthetic data -> train the tiny model -> evaluate -> report")
-    p.add_argument("--out", default="runs/demo", help="output folder (data, run, report.md, plots)")
-    p.add_argument("--steps", type=POSITIVE, default=None, help="training steps (default: the demo's setting)")
-    p.add_argument("--num-clips", type=POSITIVE, default=None, help="pretraining clips (default: the demo's setting)")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides on top of the demo's, for ablations, e.g. loss.form=mean")
-    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run with tiny sizes")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser("convert", help="convert a released DeepMind MMV checkpoint (.pkl) to safetensors")
-    p.add_argument("checkpoint", help="mmv_s3d.pkl, mmv_tsm_resnet_x1.pkl or mmv_tsm_resnet_x2.pkl")
-    p.add_argument("out_dir", help="folder for model.safetensors + config.json")
-    p.set_defaults(func=_cmd_convert)
-
-    p = sub.add_parser("train", help="self-supervised multimodal training")
-    p.add_argument("--preset", default=None, help="model/run preset (see `mmv-torch models`)")
-    p.add_argument("--config", default=None, help="a saved config.json (instead of --preset)")
-    p.add_argument("--data", required=True,
-                   help="comma-separated: manifest.jsonl[@weight], a data folder, a shard folder, or synthetic[:N]")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-3")
-    p.add_argument("--resume", default=None, help="'latest' or a checkpoint path")
-    p.add_argument("--overwrite", action="store_true",
-                   help="--out holds a run: move it aside to OUT.old-<time> (never deleted) and start afresh")
-    p.set_defaults(func=_cmd_train)
-
+def add_eval_parsers(sub: Any) -> None:
+    """Register ``embed`` and ``eval linear|retrieval|finetune|image``."""
     p = sub.add_parser("embed", help="embeddings of a manifest's videos, audio, captions or images (npy + index)")
     _add_checkpoint_args(p)
     _add_data_args(p, "labelled JSONL manifest (video/audio/image entries; captions for text) or an image folder")
@@ -420,14 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bn_args(p)
     p.set_defaults(func=_cmd_embed)
 
-    _add_eval_parsers(sub)
-    add_data_parsers(sub)
-    add_vocab_parsers(sub)
-    add_index_parsers(sub)
-    return parser
-
-
-def _add_eval_parsers(sub: Any) -> None:
     evals = sub.add_parser("eval", help="downstream evaluations writing JSON + markdown reports").add_subparsers(
         dest="eval_command", required=True)
     p = evals.add_parser("linear", help="linear probe on frozen features (official SVM protocol by default)")
@@ -497,39 +366,3 @@ def _add_eval_parsers(sub: Any) -> None:
     _add_bn_args(p)
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_image)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code.
-
-    Anticipated failures (bad options, files, data, devices, corrupt weights) print one line on stderr
-    and return 2; Ctrl-C returns 130; unexpected exceptions keep their traceback."""
-    from mmv_torch.runs import Interrupted
-    from mmv_torch.runtime import enable_fast_cpu_memory
-
-    enable_fast_cpu_memory()  # before the first CPU tensor: huge pages for large activations
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
-    name = " ".join([args.command] + [v for k, v in sorted(vars(args).items()) if k.endswith("_command") and v])
-    try:
-        check_outputs(args)
-        return func(args)
-    except Interrupted as e:
-        again = resume_command(list(sys.argv[1:] if argv is None else argv))
-        print(f"mmv-torch {name}: interrupted at step {e.step} (checkpoint {e.checkpoint}); continue with: {again}",
-              file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        hint = ""
-        if args.command == "train" or getattr(args, "eval_command", None) == "finetune":
-            hint = f"; continue with the same command and --resume latest (run folder {args.out})"
-        print(f"mmv-torch {name}: interrupted{hint}", file=sys.stderr)
-        return 130
-    except anticipated() as e:
-        print(f"mmv-torch {name}: error: {one_line(e)}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -112,6 +112,11 @@ def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics + settings here (and OUT.md)")
 
 
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device cpu|cuda`` (default: CUDA when available; :func:`device_name` resolves it)."""
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+
+
 def device_name(name: str | None) -> str:
     """The torch device of ``--device`` (default: CUDA when available; this rank's GPU under torchrun);
     ``--device cuda`` without CUDA is a ``ValueError``."""

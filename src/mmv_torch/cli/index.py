@@ -1,18 +1,71 @@
-"""The ``mmv-torch index ...`` and ``mmv-torch serve`` subcommands (layer L4): build, extend and query
+"""The ``mmv-torch index ...`` and ``mmv-torch serve`` subcommands: build, extend and query
 a search index of a video collection, and serve it as a local web page (:mod:`mmv_torch.index`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
-from mmv_torch.cli_support import COUNT, NONNEG, POSITIVE, RATE, device_name, int_at_least
+from mmv_torch.cli.support import COUNT, NONNEG, POSITIVE, RATE, add_device_arg, device_name, int_at_least
+from mmv_torch.fileio import atomic_write_text
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from mmv_torch.index.cli import run_index_command
+    return _run_index_command(args, device_name(args.device))
 
-    return run_index_command(args, device_name(args.device))
+
+def _run_index_command(args: argparse.Namespace, device: str) -> int:
+    """Run ``serve``, ``index build``, ``index add`` or ``index search`` and print the summary or hits;
+    returns the exit status."""
+    if args.command == "serve":
+        from mmv_torch.index.server import serve
+
+        serve(args.index, host=args.host, port=args.port, device=device, max_upload_mb=args.max_upload_mb)
+        return 0
+    result = _run(args, device)
+    if args.index_command == "search" and not args.json_stdout:
+        for hit in result["results"]:
+            print(f"{hit['score']:.4f}  {hit['start']:7.2f}-{hit['end']:7.2f} s  {hit['path']}")
+    else:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
+    from mmv_torch.index.build import build_index
+    from mmv_torch.index.query import open_searcher
+    from mmv_torch.index.store import IndexStore, is_index
+
+    if args.index_command == "build":
+        return build_index(args.checkpoint, args.videos, args.out, window_s=args.window_s, stride_s=args.stride_s,
+                           workers=args.workers, vocab=args.vocab,
+                           word_mask=None if args.word_mask == "auto" else args.word_mask == "yes", device=device,
+                           progress=not args.no_progress)
+    if not is_index(args.index):
+        raise ValueError(f"{args.index}: not an index (build one with `mmv-torch index build`)")
+    if args.index_command == "add":
+        info = IndexStore(args.index).info()
+        return build_index(info["checkpoint"], args.videos, args.index, window_s=info["window_s"],
+                           stride_s=info["stride_s"], workers=args.workers, vocab=info.get("vocab"),
+                           word_mask=bool(info.get("word_mask")), device=device,
+                           progress=not args.no_progress, add=True)
+    for f in (args.audio, args.video):
+        if f is not None and not Path(f).is_file():
+            raise ValueError(f"{f}: no such file")
+    searcher = open_searcher(args.index, device=device)
+    if args.text is not None:
+        hits = searcher.search("text", k=args.k, text=args.text)
+    elif args.audio is not None:
+        hits = searcher.search("audio", k=args.k, path=args.audio)
+    else:
+        mode = "video" if args.target == "video" else "video-audio"
+        hits = searcher.search(mode, k=args.k, path=args.video, start_s=args.start)
+    result = {"results": [{k: h[k] for k in ("path", "start", "end", "score")} for h in hits]}
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def add_index_parsers(sub: Any) -> None:
@@ -36,7 +89,7 @@ def add_index_parsers(sub: Any) -> None:
             p.add_argument("index", metavar="INDEX")
         p.add_argument("--videos", required=True, metavar="DIR|MANIFEST", help="a folder (recursive) or a manifest")
         p.add_argument("--workers", type=COUNT, default=0, help="decoding processes (0: in the main process)")
-        p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+        add_device_arg(p)
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(func=_cmd_index)
     p = index.add_parser("search", help="query an index by text, an audio file or a video file")
@@ -50,12 +103,12 @@ def add_index_parsers(sub: Any) -> None:
     p.add_argument("-k", type=POSITIVE, default=10, help="hits")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the hits as JSON here")
     p.add_argument("--json-stdout", action="store_true", help="print the hits as JSON")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    add_device_arg(p)
     p.set_defaults(func=_cmd_index)
     p = sub.add_parser("serve", help="a local web page and JSON API to search an index")
     p.add_argument("index", metavar="INDEX")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int_at_least(0), default=8000)
     p.add_argument("--max-upload-mb", type=RATE, default=100.0, help="largest accepted upload")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    add_device_arg(p)
     p.set_defaults(func=_cmd_index)
