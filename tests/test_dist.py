@@ -4,20 +4,15 @@
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import dist_worker_parity as W  # noqa: E402
-
 from mmv_torch import dist  # noqa: E402
 from mmv_torch.config import LossConfig  # noqa: E402
 from mmv_torch.losses import mmv_loss  # noqa: E402
+from tests.helpers import dist_worker_parity as W
 
 # ---------------------------------------------------------------------------------------------
 # Single process

@@ -1,16 +1,11 @@
 """The real tiny MMV under 2-process DDP (gloo, CPU, SyncBatchNorm) equals one process on the
 concatenated batch: the loss, every term, every parameter gradient and the BN running statistics."""
 
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import dist_worker_parity as W  # noqa: E402
-
 from mmv_torch.config import LossConfig  # noqa: E402
+from tests.helpers import dist_worker_parity as W
 
 
 def tiny_mmv_float64() -> torch.nn.Module:

@@ -97,7 +97,7 @@ def _documented_layers(text: str) -> dict[str, int]:
 
 
 def test_architecture_doc_lists_every_layer():
-    from test_architecture import LAYERS
+    from tests.test_architecture import LAYERS
 
     documented = _documented_layers((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
     wrong = {name: (layer, documented.get(name)) for name, layer in LAYERS.items() if documented.get(name) != layer}

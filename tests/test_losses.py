@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +12,7 @@ import torch
 
 from mmv_torch.config import PRESETS, LossConfig
 from mmv_torch.losses import milnce_loss, mmv_loss, nce_loss
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import dist_worker_parity as W  # noqa: E402
+from tests.helpers import dist_worker_parity as W
 
 # ---------------------------------------------------------------------------------------------
 # Brute-force references: plain Python loops over float lists.
