@@ -1,5 +1,10 @@
-"""The layering of docs/architecture.md: a module imports only from layers below it, L1 siblings do not
-import each other, and ``import mmv_torch`` needs only torch and numpy."""
+"""The layering of docs/architecture.md: the folder tree is the layer table.
+
+The package's top-level packages and modules stand on ordered rungs (:data:`RUNGS`); a module imports only
+from rungs below its own, packages on one rung do not import each other, no two modules import each
+other (directly or round a longer loop), inside ``data/`` the ``media/`` and ``text/`` subpackages import
+nothing else of ``data/`` and nothing imports the offline ``tools/`` or ``prepare/``, and
+``import mmv_torch`` needs only torch and numpy."""
 
 import ast
 import subprocess
@@ -8,8 +13,14 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmv_torch"
 
-LAYERS = {"fileio": -1, "config": 0, "dist": 0, "runs": 0, "models": 1, "losses": 1, "data": 1, "weights": 2,
-          "train": 3, "eval": 3, "index": 4, "demo": 5, "cli": 6, "__main__": 7}
+RUNGS = (("fileio", "extras"), ("config", "dist", "runs"), ("models", "losses", "data"), ("weights",),
+         ("train", "eval"), ("index",), ("demo",), ("cli",), ("__main__",))
+"""The rungs, bottom first: atomic writes and optional dependencies; configs, process groups, run folders;
+networks, losses, the input pipeline; everything that holds weights; training and evaluation; the search
+index; the demo; the command line; ``python -m mmv_torch``."""
+
+LAYERS = {name: rung for rung, names in enumerate(RUNGS) for name in names}
+"""Top-level package or module -> its rung."""
 
 
 def _group(module_path: Path, src: Path = SRC) -> str:
@@ -78,8 +89,114 @@ def _layer_problems(src: Path = SRC) -> list[str]:
                 continue
             assert dep in LAYERS, f"{path} imports unknown mmv_torch module {dep}"
             if LAYERS[dep] >= LAYERS[group]:
-                problems.append(f"{path.relative_to(src)} (L{LAYERS[group]}) imports {dep} (L{LAYERS[dep]})")
+                problems.append(f"{path.relative_to(src)} (rung {LAYERS[group]}) imports {dep} (rung {LAYERS[dep]})")
     return problems
+
+
+def _module_name(path: Path, src: Path = SRC) -> str:
+    """``data/media/decode.py`` -> ``mmv_torch.data.media.decode``; a package's ``__init__.py`` is the package."""
+    parts = [src.name, *path.relative_to(src).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_graph(src: Path = SRC) -> dict[str, set[str]]:
+    """Module -> the package modules it imports (at the top or inside functions), by dotted name."""
+    modules = {_module_name(p, src): p for p in sorted(src.rglob("*.py"))}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                deps |= {m for m in _absolute_modules(node, _package(path, src), src) if m in modules}
+        graph[name] = deps - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of ``graph``: each strongly connected set of two or more modules, sorted (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def _data_problems(src: Path = SRC) -> list[str]:
+    """Imports that break the rules inside ``data/``: ``media/`` and ``text/`` import nothing else of
+    ``data/`` (each may import itself); nothing outside ``data/tools/`` imports it, nothing outside
+    ``data/prepare/`` imports that."""
+    problems = []
+    data = f"{src.name}.data"
+    for name, deps in sorted(_module_graph(src).items()):
+        if not name.startswith(data + "."):
+            continue
+        own = name.split(".")[2]
+        for dep in sorted(deps):
+            if not dep.startswith(data + ".") and dep != data:
+                continue
+            target = dep.split(".")[2] if dep != data else ""
+            if own in ("media", "text") and target != own:
+                problems.append(f"{name} imports {dep}: data/{own}/ imports nothing else of data/")
+            elif target in ("tools", "prepare") and own != target:
+                problems.append(f"{name} imports {dep}: nothing in data/ imports the offline data/{target}/")
+    return problems
+
+
+def test_no_module_import_cycles():
+    assert _cycles(_module_graph()) == []
+
+
+def test_data_subpackage_rules():
+    assert _data_problems() == []
+
+
+def test_the_cycle_and_data_checkers_catch_violations(tmp_path):
+    src = tmp_path / "mmv_torch"
+    for folder in ("data/media", "data/text", "data/tools", "data/prepare"):
+        (src / folder).mkdir(parents=True)
+    for name in ("__init__.py", "data/__init__.py", "data/media/__init__.py", "data/text/__init__.py",
+                 "data/tools/__init__.py", "data/prepare/__init__.py", "data/tools/check.py", "data/prepare/ucf.py"):
+        (src / name).write_text("")
+    (src / "data" / "media" / "decode.py").write_text("from mmv_torch.data.media import audio\n")
+    (src / "data" / "media" / "audio.py").write_text("import numpy\n")
+    (src / "data" / "text" / "tok.py").write_text("from mmv_torch.data.media.audio import x\n")
+    (src / "data" / "sources.py").write_text("def f():\n    from mmv_torch.data.tools.check import c\n")
+    (src / "data" / "a.py").write_text("from mmv_torch.data import b\n")
+    (src / "data" / "b.py").write_text("def g():\n    from . import c\n")
+    (src / "data" / "c.py").write_text("from .a import z\nfrom .prepare import ucf\n")
+    (src / "data" / "tools" / "bench.py").write_text("from mmv_torch.data.tools import check\n")
+    assert _cycles(_module_graph(src)) == [["mmv_torch.data.a", "mmv_torch.data.b", "mmv_torch.data.c"]]
+    assert _data_problems(src) == [
+        "mmv_torch.data.c imports mmv_torch.data.prepare.ucf: nothing in data/ imports the offline data/prepare/",
+        "mmv_torch.data.sources imports mmv_torch.data.tools.check: nothing in data/ imports the offline data/tools/",
+        "mmv_torch.data.text.tok imports mmv_torch.data.media.audio: data/text/ imports nothing else of data/",
+    ]
 
 
 def test_modules_import_only_lower_layers():
@@ -121,10 +238,10 @@ def test_the_checker_catches_forbidden_relative_imports(tmp_path):
     (src / "config.py").write_text("from . import train\n")
     (src / "dist.py").write_text("from . import get_preset\n")
     assert _layer_problems(src) == [
-        "config.py (L0) imports train (L3)",
-        "data/bad.py (L1) imports train (L3)",
-        "data/bad2.py (L1) imports models (L1)",
-        "data/bad3.py (L1) imports models (L1)",
+        "config.py (rung 1) imports train (rung 4)",
+        "data/bad.py (rung 2) imports train (rung 4)",
+        "data/bad2.py (rung 2) imports models (rung 2)",
+        "data/bad3.py (rung 2) imports models (rung 2)",
         "dist.py imports the package's public API; import the module",
     ]
 

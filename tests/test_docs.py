@@ -88,9 +88,9 @@ def test_readme_is_short():
 
 
 def _documented_layers(text: str) -> dict[str, int]:
-    """``{module: layer}`` from the rows ``| L<n> | `a`, `b` | ... |`` of the layering table."""
+    """``{package: rung}`` from the rows ``| R<n> | `a`, `b` | ... |`` of the layering table."""
     layers = {}
-    for match in re.finditer(r"^\| L(-?\d+) \| ([^|]+) \|", text, flags=re.MULTILINE):
+    for match in re.finditer(r"^\| R(\d+) \| ([^|]+) \|", text, flags=re.MULTILINE):
         for name in re.findall(r"`([\w/]+)`", match.group(2)):
             layers[name] = int(match.group(1))
     return layers
@@ -105,5 +105,5 @@ def test_architecture_doc_lists_every_layer():
 
 
 def test_documented_layers_are_parsed():
-    table = "| layer | modules |\n|---|---|\n| L-1 | `fileio` | writes |\n| L2 | `convert`, `deflate` | x |\n"
-    assert _documented_layers(table) == {"fileio": -1, "convert": 2, "deflate": 2}
+    table = "| rung | packages |\n|---|---|\n| R0 | `fileio` | writes |\n| R2 | `models`, `data` | x |\n"
+    assert _documented_layers(table) == {"fileio": 0, "models": 2, "data": 2}

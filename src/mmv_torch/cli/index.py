@@ -20,6 +20,10 @@ def _run_index_command(args: argparse.Namespace, device: str) -> int:
     """Run ``serve``, ``index build``, ``index add`` or ``index search`` and print the summary or hits;
     returns the exit status."""
     if args.command == "serve":
+        from mmv_torch.extras import require
+
+        for module in ("fastapi", "uvicorn", "multipart"):
+            require(module, "mmv-torch serve")
         from mmv_torch.index.server import serve
 
         serve(args.index, host=args.host, port=args.port, device=device, max_upload_mb=args.max_upload_mb)

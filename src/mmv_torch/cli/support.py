@@ -79,13 +79,16 @@ def anticipated() -> tuple[type[BaseException], ...]:
     """Failures that are the user's input, data or machine, not a bug: one line, exit status 2."""
     from mmv_torch.data.datasets import SkipRateExceeded
     from mmv_torch.data.media.decode import DecodeError
+    from mmv_torch.extras import MissingExtra
 
-    return ValueError, OSError, SkipRateExceeded, DecodeError
+    return ValueError, OSError, SkipRateExceeded, DecodeError, MissingExtra
 
 
 def one_line(e: BaseException) -> str:
+    from mmv_torch.extras import MissingExtra
+
     text = " ".join(str(e).split()) or type(e).__name__
-    return text if isinstance(e, ValueError) else f"{type(e).__name__}: {text}"
+    return text if isinstance(e, (ValueError, MissingExtra)) else f"{type(e).__name__}: {text}"
 
 
 def resume_command(argv: list[str]) -> str:

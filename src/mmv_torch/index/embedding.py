@@ -20,6 +20,7 @@ from mmv_torch.config import Config
 from mmv_torch.data.datasets import audio_features
 from mmv_torch.data.media.decode import load_audio, load_clips, probe
 from mmv_torch.data.media.transforms import eval_transform
+from mmv_torch.extras import require
 
 
 def window_starts(duration: float, window_s: float, stride_s: float) -> list[float]:
@@ -37,7 +38,7 @@ def window_starts(duration: float, window_s: float, stride_s: float) -> list[flo
 
 def thumbnail_jpeg(frame: torch.Tensor, width: int = 160) -> bytes:
     """A small JPEG of one uint8 ``(H, W, 3)`` frame, ``width`` pixels wide."""
-    from PIL import Image
+    Image = require("PIL.Image", "index thumbnails")
 
     img = Image.fromarray(frame.numpy())
     h = max(1, round(img.height * width / max(img.width, 1)))

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mmv_torch.extras import require
 from mmv_torch.fileio import atomic_write
 
 SPACES = ("video_vt", "video_va", "audio_va")
@@ -237,7 +238,7 @@ class IndexStore:
     def rebuild(self, seed: int = 0) -> dict[str, dict[str, Any]]:
         """Rebuild every space's nearest-neighbour index from the stored vectors; records and returns the
         kind chosen per space."""
-        import faiss
+        faiss = require("faiss", "the search index")
 
         kinds = {}
         for space in SPACES:
@@ -253,7 +254,7 @@ class IndexStore:
 
     def faiss_index(self, space: str) -> Any:
         """The loaded nearest-neighbour index of ``space`` (``None`` before the first rebuild)."""
-        import faiss
+        faiss = require("faiss", "the search index")
 
         with self._faiss_lock:
             if space not in self._faiss:
@@ -284,7 +285,7 @@ def build_faiss(vecs: np.ndarray, ids: np.ndarray, *, exact_limit: int = EXACT_L
     lists whose ``nprobe`` is the smallest power of two reaching ``target_recall`` recall@10 against
     exact search on 200 stored vectors used as queries. Returns ``(index, kind)``; ``kind`` records the
     choice."""
-    import faiss
+    faiss = require("faiss", "the search index")
 
     n, d = vecs.shape
     d = max(d, 1)

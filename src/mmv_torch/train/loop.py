@@ -125,7 +125,8 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                warnings.warn("tensorboard is not installed: logging to log.jsonl only", stacklevel=2)
+                warnings.warn("tensorboard is not installed: logging to log.jsonl only "
+                              "(pip install \"mmv-torch[train]\" adds it)", stacklevel=2)
             else:
                 self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
 

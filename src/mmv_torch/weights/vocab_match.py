@@ -100,7 +100,7 @@ def _matrix_chunks(matrix: np.ndarray, words: list[str], chunk_rows: int) -> Ite
         yield words[start: start + chunk_rows], np.asarray(matrix[start: start + chunk_rows])
 
 
-def open_source(vectors: str | Path | None = None, words: str | Path | None = None, fmt: str = "auto",
+def open_vector_source(vectors: str | Path | None = None, words: str | Path | None = None, fmt: str = "auto",
                 chunk_rows: int = 50_000) -> tuple[str, Iterator[tuple[list[str], np.ndarray]]]:
     """``(description, chunks)`` of a word-vector source, each chunk ``(words, vectors [n, D])``.
 
@@ -276,7 +276,7 @@ def match_vocabulary(table: Any, source: Iterable[tuple[Sequence[str], np.ndarra
                      seed: int = 0) -> VocabMatch:
     """The word of every row of ``table`` (``[V, D]`` tensor or array) found in ``source``.
 
-    ``source`` yields chunks ``(words, vectors [n, D])`` (:func:`open_source`); it is read once.
+    ``source`` yields chunks ``(words, vectors [n, D])`` (:func:`open_vector_source`); it is read once.
     ``names`` fixes the names of some rows (e.g. ``{1: "<bos>"}``); all-zero rows are named from
     :data:`ZERO_ROW_NAMES`. A row matches a source vector when they are equal or their cosine is at
     least ``threshold`` (in [0.999, 1]). Returns a :class:`VocabMatch`; its report lists the special,
@@ -364,12 +364,12 @@ def write_vocabulary(words: Sequence[str], path: str | Path) -> str:
 def run_vocab_match(table: Any, out: str | Path, vectors: str | Path | None = None, words: str | Path | None = None,
                     json_path: str | Path | None = None, min_match: float = 0.9,
                     names: Mapping[int, str] | None = None) -> dict[str, Any]:
-    """``mmv-torch vocab match``: match ``table`` to a source (:func:`open_source`), write the vocabulary
+    """``mmv-torch vocab match``: match ``table`` to a source (:func:`open_vector_source`), write the vocabulary
     to ``out`` and the report to ``json_path``. Below ``min_match`` raises :class:`MatchRefused` and
     writes nothing. Returns the report."""
     if not 0.0 <= min_match <= 1.0:
         raise ValueError(f"--min-match must lie in [0, 1], got {min_match}")
-    description, chunks = open_source(vectors, words)
+    description, chunks = open_vector_source(vectors, words)
     result = match_vocabulary(table, chunks, names=names)
     report = {"source": description, "min_match": min_match, **result.report}
     if result.match_rate < min_match:

