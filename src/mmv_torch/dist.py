@@ -11,7 +11,7 @@ per-rank losses with respect to rank r's own activations. DDP then averages the 
 over ranks. ``losses.py`` scales each rank's loss so that this average is exactly the gradient of the
 single-process loss on the concatenated batch (see ``losses._global_mean``).
 
-Only ``torch`` is imported (layer L0).
+Only ``torch`` is imported.
 """
 
 from __future__ import annotations

@@ -27,11 +27,11 @@ class MissingExtra(ImportError):
 
 def require(module: str, purpose: str) -> ModuleType:
     """Import ``module`` (a key of :data:`EXTRAS`) for ``purpose`` (e.g. ``"mmv-torch serve"``), or raise
-    :class:`MissingExtra`: ``"<purpose> needs <module>: pip install \\"mmv-torch[<extra>]\\""``."""
+    :class:`MissingExtra`: ``<purpose>: needs the optional package <module>, ...; pip install "mmv-torch[<extra>]"``."""
     if module not in EXTRAS:
         raise KeyError(f"{module} is not an optional dependency; known: {sorted(EXTRAS)}")
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise MissingExtra(f"{purpose} needs the optional package {module.split('.')[0]} ({e}): "
-                           f"pip install \"mmv-torch[{EXTRAS[module]}]\"") from e
+        raise MissingExtra(f"{purpose}: needs the optional package {module.split('.')[0]}, which is not "
+                           f"installed ({e}); pip install \"mmv-torch[{EXTRAS[module]}]\"") from e

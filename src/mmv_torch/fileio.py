@@ -1,4 +1,4 @@
-"""Atomic file writes: the one helper behind every file the package writes (layer L-1, below every other module).
+"""Atomic file writes: the one helper behind every file the package writes (the bottom rung, below every other module).
 
 A writer never leaves a partial file under its final name: the content goes to a hidden temporary
 file in the same folder (``.<name>.tmp.<pid>``), is flushed and fsynced, and ``os.replace`` moves it

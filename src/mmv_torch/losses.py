@@ -20,7 +20,7 @@ Two forms of the symmetric loss (``form``; ``LossConfig.form``):
   the positive and the negative pairs of BOTH directions: for NCE(x, y) and positive pair i, the pairs
   (x_i, y_j) and (x_j, y_i), j != i. For MIL-NCE the numerator is the sum over the clip's valid
   narrations and the second direction pairs those narrations with the other clips.
-- ``"mean"`` (the default before the joint form was added): the average of two one-directional
+- ``"mean"``: the average of two one-directional
   softmaxes, x->y and y->x, each with the positive once in its denominator (CLIP-style).
   ``symmetric=False`` keeps the x->y direction only and exists for this form only.
 
@@ -29,8 +29,7 @@ Both forms share the masks and the distributed gathering.
 Groups (``groups``, (B,) integer, optional): clips with the same group id come from the same source video
 (several clips decoded per opened video). A pair (i, j) with g_i == g_j and j != i is never a negative, in
 any direction of any form; the positive (i, i) is unchanged. Ids are global (equal ids on different ranks
-are the same video) and are gathered like the masks. ``groups=None`` computes exactly what it computed
-before groups existed (no extra operation).
+are the same video) and are gathered like the masks. ``groups=None`` adds no operation.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``mmv-torch data ...`` and ``mmv-torch vocab ...`` subcommands (layer L4): data sets, checks,
+"""The ``mmv-torch data ...`` and ``mmv-torch vocab ...`` subcommands: data sets, checks,
 shards, frames, preparation from official annotation files, transcoding, and recovering a word table's vocabulary.
 Each command parses its options and calls the library; :func:`add_data_parsers` and
 :func:`add_vocab_parsers` register them on ``mmv-torch``'s parser."""

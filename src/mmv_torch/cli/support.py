@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by the subcommands (layer L3): one-line usage errors, numeric option
+"""Command-line plumbing shared by the subcommands: one-line usage errors, numeric option
 types checked at parse time, output paths checked before any work, the failures that are the user's
 (one line, exit status 2), and the command that continues an interrupted run."""
 

@@ -1,5 +1,5 @@
 """The paper's named benchmark protocols (:mod:`mmv_torch.eval.paper_protocols`) run through the evaluation
-pipelines of :mod:`mmv_torch.eval.pipelines` (layer L4).
+pipelines of :mod:`mmv_torch.eval.pipelines`.
 
 :func:`linear_benchmark` runs ``kinetics600-linear``, ``vggsound-linear``, ``esc50`` and ``audioset-mlp``,
 :func:`retrieval_benchmark` runs ``msrvtt-1ka``, ``msrvtt-full`` and ``youcook2-val``. Each checks the

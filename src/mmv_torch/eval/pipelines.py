@@ -1,5 +1,5 @@
 """Evaluation pipelines: a model, a :class:`~mmv_torch.data.sources.LabelledSource` and options in,
-a result dict out (layer L3).
+a result dict out.
 
 These are what ``mmv-torch embed`` and ``mmv-torch eval linear|retrieval|finetune|image`` run, and
 what the demo and experiments call: each builds the data sets of its protocol, extracts features or

@@ -1,4 +1,4 @@
-"""``--data`` specs -> :class:`~mmv_torch.train.sampling.TrainData` (layer L2).
+"""``--data`` specs -> :class:`~mmv_torch.train.sampling.TrainData`.
 
 A spec is a pretraining JSONL manifest, a folder holding ``pretrain.jsonl``, a folder of WebDataset
 ``.tar`` shards, or ``synthetic`` / ``synthetic:N`` (clips generated once into the run folder);
@@ -119,10 +119,11 @@ def build_train_data(specs: Sequence[str], cfg: Config, run_dir: str | Path) -> 
     from mmv_torch.data.datasets import PretrainDataset
     from mmv_torch.data.media.batch_augment import collate_samples
     from mmv_torch.data.text.tokenizer import Tokenizer
-    from mmv_torch.data.text.wordvec import vocabulary_for_sentences
+    from mmv_torch.data.text.wordvec import check_word_vectors, vocabulary_for_sentences
 
     if not specs:
         raise ValueError("--data needs at least one manifest, folder or 'synthetic'")
+    check_word_vectors(cfg.data.word_vectors)  # before clips are generated or decoded
     run_dir = Path(run_dir)
     parsed = [parse_data_spec(spec) for spec in specs]
     shard_folders = [path for path, _ in parsed if _is_shard_folder(path)]

@@ -1,4 +1,4 @@
-"""The training loop: one explicit loop, no framework (layer L3).
+"""The training loop: one explicit loop, no framework.
 
 ``train(cfg, data, out_dir, resume)`` runs ``cfg.train.steps`` optimizer steps of the MMV objective,
 each one :func:`train_step`::

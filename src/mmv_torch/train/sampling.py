@@ -1,5 +1,5 @@
 """Deterministic training data: an order that is a function of ``(seed, epoch)``, samples a function of
-``(seed, epoch, index)`` (layer L1).
+``(seed, epoch, index)``.
 
 - :func:`epoch_order` draws the sample order of an epoch (a permutation, or a weighted mix of sources);
 - :class:`EpochBatchSampler` cuts it into the batches of one rank, from any ``(epoch, batch)`` position;

