@@ -106,3 +106,68 @@ def test_contrastive_batch_config_refusals():
             info["negatives_per_softmax"]) == (32, 2, 30, 60)  # 2 clips per video: the other one is no negative
     plain = contrastive_batch_info(apply_overrides(cfg, {"train.contrastive_batch": 0, "train.grad_accum": 4}), 1)
     assert plain["clips_per_loss"] == 8 and plain["micro_batches"] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# In the loop
+
+
+def _run(tmp, name, n, steps=1, **train):
+    import mmv_torch.train.loop as T
+    from tests.helpers.train_worker_ddp import RandomClips
+    from tests.train.test_loop import losses, read_log, tiny_cfg
+
+    cfg = tiny_cfg(steps=steps, batch_size=8, contrastive_batch=n, **train)
+    T.train(cfg, RandomClips(128), tmp / name, tensorboard=False, progress=False)
+    return losses(tmp / name), read_log(tmp / name)
+
+
+def test_step0_loss_grows_with_the_contrastive_batch_as_the_log_of_the_negatives(tmp_path, capsys):
+    import math
+
+    va = {}
+    for n in (0, 32, 128):
+        _, log = _run(tmp_path, f"n{n}", n)
+        event = next(r for r in log if r.get("event") == "contrastive_batch")
+        assert event["clips_per_loss"] == (n or 8) and event["negatives_per_softmax"] == 2 * ((n or 8) - 1)
+        va[n or 8] = log[-1]["loss_va"]
+    line = "contrastive batch: 128 clips per loss (8 per process x 16 micro-batches x 1 processes"
+    assert line in capsys.readouterr().err
+    # One softmax of the joint NCE holds 2(N - 1) negatives; at initialisation the loss follows their log
+    # (measured: +1.77 for 8 -> 32 where log(63/15) = 1.44, +1.67 for 32 -> 128 where log(255/63) = 1.40).
+    for small, big in ((8, 32), (32, 128)):
+        ratio = (va[big] - va[small]) / math.log((2 * big - 1) / (2 * small - 1))
+        assert 0.8 < ratio < 1.4, (small, big, va)
+
+
+def test_cached_training_kill_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    import mmv_torch.train.loop as T
+    import mmv_torch.weights.checkpoint as C
+    from mmv_torch.config import apply_overrides
+    from tests.helpers.train_worker_ddp import RandomClips
+    from tests.train.test_loop import Killed, kill_at_loss_call, losses, tiny_cfg
+
+    cfg = tiny_cfg(steps=4, ckpt_every=2, batch_size=4, contrastive_batch=8)  # 12 clips: steps cross epochs
+    sizes = []
+    orig = T.mmv_loss
+
+    def spy(emb, *args, **kwargs):
+        sizes.append(emb["video"]["va"].shape[0])
+        return orig(emb, *args, **kwargs)
+
+    monkeypatch.setattr(T, "mmv_loss", spy)
+    T.train(cfg, RandomClips(12), tmp_path / "full", tensorboard=False, progress=False)
+    monkeypatch.undo()
+    assert sizes == [8] * 4  # one loss over both micro-batches per step
+    kill_at_loss_call(monkeypatch, 4)  # dies in step 4, after the checkpoint of step 2
+    with pytest.raises(Killed):
+        T.train(cfg, RandomClips(12), tmp_path / "cut", tensorboard=False, progress=False)
+    monkeypatch.undo()
+    out = T.train(apply_overrides(cfg, {"train.num_workers": 1}), RandomClips(12), tmp_path / "cut",
+                  resume="latest", tensorboard=False, progress=False)
+    assert out["start_step"] == 2
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")
+    full = C.load_checkpoint(C.checkpoint_path(tmp_path / "full", 4))
+    cut = C.load_checkpoint(C.checkpoint_path(tmp_path / "cut", 4))
+    assert all(torch.equal(v, cut["model"][k]) for k, v in full["model"].items())
+    assert (full["data"]["epoch"], full["data"]["batch"]) == (2, 2)  # 8 micro-batches of 3 per epoch
