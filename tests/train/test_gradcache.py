@@ -171,3 +171,18 @@ def test_cached_training_kill_and_resume_equals_uninterrupted_run(tmp_path, monk
     cut = C.load_checkpoint(C.checkpoint_path(tmp_path / "cut", 4))
     assert all(torch.equal(v, cut["model"][k]) for k, v in full["model"].items())
     assert (full["data"]["epoch"], full["data"]["batch"]) == (2, 2)  # 8 micro-batches of 3 per epoch
+
+
+@pytest.mark.parametrize("preset", ["mmv_s3d", "mmv_tsm_r50", "mmv_tsm_r50x2"])
+def test_paper_configs_fix_the_contrastive_batch_on_any_number_of_processes(preset):
+    from pathlib import Path
+
+    from mmv_torch.config import load_config
+    from mmv_torch.train.gradcache import announce_contrastive_batch
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs/paper" / f"{preset}.json")
+    for world in (1, 2, 4, 8, 16, 32, 64, 128):
+        assert cfg.train.micro_batches(world) * cfg.train.batch_size * world == 4096
+    line = announce_contrastive_batch(cfg, 8)
+    assert "4096 clips per loss (32 per process x 16 micro-batches x 8 processes" in line
+    assert "8190 negatives (4095 per direction" in line
