@@ -39,6 +39,8 @@ def test_paired_differences_and_verdicts(abl):
     assert d["a - c"]["t2v_R@1"]["verdict"] == "unresolved"  # seed noise of ±1 around no difference
     assert out["arms"]["a"]["t2v_R@1"]["mean"] == pytest.approx(52.0) and out["seeds"] == [0, 1, 2, 3, 4]
     assert "| a - b | +3.0" in abl.markdown({"x": out}, "h")
+    two = abl.summarize({"x": {"a": {s: base[s] for s in (0, 1)}, "b": {s: better[s] for s in (0, 1)}}})["x"]
+    assert two["differences"]["a - b"]["t2v_R@1"]["verdict"] == "no verdict (< 5 seeds)"
 
 
 def test_arms_with_the_same_config_share_a_run(abl):
