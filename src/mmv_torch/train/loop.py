@@ -14,6 +14,7 @@ each one :func:`train_step`::
         if loss or grad_norm is not finite on any rank: skip the update, count it, raise after max_bad_steps
         else: optimizer.step()
         log; checkpoint every ckpt_every steps (atomic)
+    (train.contrastive_batch = N: ONE loss over the N clips of a step, by gradient caching: train/gradcache.py)
 
 Exact resume. Everything that shapes step ``s`` is a pure function of saved state:
 
@@ -567,6 +568,7 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     run_dir = Path(out_dir)
     dist.init_distributed()
     rank, world = dist.rank(), dist.world_size()
+    cfg.train.micro_batches(world)  # train.contrastive_batch must divide over the processes: refuse before any work
     dev = _device_for_rank(device)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
