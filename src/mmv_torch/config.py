@@ -224,6 +224,9 @@ class LossConfig:
     two one-directional softmaxes (video->other, other->video), the loss before this field existed."""
     symmetric: bool = True
     """Both directions; False (the video->other direction only) needs form 'mean'."""
+    silence_range: float = 1e-3
+    """A clip whose log-mel window is flat, max - min <= this (natural-log units; digital silence gives exactly 0,
+    every bin at log(log_offset)), counts as "no audio" in the audio terms (counted in the log); < 0: off."""
 
     def __post_init__(self) -> None:
         _check_positive("loss.temperature", self.temperature)
@@ -342,7 +345,12 @@ class TrainConfig:
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value (0: off)."""
     grad_accum: int = 1
-    """Micro-batches accumulated per optimizer step."""
+    """Micro-batches whose gradients are AVERAGED per optimizer step. Each micro-batch has its own loss, so
+    it adds no negatives (a clip sees batch_size x world clips); train.contrastive_batch enlarges the loss."""
+    contrastive_batch: int = 0
+    """Clips, over all processes, whose embeddings enter ONE loss per optimizer step (0: batch_size x world).
+    The step runs contrastive_batch / (batch_size x world) micro-batches by gradient caching: the exact
+    gradient of the large-batch loss with the activation memory of one micro-batch (train/gradcache.py)."""
     precision: str = "fp32"
     """'fp32', 'bf16' or 'fp16' (autocast; the last two on GPU)."""
     channels_last: bool = True
@@ -366,9 +374,27 @@ class TrainConfig:
         for name in ("batch_size", "steps", "lr", "grad_accum", "log_every", "ckpt_every", "keep_ckpts"):
             _check_positive(f"train.{name}", getattr(self, name))
         _check_choice("train.precision", self.precision, ("fp32", "bf16", "fp16"))
-        for name in ("warmup_steps", "weight_decay", "grad_clip", "num_workers", "max_bad_steps"):
+        for name in ("warmup_steps", "weight_decay", "grad_clip", "num_workers", "max_bad_steps", "contrastive_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0")
+        if self.contrastive_batch and self.grad_accum != 1:
+            raise ValueError(f"train.contrastive_batch={self.contrastive_batch} sets the micro-batches per step "
+                             f"itself; it cannot be combined with train.grad_accum={self.grad_accum} (leave it at 1)")
+        if self.contrastive_batch % self.batch_size:
+            raise ValueError(f"train.contrastive_batch ({self.contrastive_batch}) must be a multiple of "
+                             f"train.batch_size ({self.batch_size}) x the number of processes")
+
+    def micro_batches(self, world: int = 1) -> int:
+        """Micro-batches per optimizer step on ``world`` processes: ``contrastive_batch / (batch_size x world)``
+        when ``contrastive_batch`` is set, else ``grad_accum``; ValueError when that is not a whole number."""
+        if not self.contrastive_batch:
+            return self.grad_accum
+        per_step = self.batch_size * world
+        if self.contrastive_batch % per_step:
+            raise ValueError(f"train.contrastive_batch ({self.contrastive_batch}) is not a multiple of "
+                             f"train.batch_size ({self.batch_size}) x {world} processes = {per_step}; "
+                             "choose a batch_size that divides it")
+        return self.contrastive_batch // per_step
 
 
 @dataclass(frozen=True)

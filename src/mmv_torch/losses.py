@@ -294,3 +294,14 @@ def mmv_loss(emb: dict[str, dict[str, torch.Tensor]], cfg: LossConfig, audio_mas
         total = total + t
     parts = {name: loss.detach().float() for name, (_, loss) in terms.items()}
     return total, parts
+
+
+def silent_audio(audio: torch.Tensor, max_range: float) -> torch.Tensor:
+    """(B,) bool: the clips whose log-mel window ``audio`` (B, ...) is flat, ``max - min <= max_range``.
+
+    Digital silence gives exactly 0 (every bin is the log of the front-end's offset), and so does any
+    constant waveform (no energy off the DC bin). ``max_range < 0`` marks no clip."""
+    if max_range < 0:
+        return torch.zeros(audio.shape[0], dtype=torch.bool, device=audio.device)
+    flat = audio.detach().reshape(audio.shape[0], -1)
+    return (flat.amax(dim=1) - flat.amin(dim=1)) <= max_range

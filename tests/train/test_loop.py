@@ -178,9 +178,11 @@ def test_logs_config_checkpoints_and_export(tmp_path, synthetic_set):
     run = tmp_path / "run"
     out = T.train(cfg, [str(synthetic_set)], run, tensorboard=True, progress=False)
     log = read_log(run)
+    assert log[0]["event"] == "contrastive_batch" and log[0]["clips_per_loss"] == 4  # how many negatives a clip sees
+    log = [r for r in log if "event" not in r]
     assert [r["step"] for r in log] == [1, 2, 3]
     for key in ("loss", "loss_va", "loss_vt", "lr", "clips_per_s", "data_time", "step_time", "skipped_steps",
-                "grad_norm"):
+                "grad_norm", "silent_clips"):
         assert all(np.isfinite(r[key]) for r in log), key
     assert log[0]["lr"] == pytest.approx(2e-3) and log[-1]["lr"] < log[0]["lr"]
     assert list((run / "tb").glob("events.out.tfevents.*"))

@@ -136,27 +136,44 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_linear(args: argparse.Namespace) -> int:
+    model, cfg, device = _load_checkpoint(args)
+    if args.splits is None:
+        return _write(_linear_result(args, model, cfg, device), args)
+    from mmv_torch.eval.benchmarks import average_splits, parse_splits
+
+    splits = parse_splits(args.splits)
+    if args.esc50_meta or (args.data and "{split}" not in args.data):
+        raise ValueError("--splits needs --ucf101-splits / --hmdb51-splits or a --data path with '{split}' (one "
+                         "manifest per split, e.g. m/ucf101_{split}.jsonl); ESC-50's protocol already runs its 5 folds "
+                         "in one evaluation (per_fold, *_mean, *_std): drop --splits")
+    template, results = args.data, {}
+    for k in splits:
+        args.split, args.data = k, None if template is None else template.replace("{split}", str(k))
+        print(f"split {k}", file=sys.stderr)
+        results[k] = _linear_result(args, model, cfg, device)
+    return _write(average_splits(results), args)
+
+
+def _linear_result(args: argparse.Namespace, model: Any, cfg: Any, device: str) -> dict[str, Any]:
+    """The result of ``eval linear`` on the source of ``args`` (one split)."""
     from mmv_torch.eval.benchmarks import linear_benchmark, linear_overrides, pick_protocol
     from mmv_torch.eval.pipelines import eval_linear
 
-    model, cfg, device = _load_checkpoint(args)
     source = _source(args, args.modality)
     paper = pick_protocol(args.protocol, source, "linear", args.modality)
     if paper is not None:
         given = linear_overrides(args.train_epochs, args.test_windows, args.classifier, args.C, args.weight_decay,
                                  args.hidden, args.probe_epochs, args.seed, args.multilabel, args.folds)
-        return _write(linear_benchmark(model, cfg, source, _loader_options(args), paper, modality=args.modality,
-                                       space=args.space, given=given, device=device), args)
+        return linear_benchmark(model, cfg, source, _loader_options(args), paper, modality=args.modality,
+                                space=args.space, given=given, device=device)
     args.classifier, args.train_epochs = args.classifier or "svm", args.train_epochs or 10
-    args.test_windows = args.test_windows or 10
     probe_kwargs = _probe_kwargs(args, args.multilabel, "512")
     if args.C is None:
         probe_kwargs.pop("cs", None)  # the protocol's C
-    result = eval_linear(model, cfg, source, _loader_options(args), modality=args.modality, space=args.space,
-                          classifier=args.classifier, multilabel=args.multilabel, folds=args.folds,
-                          train_epochs=args.train_epochs, test_windows=args.test_windows, protocol=args.protocol,
-                          probe_kwargs=probe_kwargs, device=device)
-    return _write(result, args)
+    return eval_linear(model, cfg, source, _loader_options(args), modality=args.modality, space=args.space,
+                       classifier=args.classifier, multilabel=args.multilabel, folds=args.folds,
+                       train_epochs=args.train_epochs, test_windows=args.test_windows or 10, protocol=args.protocol,
+                       probe_kwargs=probe_kwargs, device=device)
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -320,6 +337,9 @@ def add_eval_parsers(sub: Any) -> None:
                    "at 10 fps, crop 200, C of the backbone), official-cv (UCF101 sampling, C by cross-validation), "
                    "config (the checkpoint's clip settings, C by cross-validation); auto: the official protocol of "
                    "--ucf101-splits / --hmdb51-splits or a prepared UCF101 / HMDB51 manifest, else official-cv")
+    p.add_argument("--splits", metavar="all|K[,K...]", default=None,
+                   help="evaluate several official splits (all: 1,2,3 of UCF101 / HMDB51) and report each and their "
+                        "mean and std: with --ucf101-splits / --hmdb51-splits, or --data PATH with '{split}' in it")
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_linear, classifier=None)  # None: svm, or the paper protocol's classifier
 

@@ -197,3 +197,45 @@ def retrieval_benchmark(model: torch.nn.Module, cfg: Config, source: LabelledSou
                               segments=segments)
     result["settings"]["paper_protocol"] = proto.record({"space": space, "windows": windows}, found)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Several official splits in one report
+
+
+def parse_splits(text: str) -> list[int]:
+    """``--splits``: ``all`` (UCF101 / HMDB51's official splits 1, 2, 3) or comma-separated split numbers."""
+    if text.strip() == "all":
+        return [1, 2, 3]
+    try:
+        splits = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--splits: expected 'all' or comma-separated split numbers, got {text!r}") from None
+    if not splits or min(splits) < 1 or len(set(splits)) != len(splits):
+        raise ValueError(f"--splits: expected distinct split numbers >= 1, got {text!r}")
+    return splits
+
+
+def average_splits(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One report of an evaluation run on several splits: ``metrics`` holds ``split_K`` (each split's metrics),
+    ``mean`` and ``std`` (population standard deviation over the splits, as the ESC-50 folds report it) of every
+    numeric metric, and ``mean_std`` (``"mean ± std"`` strings, in percent for metrics in [0, 1]); ``per_split``
+    keeps each split's whole result and ``settings`` the first split's settings with ``splits`` added."""
+    from mmv_torch.eval.report import flatten
+
+    if not results:
+        raise ValueError("average_splits needs at least one split's result")
+    flat = {k: {m: v for m, v in flatten(r["metrics"]).items() if isinstance(v, (int, float)) and not
+                isinstance(v, bool)} for k, r in results.items()}
+    names = [m for m in next(iter(flat.values())) if all(m in f for f in flat.values())]
+    mean = {m: float(np.mean([f[m] for f in flat.values()])) for m in names}
+    std = {m: float(np.std([f[m] for f in flat.values()])) for m in names}
+    pct = {m: all(0.0 <= f[m] <= 1.0 for f in flat.values()) for m in names}
+    mean_std = {m: f"{100 * mean[m]:.1f} ± {100 * std[m]:.1f}" if pct[m] else f"{mean[m]:.4g} ± {std[m]:.2g}"
+                for m in names}
+    first = next(iter(results.values()))
+    return {"task": f"{first.get('task', 'evaluation')}, splits {', '.join(map(str, results))}",
+            "metrics": {"mean_std": mean_std, "mean": mean, "std": std,
+                        **{f"split_{k}": flat[k] for k in results}},
+            "per_split": {str(k): r for k, r in results.items()},
+            "settings": {**first.get("settings", {}), "splits": list(results)}}

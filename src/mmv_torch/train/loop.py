@@ -14,6 +14,7 @@ each one :func:`train_step`::
         if loss or grad_norm is not finite on any rank: skip the update, count it, raise after max_bad_steps
         else: optimizer.step()
         log; checkpoint every ckpt_every steps (atomic)
+    (train.contrastive_batch = N: ONE loss over the N clips of a step, by gradient caching: train/gradcache.py)
 
 Exact resume. Everything that shapes step ``s`` is a pure function of saved state:
 
@@ -61,6 +62,7 @@ from mmv_torch.losses import mmv_loss
 from mmv_torch.models.mmv import MMV
 from mmv_torch.runs import Interrupted, StopSignals
 from mmv_torch.train.data import build_train_data
+from mmv_torch.train.gradcache import announce_contrastive_batch, cached_mmv_step, mmv_forward
 from mmv_torch.train.sampling import EpochBatchSampler, ShardBatches, TrainData, as_train_data, make_train_loader
 from mmv_torch.weights.checkpoint import (
     CKPT_DIR,
@@ -274,7 +276,7 @@ class TrainState:
     ``model`` is the module called (``raw_model``, or its DDP / ``torch.compile`` wrapper); the
     optimizer holds ``raw_model``'s trainable parameters; ``scaler`` is a ``torch.amp.GradScaler``
     (enabled for ``train.precision=fp16`` only); ``batches`` yields sample-dict batches (see
-    :class:`~mmv_torch.train.sampling.TrainData`), ``train.grad_accum`` per step. ``step`` (steps done),
+    :class:`~mmv_torch.train.sampling.TrainData`), ``train.micro_batches(world)`` per step. ``step`` (steps done),
     ``bad_steps`` (skipped steps) and ``last_loss`` (loss of the last applied step) are advanced by
     :func:`train_step`; ``logger`` receives the skipped-step events.
     """
@@ -290,6 +292,7 @@ class TrainState:
     bad_steps: int = 0
     last_loss: float = math.nan
     logger: RunLogger | None = None
+    silent_clips: int = 0
     params: list[nn.Parameter] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -337,8 +340,9 @@ def _skip_step(state: TrainState, loss_value: float, grad_norm: float) -> None:
 def train_step(state: TrainState) -> StepResult:
     """One optimizer step of the loop, number ``state.step``; advances ``state``.
 
-    Sets the learning rate :func:`lr_at` ``(state.step)``, accumulates ``train.grad_accum``
-    micro-batches (DDP gradient sync on the last one only) under :func:`autocast_context`, scaled by
+    Sets the learning rate :func:`lr_at` ``(state.step)``, accumulates ``train.micro_batches(world)``
+    micro-batches (one loss each, or with ``train.contrastive_batch`` one loss over all by gradient caching:
+    :mod:`~mmv_torch.train.gradcache`; DDP sync on the last one only) under :func:`autocast_context`, scaled by
     the GradScaler, unscales and clips the gradient norm to ``train.grad_clip``, and checks on every
     rank that loss and gradient norm are finite (fp16 overflows are left to the GradScaler). A finite
     step updates the weights; a non-finite one is skipped and counted, and more than
@@ -352,28 +356,32 @@ def train_step(state: TrainState) -> StepResult:
         group["lr"] = lr
     state.optimizer.zero_grad(set_to_none=True)
     param_dtype = state.params[0].dtype  # float32; float64 when built under torch.set_default_dtype(float64)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    parts_sum: dict[str, float] = {}
-    for micro in range(t.grad_accum):
+    n_micro = t.micro_batches(dist.world_size())
+    if t.contrastive_batch:  # one loss over all n_micro micro-batches (train/gradcache.py)
+        loss_sum, parts_sum, silent, data_time = cached_mmv_step(
+            state, n_micro, param_dtype, loss=mmv_loss, to_device=to_device, no_sync=_no_sync,
+            autocast=autocast_context)
+    else:
+        loss_sum, parts_sum, silent = torch.zeros((), dtype=torch.float64), {}, 0
+    for micro in range(0 if t.contrastive_batch else n_micro):
         td = time.perf_counter()
         batch = to_device(next(state.batches), state.device, param_dtype, t.channels_last)
         data_time += time.perf_counter() - td
-        with _no_sync(state.model, micro == t.grad_accum - 1), autocast_context(state.device, t.precision):
-            emb = state.model(video=batch["video"], audio=batch["audio"], text=batch["text"],
-                              word_mask=batch["word_mask"])
-            groups = batch["index"] if state.cfg.data.clips_per_video > 1 else None  # clips of one video
-            loss, parts = mmv_loss(emb, state.cfg.loss, audio_mask=batch["has_audio"].bool(),
-                                   text_mask=batch["text_mask"].bool(), groups=groups)
-            state.scaler.scale(loss / t.grad_accum).backward()
-        loss_sum += loss.detach().double().cpu() / t.grad_accum
+        with _no_sync(state.model, micro == n_micro - 1), autocast_context(state.device, t.precision):
+            emb, side = mmv_forward(state.model, batch, state.cfg)
+            silent += int(side.pop("silent").sum())  # type: ignore[union-attr]
+            loss, parts = mmv_loss(emb, state.cfg.loss, **side)
+            state.scaler.scale(loss / n_micro).backward()
+        loss_sum += loss.detach().double().cpu() / n_micro
         for k, v in parts.items():
-            parts_sum[k] = parts_sum.get(k, 0.0) + float(v) / t.grad_accum
+            parts_sum[k] = parts_sum.get(k, 0.0) + float(v) / n_micro
     state.scaler.unscale_(state.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(state.params, t.grad_clip if t.grad_clip > 0 else math.inf)
     loss_value = float(loss_sum)
     # fp16: overflowing gradients are the GradScaler's business (it skips and lowers the scale).
     finite = math.isfinite(loss_value) and (t.precision == "fp16" or bool(torch.isfinite(grad_norm)))
-    finite = bool(dist.all_reduce_sum(torch.tensor(0.0 if finite else 1.0, device=state.device)).item() == 0)
+    flags = dist.all_reduce_sum(torch.tensor([0.0 if finite else 1.0, float(silent)], device=state.device))
+    finite, state.silent_clips = bool(flags[0].item() == 0), state.silent_clips + int(flags[1].item())
     if finite:
         state.scaler.step(state.optimizer)
         state.scaler.update()
@@ -495,7 +503,7 @@ def _save(run_dir: Path, state: TrainState, sampler: EpochBatchSampler | ShardBa
     if dist.is_main():
         t = state.cfg.train
         world = dist.world_size()
-        epoch, batch = sampler.position(state.step * t.grad_accum)
+        epoch, batch = sampler.position(state.step * t.micro_batches(world))
         save_checkpoint(run_dir, {
             "step": state.step,
             "model": state.raw_model.state_dict(),
@@ -525,7 +533,9 @@ def _log_record(state: TrainState, result: StepResult, window: dict[str, float],
               "lr": result.lr, "grad_norm": result.grad_norm,
               "clips_per_s": clips_per_step * window["steps"] / max(window["step"], 1e-9),
               "data_time": window["data"] / window["steps"], "step_time": window["step"] / window["steps"],
-              "skipped_steps": state.bad_steps, "epoch": sampler.position(result.step * t.grad_accum)[0]}
+              "skipped_steps": state.bad_steps, "silent_clips": state.silent_clips,  # since the last record
+              "epoch": sampler.position(result.step * t.micro_batches(dist.world_size()))[0]}
+    state.silent_clips = 0
     if state.scaler.is_enabled():
         record["grad_scale"] = float(state.scaler.get_scale())
     return record
@@ -558,6 +568,7 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     run_dir = Path(out_dir)
     dist.init_distributed()
     rank, world = dist.rank(), dist.world_size()
+    cfg.train.micro_batches(world)  # train.contrastive_batch must divide over the processes: refuse before any work
     dev = _device_for_rank(device)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -579,7 +590,8 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
     logger = RunLogger(run_dir, start_step, tensorboard)
     if ckpt is None and tdata.info.get("narrations", {}).get("videos"):  # what the manifests' validation dropped
         logger.log({"step": 0, "event": "narrations", "narrations": tdata.info["narrations"]})
-    clips_per_step = t.batch_size * t.grad_accum * world
+    clips_per_step = t.batch_size * t.micro_batches(world) * world
+    announce_contrastive_batch(cfg, world, logger if ckpt is None else None)
 
     from tqdm.auto import tqdm
 

@@ -10,7 +10,7 @@
 - :func:`make_train_loader` builds the endless batch iterable of a rank positioned at an optimizer step
   (collating with :attr:`TrainData.collate`).
 
-Micro-batch ``m = step * grad_accum`` is batch ``m % batches_per_epoch`` of epoch
+Micro-batch ``m = step * train.micro_batches(world)`` is batch ``m % batches_per_epoch`` of epoch
 ``m // batches_per_epoch``, so a resumed run reads exactly the batches an uninterrupted one would.
 """
 
@@ -246,10 +246,10 @@ def make_train_loader(data: TrainData, cfg: Config, start_step: int = 0, rank: i
     if isinstance(data.dataset, IterableDataset):
         refuse_repeated_stream(cfg)
         stream = ShardBatches(data.dataset, t.batch_size, t.num_workers, pin_memory=pin_memory, collate=data.collate)
-        stream.start_epoch, stream.start_batch = stream.position(start_step * t.grad_accum)
+        stream.start_epoch, stream.start_batch = stream.position(start_step * t.micro_batches(world))
         return stream, stream
     sampler = EpochBatchSampler(data.sources, t.batch_size // per_video, t.seed, rank, world)
-    sampler.start_epoch, sampler.start_batch = sampler.position(start_step * t.grad_accum)
+    sampler.start_epoch, sampler.start_batch = sampler.position(start_step * t.micro_batches(world))
     loader = DataLoader(SeededSamples(data.dataset, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
                         pin_memory=pin_memory, persistent_workers=False,
                         prefetch_factor=2 if t.num_workers > 0 else None, worker_init_fn=ignore_stop_signals,
