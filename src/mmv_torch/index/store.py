@@ -439,29 +439,36 @@ class IndexStore:
 
     # -- vectors and nearest neighbours -----------------------------------------------------------
     @_guarded
+    def file_vectors(self, file_id: int, space: str, dim: int = 0) -> tuple[np.ndarray, list[int]]:
+        """One done file's vectors of ``space`` and their window ids. Raises :class:`BrokenVectors` when
+        its npz is missing, unreadable or has other row counts than its windows (or widths than ``dim``)."""
+        fid = int(file_id)
+        path = str(self.db.execute("SELECT path FROM files WHERE id = ?", (fid,)).fetchone()[0])
+        wins = self.db.execute("SELECT id, has_audio FROM windows WHERE file = ? ORDER BY id", (fid,)).fetchall()
+        wid = [int(w) for w, a in wins if a or space != "audio_va"]
+        try:
+            with np.load(self.folder / VECTORS / f"{fid}.npz", allow_pickle=False) as z:
+                v = z[space]
+        except FileNotFoundError:
+            raise BrokenVectors(self.folder, fid, path, "vectors missing") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            reason = "not an npz file" if "pickle" in str(e) else " ".join(str(e).split())[:200]
+            raise BrokenVectors(self.folder, fid, path, f"vectors unreadable ({reason})") from None
+        if v.ndim != 2 or v.shape[0] != len(wid) or (dim and v.shape[1] != dim):
+            raise BrokenVectors(self.folder, fid, path, f"{space} vectors of shape {tuple(v.shape)} for "
+                                f"{len(wid)} windows of width {dim or '?'}")
+        return v, wid
+
+    @_guarded
     def vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
         """All vectors of ``space`` and their window ids, in window order. Raises :class:`BrokenVectors`
-        for a done file whose npz is missing, unreadable or has other row counts or widths than its
-        windows and the recorded dimensions."""
+        for the first done file whose vectors are lost (see :meth:`file_vectors`)."""
         if space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {space!r}")
         dim = int(self.info().get("dims", {}).get(space, 0))
         vecs, ids = [], []
-        rows = self.db.execute("SELECT id, path FROM files WHERE status = 'done' ORDER BY id").fetchall()
-        for fid, path in rows:
-            wins = self.db.execute("SELECT id, has_audio FROM windows WHERE file = ? ORDER BY id", (fid,)).fetchall()
-            wid = [w for w, a in wins if a or space != "audio_va"]
-            try:
-                with np.load(self.folder / VECTORS / f"{fid}.npz", allow_pickle=False) as z:
-                    v = z[space]
-            except FileNotFoundError:
-                raise BrokenVectors(self.folder, fid, path, "vectors missing") from None
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-                reason = "not an npz file" if "pickle" in str(e) else " ".join(str(e).split())[:200]
-                raise BrokenVectors(self.folder, fid, path, f"vectors unreadable ({reason})") from None
-            if v.ndim != 2 or v.shape[0] != len(wid) or (dim and v.shape[1] != dim):
-                raise BrokenVectors(self.folder, fid, path, f"{space} vectors of shape {tuple(v.shape)} for "
-                                    f"{len(wid)} windows of width {dim}")
+        for (fid,) in self.db.execute("SELECT id FROM files WHERE status = 'done' ORDER BY id").fetchall():
+            v, wid = self.file_vectors(fid, space, dim)
             vecs.append(v)
             ids.extend(wid)
         arr = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
@@ -549,8 +556,9 @@ class IndexStore:
                     index = faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
                 except (RuntimeError, OSError) as e:
                     raise IndexDamagedError(
-                        f"{path} is damaged ({' '.join(str(e).split()[:12])}...): run `mmv-torch index check "
-                        f"{self.folder} --repair` to rebuild it from the stored vectors") from None
+                        f"{path} is damaged ({'truncated or not a faiss index' if isinstance(e, RuntimeError) else e}):"
+                        f" run `mmv-torch index check {self.folder} --repair` to rebuild it from the stored vectors"
+                    ) from None
                 if kind.get("nprobe"):
                     faiss.extract_index_ivf(index).nprobe = int(kind["nprobe"])
             problem = self._not_ready(space, index)
