@@ -43,7 +43,9 @@ def index_snapshot(index: Path) -> dict[str, Any]:
 def assert_same_index(got: dict[str, Any], want: dict[str, Any]) -> None:
     """Two snapshots hold the same files, windows, roots and settings, vectors equal to 1e-5, every file
     exactly once, no stray or temporary file, and ``index check`` finds nothing."""
-    assert got["problems"] == [] and got["temporary"] == [] and got["npz_match_rows"]
+    assert got["problems"] == [], got["problems"]
+    assert got["temporary"] == [], got["temporary"]
+    assert got["npz_match_rows"], "stored npz files other than the committed files' ones"
     assert got["files"] == want["files"]
     assert got["windows"] == want["windows"]
     assert got["roots"] == want["roots"] and got["info"] == want["info"]

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from mmv_torch.extras import require
-from mmv_torch.fileio import is_temporary
 from mmv_torch.index.lock import active_writer, describe
 from mmv_torch.index.store import SPACES, VECTORS, BrokenVectors, IndexStore, is_index
 
@@ -86,17 +85,6 @@ def _lost_vectors(store: IndexStore) -> list[BrokenVectors]:
     return lost
 
 
-def _stray_files(store: IndexStore) -> list[Path]:
-    """npz files that belong to no committed file, and temporary files left by interrupted writes."""
-    done = {int(i) for (i,) in store.db.execute("SELECT id FROM files WHERE status = 'done'")}
-    out = []
-    for p in sorted((store.folder / VECTORS).iterdir()):
-        if is_temporary(p) or (p.suffix == ".npz" and not (p.stem.isdigit() and int(p.stem) in done)):
-            out.append(p)
-    out += [p for p in sorted(store.folder.iterdir()) if p.is_file() and is_temporary(p)]
-    return out
-
-
 def _faiss_problems(store: IndexStore) -> list[str]:
     """Spaces whose ``.faiss`` file is missing, unreadable or holds other ids than the committed windows."""
     faiss = require("faiss", "the search index")
@@ -146,7 +134,7 @@ def _find(store: IndexStore, live_writer: bool) -> tuple[list[Problem], list[Bro
     ).fetchone()[0])
     if stray_windows:
         problems.append(Problem(f"{stray_windows} windows belong to no indexed file", "--repair deletes them", True))
-    stray = [] if live_writer else _stray_files(store)
+    stray = [] if live_writer else store.stray_files()
     if stray:
         names = ", ".join(p.name for p in stray[:3]) + (" ..." if len(stray) > 3 else "")
         problems.append(Problem(f"{len(stray)} files belong to no committed file ({names})",

@@ -6,9 +6,13 @@ An index folder holds:
   nearest-neighbour kind chosen per space), ``roots`` (the folders whose files may be served),
   ``files`` (path, size, mtime, duration, has-audio, status ``done`` or ``bad`` with the reason) and
   ``windows`` (file, start, end, has-audio, a small JPEG thumbnail).
-- ``vectors/<file id>.npz``: the L2-normalised embeddings of one file's windows per space, written
-  atomically *before* the file's rows are committed, so a killed build never leaves a committed file
-  without its vectors (an uncommitted file is simply indexed again).
+- ``vectors/<file id>.npz``: the L2-normalised embeddings of one file's windows per space. One write
+  transaction per file (``BEGIN IMMEDIATE``) allocates the id (above every committed id), writes the
+  npz atomically under it, inserts the rows and commits; a re-indexed or removed file's old npz is
+  deleted only after the commit. So a killed build never leaves a committed file without its vectors
+  (an uncommitted file is simply indexed again), and the stray npz a kill may leave is deleted by the
+  next rebuild.
+- ``.lock``: the writer lock (:mod:`.lock`); readers never take it.
 - ``<space>.faiss``: the nearest-neighbour index of each space, rebuilt from the vectors at the end of a
   build or add (exact inner product below :data:`EXACT_LIMIT` vectors, IVF above, its ``nprobe`` tuned
   on a sample against exact search); ids are window ids.
@@ -33,7 +37,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mmv_torch.extras import require
-from mmv_torch.fileio import atomic_write
+from mmv_torch.fileio import atomic_write, is_temporary
 from mmv_torch.index.lock import IndexBusyError, IndexLock, active_writer, describe
 
 SPACES = ("video_vt", "video_va", "audio_va")
@@ -481,13 +485,25 @@ class IndexStore:
             raise _write_failed(self.folder, f"{space}.faiss", e) from None
         _fault("faiss_written")
 
+    @_guarded
+    def stray_files(self) -> list[Path]:
+        """npz files that belong to no committed file (an old npz whose deletion a kill cut short, the npz
+        of a file whose commit never came) and temporary files left by interrupted writes."""
+        done = {int(i) for (i,) in self.db.execute("SELECT id FROM files WHERE status = 'done'")}
+        out = [p for p in sorted((self.folder / VECTORS).iterdir())
+               if is_temporary(p) or (p.suffix == ".npz" and not (p.stem.isdigit() and int(p.stem) in done))]
+        return out + [p for p in sorted(self.folder.iterdir()) if p.is_file() and is_temporary(p)]
+
     def rebuild(self, seed: int = 0) -> dict[str, dict[str, Any]]:
         """Rebuild every space's nearest-neighbour index from the stored vectors; records and returns the
-        kind chosen per space. A file whose vectors are lost (:class:`BrokenVectors`) is reported on
+        kind chosen per space. Stray npz and temporary files (:meth:`stray_files`) are deleted first. A
+        file whose vectors are lost (:class:`BrokenVectors`) is reported on
         stderr and marked to be indexed again (:meth:`mark_for_reindex`) instead of failing the rebuild."""
         faiss = require("faiss", "the search index")
 
         self._lock.acquire()
+        for p in self.stray_files():  # the writer lock is held: no other process is writing them
+            p.unlink(missing_ok=True)
         while True:
             try:
                 kinds = {}
