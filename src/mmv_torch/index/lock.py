@@ -76,7 +76,7 @@ class _Held:
 
 
 _HELD: dict[str, _Held] = {}
-_HELD_LOCK = threading.Lock()
+_HELD_LOCK = threading.RLock()  # re-entrant: a store's __del__ may release inside acquire
 
 
 class IndexLock:
@@ -94,8 +94,15 @@ class IndexLock:
             return self
         with _HELD_LOCK:
             held = _HELD.get(self.key)
-            if held is None:
-                held = _HELD[self.key] = _Held(self._lock_file(wait))
+            if held is not None:
+                held.count += 1
+                self.held = True
+                return self
+        fd = self._lock_file(wait)  # may wait: outside the registry's lock
+        with _HELD_LOCK:
+            held = _HELD.setdefault(self.key, _Held(fd))
+            if held.fd != fd:  # another thread of this process took it meanwhile: share that one
+                os.close(fd)
             held.count += 1
         self.held = True
         return self
