@@ -117,9 +117,8 @@ def _sqlite_error(folder: Path, e: sqlite3.Error) -> ValueError:
     if isinstance(e, sqlite3.OperationalError) and "locked" in text:
         return IndexBusyError(f"{folder}/{META} stayed locked by another process for 30 s ({text}); run the "
                               "command again")
-    return IndexDamagedError(f"{folder}/{META} is damaged ({text}): the index cannot be read; `mmv-torch index "
-                             f"check {folder}` tells what is left, and `mmv-torch index build --checkpoint CKPT "
-                             "--videos DIR --out NEW_FOLDER` builds it again")
+    return IndexDamagedError(f"{folder}/{META} is damaged ({text}): the index cannot be read; build it again with "
+                             "`mmv-torch index build --checkpoint CKPT --videos DIR --out NEW_FOLDER`")
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
