@@ -13,6 +13,8 @@ from mmv_torch.fileio import atomic_write_text
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    if getattr(args, "index_command", None) == "check":
+        return _check(args)
     return _run_index_command(args, device_name(args.device))
 
 
@@ -29,12 +31,38 @@ def _run_index_command(args: argparse.Namespace, device: str) -> int:
         serve(args.index, host=args.host, port=args.port, device=device, max_upload_mb=args.max_upload_mb)
         return 0
     result = _run(args, device)
+    if result.get("missing_files"):
+        import sys
+
+        print(f"{result['missing_files']} indexed files no longer exist; `mmv-torch index add {result['index']} "
+              "--videos DIR --prune` removes them", file=sys.stderr)
     if args.index_command == "search" and not args.json_stdout:
         for hit in result["results"]:
             print(f"{hit['score']:.4f}  {hit['start']:7.2f}-{hit['end']:7.2f} s  {hit['path']}")
     else:
         print(json.dumps(result, indent=1))
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``index check``: one line per problem with its fix; exit status 0 when the index is sound, 1 when
+    problems are left."""
+    from mmv_torch.index.check import check_index
+
+    report = check_index(args.index, repair=args.repair, wait=not args.no_wait)
+    if args.json_stdout:
+        print(json.dumps(report.as_dict(), indent=1))
+        return 0 if report.ok else 1
+    for line in report.repaired:
+        print(f"repaired: {line}")
+    for p in report.problems:
+        print(f"problem: {p.what}; fix: {p.fix}")
+    for line in report.notes:
+        print(f"note: {line}")
+    c = report.counts
+    state = "ok" if report.ok else f"{len(report.problems)} problems"
+    print(f"{args.index}: {state} ({c['files']} files, {c['bad_files']} bad, {c['windows']} windows)")
+    return 0 if report.ok else 1
 
 
 def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
@@ -46,7 +74,7 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
         return build_index(args.checkpoint, args.videos, args.out, window_s=args.window_s, stride_s=args.stride_s,
                            workers=args.workers, vocab=args.vocab,
                            word_mask=None if args.word_mask == "auto" else args.word_mask == "yes", device=device,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, wait=not args.no_wait)
     if not is_index(args.index):
         raise ValueError(f"{args.index}: not an index (build one with `mmv-torch index build`)")
     if args.index_command == "add":
@@ -54,7 +82,7 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
         return build_index(info["checkpoint"], args.videos, args.index, window_s=info["window_s"],
                            stride_s=info["stride_s"], workers=args.workers, vocab=info.get("vocab"),
                            word_mask=bool(info.get("word_mask")), device=device,
-                           progress=not args.no_progress, add=True)
+                           progress=not args.no_progress, add=True, prune=args.prune, wait=not args.no_wait)
     for f in (args.audio, args.video):
         if f is not None and not Path(f).is_file():
             raise ValueError(f"{f}: no such file")
@@ -95,7 +123,20 @@ def add_index_parsers(sub: Any) -> None:
         p.add_argument("--workers", type=COUNT, default=0, help="decoding processes (0: in the main process)")
         add_device_arg(p)
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--no-wait", action="store_true",
+                       help="stop at once when another process is writing the index (default: wait for it)")
+        if name == "add":
+            p.add_argument("--prune", action="store_true", help="remove indexed files that no longer exist")
         p.set_defaults(func=_cmd_index)
+    p = index.add_parser("check", help="check that an index's rows, vectors and search index agree")
+    p.add_argument("index", metavar="INDEX")
+    p.add_argument("--repair", action="store_true",
+                   help="fix what can be fixed without the model (stray files, lost vectors marked to be indexed "
+                        "again, the search index rebuilt)")
+    p.add_argument("--no-wait", action="store_true", help="with --repair: stop at once when another process "
+                   "is writing the index")
+    p.add_argument("--json-stdout", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_index)
     p = index.add_parser("search", help="query an index by text, an audio file or a video file")
     p.add_argument("index", metavar="INDEX")
     q = p.add_mutually_exclusive_group(required=True)

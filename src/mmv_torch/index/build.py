@@ -62,10 +62,10 @@ def _settings(resolved: Any, vocab: str | None, word_mask: bool | None, window_s
             "word_mask": mask, "window_s": window_s, "stride_s": stride_s}
 
 
-def _open_store(out: str | Path, settings: dict[str, Any], add: bool) -> IndexStore:
+def _open_store(out: str | Path, settings: dict[str, Any], add: bool, wait: bool = True) -> IndexStore:
     if add and not is_index(out):
         raise ValueError(f"{out}: not an index (create it with `mmv-torch index build`)")
-    store = IndexStore(out, create=True)
+    store = IndexStore(out, create=True, writer=True, wait=wait)  # the writer lock, before anything is read
     info = store.info()
     if info:
         changed = {k: (info.get(k), v) for k, v in settings.items() if k != "vocab" and info.get(k) != v}
@@ -80,14 +80,17 @@ def _open_store(out: str | Path, settings: dict[str, Any], add: bool) -> IndexSt
 def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, window_s: float | None = None,
                 stride_s: float | None = None, workers: int = 0, vocab: str | None = None,
                 word_mask: bool | None = None,
-                device: str = "cpu", progress: bool = True, add: bool = False) -> dict[str, Any]:
+                device: str = "cpu", progress: bool = True, add: bool = False, prune: bool = False,
+                wait: bool = True) -> dict[str, Any]:
     """Index every video of ``videos`` (folder or manifest) into the index folder ``out``.
 
     Files already indexed with the same path, size and mtime are skipped, so running it again after a
     kill resumes, and ``add=True`` (an existing index only) adds a collection's new or changed files.
     Window length defaults to the checkpoint's clip span (``num_frames / fps``), the stride to the
     window. ``word_mask`` (None: when the checkpoint has its own word list) max-pools text over real
-    words only. Files that cannot be decoded are reported on stderr and recorded, not indexed. Returns a
+    words only. Files that cannot be decoded are reported on stderr and recorded, not indexed. The index's
+    writer lock is held throughout: another writer is waited for (``wait``) or refused. Indexed files
+    that no longer exist are counted (``missing_files``) and, with ``prune``, removed. Returns a
     summary: counts, the nearest-neighbour kind per space, the files skipped."""
     from mmv_torch.data.text.tokenizer import MissingVocabularyError
     from mmv_torch.weights.resolve import checkpoint_tokenizer, resolve_checkpoint
@@ -105,7 +108,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
         warnings.warn(f"{checkpoint} has no word list: text search will be unavailable (pass --vocab FILE)",
                       stacklevel=2)
     root, files = list_videos(videos)
-    store = _open_store(out, settings, add)
+    store = _open_store(out, settings, add, wait)
     store.set_info(text_search=text_search)
     todo = [p for p in files if not store.unchanged(p)]
     skipped = len(files) - len(todo)
@@ -131,7 +134,11 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
             store.set_info(dims=dims)
         wins = [(s, s + window_s, item.has_audio, t) for s, t in zip(item.starts or [], item.thumbs or [])]
         store.add_file(p, root_id, item.duration, item.has_audio, wins, vectors)
+    missing = store.missing_files()
+    pruned = store.remove_files(fid for fid, _ in missing) if prune else 0
     kinds = store.rebuild()
-    return {"index": str(out), **store.counts(), "new_files": len(todo) - bad, "new_bad_files": bad,
-            "unchanged_files": skipped, "nn_index": kinds, "window_s": window_s, "stride_s": stride_s,
-            "text_search": text_search}
+    summary = {"index": str(out), **store.counts(), "new_files": len(todo) - bad, "new_bad_files": bad,
+               "unchanged_files": skipped, "missing_files": len(missing) - pruned, "pruned_files": pruned,
+               "nn_index": kinds, "window_s": window_s, "stride_s": stride_s, "text_search": text_search}
+    store.close()
+    return summary

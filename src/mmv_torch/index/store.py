@@ -6,9 +6,13 @@ An index folder holds:
   nearest-neighbour kind chosen per space), ``roots`` (the folders whose files may be served),
   ``files`` (path, size, mtime, duration, has-audio, status ``done`` or ``bad`` with the reason) and
   ``windows`` (file, start, end, has-audio, a small JPEG thumbnail).
-- ``vectors/<file id>.npz``: the L2-normalised embeddings of one file's windows per space, written
-  atomically *before* the file's rows are committed, so a killed build never leaves a committed file
-  without its vectors (an uncommitted file is simply indexed again).
+- ``vectors/<file id>.npz``: the L2-normalised embeddings of one file's windows per space. One write
+  transaction per file (``BEGIN IMMEDIATE``) allocates the id (above every committed id), writes the
+  npz atomically under it, inserts the rows and commits; a re-indexed or removed file's old npz is
+  deleted only after the commit. So a killed build never leaves a committed file without its vectors
+  (an uncommitted file is simply indexed again), and the stray npz a kill may leave is deleted by the
+  next rebuild.
+- ``.lock``: the writer lock (:mod:`.lock`); readers never take it.
 - ``<space>.faiss``: the nearest-neighbour index of each space, rebuilt from the vectors at the end of a
   build or add (exact inner product below :data:`EXACT_LIMIT` vectors, IVF above, its ``nprobe`` tuned
   on a sample against exact search); ids are window ids.
@@ -16,19 +20,25 @@ An index folder holds:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
+import shutil
 import sqlite3
+import sys
 import threading
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from mmv_torch.extras import require
-from mmv_torch.fileio import atomic_write
+from mmv_torch.fileio import atomic_write, is_temporary
+from mmv_torch.index.lock import IndexBusyError, IndexLock, active_writer, describe
 
 SPACES = ("video_vt", "video_va", "audio_va")
 """Indexed spaces: video windows in the text space (S_vt, S_vat under FAC), video windows in the audio
@@ -51,6 +61,82 @@ CREATE INDEX IF NOT EXISTS windows_file ON windows(file);
 """
 
 
+class IndexDamagedError(ValueError):
+    """A file of the index (``meta.sqlite``, a ``.faiss`` file) cannot be read; the message says what to run."""
+
+
+class IndexWriteError(ValueError):
+    """The index could not be written (a full disk, an I/O error); what was committed before is kept."""
+
+
+class IndexNotReadyError(ValueError):
+    """The index cannot answer searches yet: its build was interrupted, or is running now."""
+
+
+class BrokenVectors(ValueError):
+    """A committed file's ``vectors/<id>.npz`` is missing, unreadable or disagrees with its windows."""
+
+    def __init__(self, folder: Path, file_id: int, path: str, reason: str) -> None:
+        super().__init__(f"{folder}/{VECTORS}/{file_id}.npz ({path}): {reason}; `mmv-torch index check {folder} "
+                         "--repair` marks the file to be indexed again")
+        self.file_id, self.path, self.reason = file_id, path, reason
+
+
+FAULT_POINTS = ("vectors_written", "rows_written", "committed", "old_vectors_removed", "faiss_written",
+                "nn_index_recorded")
+"""The points of the write path where :data:`fault_hook` is called: after a file's npz is written
+(before its rows), before its transaction commits, after the commit, after the old npz of a
+re-indexed or removed file is deleted, after each ``.faiss`` file, after the nearest-neighbour kinds
+are recorded. The fault-injection tests kill the process at each of them."""
+fault_hook: Callable[[str], None] | None = None
+"""Called with the name of each :data:`FAULT_POINTS` reached (tests only; ``None`` in normal use)."""
+
+
+def _fault(point: str) -> None:
+    if fault_hook is not None:
+        fault_hook(point)
+
+
+def _free_mb(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free"
+    except OSError:
+        return "free space unknown"
+
+
+def _write_failed(folder: Path, what: str, e: BaseException) -> IndexWriteError:
+    reason = getattr(e, "strerror", None) or " ".join(str(e).split())
+    return IndexWriteError(f"{folder}: cannot write {what}: {reason} ({_free_mb(folder)}); free space and run the "
+                           "same command again (the files committed so far are kept)")
+
+
+def _sqlite_error(folder: Path, e: sqlite3.Error) -> ValueError:
+    text = " ".join(str(e).split())
+    if isinstance(e, sqlite3.OperationalError) and ("full" in text or "disk I/O" in text or "readonly" in text):
+        return _write_failed(folder, META, e)
+    if isinstance(e, sqlite3.OperationalError) and "locked" in text:
+        return IndexBusyError(f"{folder}/{META} stayed locked by another process for 30 s ({text}); run the "
+                              "command again")
+    return IndexDamagedError(f"{folder}/{META} is damaged ({text}): the index cannot be read; build it again with "
+                             "`mmv-torch index build --checkpoint CKPT --videos DIR --out NEW_FOLDER`")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    """SQLite errors of an :class:`IndexStore` method become one-line errors naming the index."""
+
+    @functools.wraps(method)
+    def wrapper(self: IndexStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise _sqlite_error(self.folder, e) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """One indexed file."""
@@ -71,19 +157,43 @@ def is_index(folder: str | Path) -> bool:
     return (Path(folder) / META).is_file()
 
 
+def vectors_readable(path: str | Path) -> bool:
+    """Whether an npz file's directory is intact and names every space (cheap: reads its end only)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {f"{s}.npy" for s in SPACES} <= set(z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
 class IndexStore:
     """Read and write one index folder. Connections are per thread (the web server answers requests on
-    several threads); writes commit per file."""
+    several threads); writes commit per file. A store that writes holds the folder's writer lock
+    (:mod:`.lock`; ``writer=True`` takes it at once, waiting for another writer when ``wait``), readers
+    never lock. SQLite errors come out as one-line :class:`IndexDamagedError` / :class:`IndexWriteError`."""
 
-    def __init__(self, folder: str | Path, create: bool = False) -> None:
+    def __init__(self, folder: str | Path, create: bool = False, writer: bool = False, wait: bool = True) -> None:
         self.folder = Path(folder)
         if not create and not is_index(self.folder):
             raise ValueError(f"{self.folder}: not an index (no {META}; build one with `mmv-torch index build`)")
-        (self.folder / VECTORS).mkdir(parents=True, exist_ok=True)
+        self._lock = IndexLock(self.folder)
+        if writer:
+            self._lock.acquire(wait)
         self._local = threading.local()
-        self.db.executescript(_SCHEMA)
-        self._faiss: dict[str, Any] = {}
+        self._faiss: dict[str, tuple[Any, Any]] = {}
         self._faiss_lock = threading.Lock()
+        try:
+            if create or writer:
+                (self.folder / VECTORS).mkdir(parents=True, exist_ok=True)
+                self.db.executescript(_SCHEMA)
+            else:
+                self.db.execute("SELECT COUNT(*) FROM files").fetchone()
+        except sqlite3.Error as e:
+            self.close()
+            raise _sqlite_error(self.folder, e) from None
+        except OSError as e:
+            self.close()
+            raise _write_failed(self.folder, META, e) from None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -91,66 +201,117 @@ class IndexStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.folder / META, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
             self._local.conn = conn
+            conn.execute("PRAGMA journal_mode=WAL")
         return conn
 
+    def close(self) -> None:
+        """Close this thread's connection and give the writer lock back (if this store took it)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        self._lock.release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._lock.release()
+
+    def lock_writer(self, wait: bool = True) -> None:
+        """Take the folder's writer lock now (see :mod:`.lock`); every write method takes it anyway."""
+        self._lock.acquire(wait)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the writer lock, begun IMMEDIATE (ids read inside it are this
+        writer's alone), committed on success and rolled back on any error."""
+        self._lock.acquire()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            _fault("rows_written")
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+
+    def _unlink_vectors(self, file_ids: Iterable[int]) -> None:
+        """Delete the npz of files whose rows are gone (after the commit: a crash before it keeps them)."""
+        for fid in file_ids:
+            (self.folder / VECTORS / f"{fid}.npz").unlink(missing_ok=True)
+        _fault("old_vectors_removed")
+
     # -- settings ---------------------------------------------------------------------------------
+    @_guarded
     def info(self) -> dict[str, Any]:
         """Every setting recorded in ``info``."""
         return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM info")}
 
+    @_guarded
     def set_info(self, **values: Any) -> None:
         """Record settings (JSON values) and commit."""
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO info VALUES (?, ?)",
-                                [(k, json.dumps(v)) for k, v in values.items()])
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO info VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
 
+    @_guarded
     def add_root(self, path: str | Path) -> int:
         """The id of root folder ``path`` (absolute, resolved), added if new."""
         p = str(Path(path).resolve())
-        with self.db:
-            self.db.execute("INSERT OR IGNORE INTO roots (path) VALUES (?)", (p,))
-        return int(self.db.execute("SELECT id FROM roots WHERE path = ?", (p,)).fetchone()[0])
+        row = self.db.execute("SELECT id FROM roots WHERE path = ?", (p,)).fetchone()
+        if row is None:
+            with self._transaction() as db:
+                db.execute("INSERT OR IGNORE INTO roots (path) VALUES (?)", (p,))
+            row = self.db.execute("SELECT id FROM roots WHERE path = ?", (p,)).fetchone()
+        return int(row[0])
 
+    @_guarded
     def roots(self) -> dict[int, Path]:
         """Root id -> folder."""
         return {int(i): Path(p) for i, p in self.db.execute("SELECT id, path FROM roots")}
 
     # -- files and windows ------------------------------------------------------------------------
+    @_guarded
     def file(self, path: str | Path) -> FileRecord | None:
         """The record of ``path`` (resolved), if indexed."""
         row = self.db.execute("SELECT * FROM files WHERE path = ?", (str(Path(path).resolve()),)).fetchone()
         return None if row is None else FileRecord(*row[:6], bool(row[6]), *row[7:])
 
+    @_guarded
     def file_by_id(self, file_id: int) -> FileRecord | None:
         """The record of file ``file_id``."""
         row = self.db.execute("SELECT * FROM files WHERE id = ?", (int(file_id),)).fetchone()
         return None if row is None else FileRecord(*row[:6], bool(row[6]), *row[7:])
 
     def unchanged(self, path: str | Path) -> bool:
-        """Whether ``path`` is indexed (done or bad) with its current size and mtime."""
+        """Whether ``path`` is indexed (done or bad) with its current size and mtime, and, when done, its
+        vectors are there (a file whose npz went missing is indexed again)."""
         p = Path(path)
         rec = self.file(p)
         if rec is None:
             return False
         st = p.stat()
-        return rec.size == st.st_size and rec.mtime == st.st_mtime
+        if rec.size != st.st_size or rec.mtime != st.st_mtime:
+            return False
+        return rec.status != "done" or vectors_readable(self.folder / VECTORS / f"{rec.id}.npz")
 
-    def _forget(self, path: str) -> None:
-        row = self.db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
+    def _replace(self, db: sqlite3.Connection, path: str) -> tuple[int, int | None]:
+        """Inside a write transaction: a new file id (above every id ever committed, so it never names an
+        npz that a committed row still owns) and the id of ``path``'s old rows, which are deleted."""
+        fid = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM files").fetchone()[0])
+        row = db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
         if row is not None:
-            self.db.execute("DELETE FROM windows WHERE file = ?", (row[0],))
-            self.db.execute("DELETE FROM files WHERE id = ?", (row[0],))
-            (self.folder / VECTORS / f"{row[0]}.npz").unlink(missing_ok=True)
+            db.execute("DELETE FROM windows WHERE file = ?", (row[0],))
+            db.execute("DELETE FROM files WHERE id = ?", (row[0],))
+        return fid, None if row is None else int(row[0])
 
-    def _next_file_id(self) -> int:
-        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM files").fetchone()[0])
-
+    @_guarded
     def add_file(self, path: str | Path, root: int, duration: float, has_audio: bool,
                  windows: list[tuple[float, float, bool, bytes | None]], vectors: dict[str, np.ndarray]) -> int:
-        """Store one file: its vectors (one row per window; ``audio_va`` rows for the windows with audio
-        only) written atomically, then its rows committed in one transaction. Returns the file id."""
+        """Store one file in one transaction: a new id allocated inside it, the vectors (one row per
+        window; ``audio_va`` rows for the windows with audio only) written atomically under that id, the
+        rows inserted and committed; a re-indexed file's old npz is deleted after the commit. Returns the
+        file id."""
         p = Path(path).resolve()
         st = p.stat()
         n_audio = sum(1 for w in windows if w[2])
@@ -158,27 +319,81 @@ class IndexStore:
             want = n_audio if space == "audio_va" else len(windows)
             if vectors[space].shape[0] != want:
                 raise ValueError(f"{space}: {vectors[space].shape[0]} vectors for {want} windows")
-        with self.db:
-            self._forget(str(p))
-            fid = self._next_file_id()
-            buf = io.BytesIO()
-            np.savez(buf, **{s: np.ascontiguousarray(vectors[s], dtype=np.float32) for s in SPACES})
-            atomic_write(self.folder / VECTORS / f"{fid}.npz", lambda tmp: tmp.write_bytes(buf.getvalue()))
-            self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, 'done', NULL)",
-                            (fid, str(p), root, st.st_size, st.st_mtime, duration, int(has_audio)))
-            self.db.executemany("INSERT INTO windows (file, start, end, has_audio, thumb) VALUES (?, ?, ?, ?, ?)",
-                                [(fid, s, e, int(a), t) for s, e, a, t in windows])
+        buf = io.BytesIO()
+        np.savez(buf, **{s: np.ascontiguousarray(vectors[s], dtype=np.float32) for s in SPACES})
+        fid, old, npz = 0, None, None
+        try:
+            with self._transaction() as db:
+                fid, old = self._replace(db, str(p))
+                npz = self.folder / VECTORS / f"{fid}.npz"
+                try:
+                    atomic_write(npz, lambda tmp: tmp.write_bytes(buf.getvalue()))
+                except OSError as e:
+                    raise _write_failed(self.folder, f"{VECTORS}/{fid}.npz", e) from None
+                _fault("vectors_written")
+                db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, 'done', NULL)",
+                           (fid, str(p), root, st.st_size, st.st_mtime, duration, int(has_audio)))
+                db.executemany("INSERT INTO windows (file, start, end, has_audio, thumb) VALUES (?, ?, ?, ?, ?)",
+                               [(fid, s, e, int(a), t) for s, e, a, t in windows])
+        except BaseException:
+            if npz is not None:  # an uncommitted id: no row owns this npz
+                with contextlib.suppress(OSError):
+                    npz.unlink()
+            raise
+        _fault("committed")
+        if old is not None:
+            self._unlink_vectors([old])
         return fid
 
+    @_guarded
     def add_bad(self, path: str | Path, root: int, reason: str) -> None:
         """Record a file that could not be indexed (it is skipped until it changes)."""
         p = Path(path).resolve()
         st = p.stat()
-        with self.db:
-            self._forget(str(p))
-            self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, NULL, NULL, 'bad', ?)",
-                            (self._next_file_id(), str(p), root, st.st_size, st.st_mtime, reason))
+        with self._transaction() as db:
+            fid, old = self._replace(db, str(p))
+            db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, NULL, NULL, 'bad', ?)",
+                       (fid, str(p), root, st.st_size, st.st_mtime, reason))
+        _fault("committed")
+        if old is not None:
+            self._unlink_vectors([old])
 
+    @_guarded
+    def mark_for_reindex(self, file_id: int, reason: str) -> None:
+        """Record a done file whose vectors are lost as ``bad`` with ``reason``, its windows removed and
+        its size unknown (-1), so the next ``index add`` of its folder indexes it again."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM windows WHERE file = ?", (int(file_id),))
+            db.execute("UPDATE files SET status = 'bad', size = -1, error = ? WHERE id = ?", (reason, int(file_id)))
+        _fault("committed")
+        self._unlink_vectors([int(file_id)])
+
+    @_guarded
+    def missing_files(self) -> list[tuple[int, str]]:
+        """(id, path) of indexed files (done or bad) that no longer exist, under roots that still exist
+        (the files of an unmounted disk are not missing)."""
+        roots = self.roots()
+        out = []
+        for fid, path, root in self.db.execute("SELECT id, path, root FROM files ORDER BY id").fetchall():
+            r = roots.get(int(root))
+            if not Path(path).exists() and (r is None or r.is_dir()):
+                out.append((int(fid), str(path)))
+        return out
+
+    @_guarded
+    def remove_files(self, file_ids: Iterable[int]) -> int:
+        """Remove files (rows and windows) in one transaction, then their npz; returns how many."""
+        ids = [int(i) for i in file_ids]
+        if not ids:
+            return 0
+        with self._transaction() as db:
+            db.executemany("DELETE FROM windows WHERE file = ?", [(i,) for i in ids])
+            db.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in ids])
+        _fault("committed")
+        self._unlink_vectors(ids)
+        return len(ids)
+
+    @_guarded
     def counts(self) -> dict[str, int]:
         """Files done, files bad, windows."""
         done = self.db.execute("SELECT COUNT(*) FROM files WHERE status = 'done'").fetchone()[0]
@@ -186,10 +401,12 @@ class IndexStore:
         wins = self.db.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
         return {"files": int(done), "bad_files": int(bad), "windows": int(wins)}
 
+    @_guarded
     def bad_files(self) -> list[tuple[str, str]]:
         """(path, reason) of every file that could not be indexed."""
         return [(p, e) for p, e in self.db.execute("SELECT path, error FROM files WHERE status = 'bad' ORDER BY id")]
 
+    @_guarded
     def windows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Window id -> ``{"file", "path", "root", "start", "end", "has_audio"}``."""
         ids = [int(i) for i in ids]
@@ -202,71 +419,168 @@ class IndexStore:
                 out[int(wid)] = {"file": fid, "path": path, "root": root, "start": s, "end": e, "has_audio": bool(a)}
         return out
 
+    @_guarded
     def window_vector(self, space: str, window_id: int) -> np.ndarray | None:
-        """The stored embedding of one window in ``space`` (``None``: no such window, or no audio)."""
+        """The stored embedding of one window in ``space`` (``None``: no such window, no audio, or its
+        file's vectors are unreadable)."""
         row = self.db.execute("SELECT file, has_audio FROM windows WHERE id = ?", (int(window_id),)).fetchone()
         if row is None or (space == "audio_va" and not row[1]):
             return None
         q = "SELECT id FROM windows WHERE file = ?" + (" AND has_audio = 1" if space == "audio_va" else "")
         order = [w for (w,) in self.db.execute(q + " ORDER BY id", (row[0],))]
-        with np.load(self.folder / VECTORS / f"{row[0]}.npz") as z:
-            return z[space][order.index(int(window_id))]
+        try:
+            with np.load(self.folder / VECTORS / f"{row[0]}.npz", allow_pickle=False) as z:
+                return z[space][order.index(int(window_id))]
+        except (OSError, ValueError, KeyError, EOFError, IndexError, zipfile.BadZipFile):
+            return None
 
+    @_guarded
     def thumbnail(self, window_id: int) -> bytes | None:
         """The JPEG thumbnail of a window."""
         row = self.db.execute("SELECT thumb FROM windows WHERE id = ?", (int(window_id),)).fetchone()
         return None if row is None else row[0]
 
     # -- vectors and nearest neighbours -----------------------------------------------------------
+    @_guarded
+    def file_vectors(self, file_id: int, space: str, dim: int = 0) -> tuple[np.ndarray, list[int]]:
+        """One done file's vectors of ``space`` and their window ids. Raises :class:`BrokenVectors` when
+        its npz is missing, unreadable or has other row counts than its windows (or widths than ``dim``)."""
+        fid = int(file_id)
+        path = str(self.db.execute("SELECT path FROM files WHERE id = ?", (fid,)).fetchone()[0])
+        wins = self.db.execute("SELECT id, has_audio FROM windows WHERE file = ? ORDER BY id", (fid,)).fetchall()
+        wid = [int(w) for w, a in wins if a or space != "audio_va"]
+        try:
+            with np.load(self.folder / VECTORS / f"{fid}.npz", allow_pickle=False) as z:
+                v = z[space]
+        except FileNotFoundError:
+            raise BrokenVectors(self.folder, fid, path, "vectors missing") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            reason = "not an npz file" if "pickle" in str(e) else " ".join(str(e).split())[:200]
+            raise BrokenVectors(self.folder, fid, path, f"vectors unreadable ({reason})") from None
+        if v.ndim != 2 or v.shape[0] != len(wid) or (dim and v.shape[1] != dim):
+            raise BrokenVectors(self.folder, fid, path, f"{space} vectors of shape {tuple(v.shape)} for "
+                                f"{len(wid)} windows of width {dim or '?'}")
+        return v, wid
+
+    @_guarded
     def vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
-        """All vectors of ``space`` and their window ids, in window order."""
+        """All vectors of ``space`` and their window ids, in window order. Raises :class:`BrokenVectors`
+        for the first done file whose vectors are lost (see :meth:`file_vectors`)."""
         if space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+        dim = int(self.info().get("dims", {}).get(space, 0))
         vecs, ids = [], []
-        rows = self.db.execute("SELECT id FROM files WHERE status = 'done' ORDER BY id").fetchall()
-        for (fid,) in rows:
-            wins = self.db.execute("SELECT id, has_audio FROM windows WHERE file = ? ORDER BY id", (fid,)).fetchall()
-            with np.load(self.folder / VECTORS / f"{fid}.npz") as z:
-                v = z[space]
-            wid = [w for w, a in wins if a or space != "audio_va"]
+        for (fid,) in self.db.execute("SELECT id FROM files WHERE status = 'done' ORDER BY id").fetchall():
+            v, wid = self.file_vectors(fid, space, dim)
             vecs.append(v)
             ids.extend(wid)
-        dim = int(self.info().get("dims", {}).get(space, 0))
         arr = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
         return arr.astype(np.float32, copy=False), np.asarray(ids, dtype=np.int64)
 
+    def _write_faiss(self, space: str, data: np.ndarray) -> None:
+        try:
+            atomic_write(self.folder / f"{space}.faiss", lambda tmp: tmp.write_bytes(data.tobytes()))
+        except OSError as e:
+            raise _write_failed(self.folder, f"{space}.faiss", e) from None
+        _fault("faiss_written")
+
+    @_guarded
+    def stray_files(self) -> list[Path]:
+        """npz files that belong to no committed file (an old npz whose deletion a kill cut short, the npz
+        of a file whose commit never came) and temporary files left by interrupted writes."""
+        done = {int(i) for (i,) in self.db.execute("SELECT id FROM files WHERE status = 'done'")}
+        out = [p for p in sorted((self.folder / VECTORS).iterdir())
+               if is_temporary(p) or (p.suffix == ".npz" and not (p.stem.isdigit() and int(p.stem) in done))]
+        return out + [p for p in sorted(self.folder.iterdir()) if p.is_file() and is_temporary(p)]
+
     def rebuild(self, seed: int = 0) -> dict[str, dict[str, Any]]:
         """Rebuild every space's nearest-neighbour index from the stored vectors; records and returns the
-        kind chosen per space."""
+        kind chosen per space. Stray npz and temporary files (:meth:`stray_files`) are deleted first. A
+        file whose vectors are lost (:class:`BrokenVectors`) is reported on
+        stderr and marked to be indexed again (:meth:`mark_for_reindex`) instead of failing the rebuild."""
         faiss = require("faiss", "the search index")
 
-        kinds = {}
-        for space in SPACES:
-            vecs, ids = self.vectors(space)
-            index, kind = build_faiss(vecs, ids, seed=seed)
-            data = faiss.serialize_index(index)
-            atomic_write(self.folder / f"{space}.faiss", lambda tmp, d=data: tmp.write_bytes(d.tobytes()))
-            kinds[space] = kind
+        self._lock.acquire()
+        for p in self.stray_files():  # the writer lock is held: no other process is writing them
+            p.unlink(missing_ok=True)
+        while True:
+            try:
+                kinds = {}
+                for space in SPACES:
+                    vecs, ids = self.vectors(space)
+                    index, kind = build_faiss(vecs, ids, seed=seed)
+                    self._write_faiss(space, faiss.serialize_index(index))
+                    kinds[space] = kind
+                break
+            except BrokenVectors as e:
+                print(f"warning: {e.path}: {e.reason} ({VECTORS}/{e.file_id}.npz); recorded as bad, `index add` "
+                      "of its folder indexes it again", file=sys.stderr)
+                self.mark_for_reindex(e.file_id, f"{e.reason}: indexed again by the next `index add` of its folder")
         self.set_info(nn_index=kinds)
+        _fault("nn_index_recorded")
         with self._faiss_lock:
             self._faiss.clear()
         return kinds
 
+    @_guarded
+    def committed_vectors(self, space: str) -> int:
+        """How many vectors of ``space`` the committed files have (its windows; with audio for ``audio_va``)."""
+        q = "SELECT COUNT(*) FROM windows w JOIN files f ON f.id = w.file WHERE f.status = 'done'"
+        return int(self.db.execute(q + (" AND w.has_audio = 1" if space == "audio_va" else "")).fetchone()[0])
+
+    def _not_ready(self, space: str, index: Any) -> IndexNotReadyError | None:
+        """Why ``space`` cannot be searched: no ``.faiss`` file, or other vectors than committed windows
+        (a build or add stopped before its last step). An index that a writer is extending now is
+        searched as it was."""
+        writer = active_writer(self.folder)
+        if index is not None and writer is not None:
+            return None
+        if index is None and writer is not None:
+            return IndexNotReadyError(f"{self.folder}: the index is being built by {describe(writer)}; search it "
+                                      "when the build finishes")
+        have, want = (0 if index is None else int(index.ntotal)), self.committed_vectors(space)
+        if index is not None and have == want:
+            return None
+        return IndexNotReadyError(
+            f"{self.folder}: index build not finished ({have} of {want} {space} vectors searchable): run "
+            f"`mmv-torch index add {self.folder} --videos DIR` with the folder it was built from to finish it, or "
+            f"`mmv-torch index check {self.folder} --repair` to search what is stored")
+
     def faiss_index(self, space: str) -> Any:
-        """The loaded nearest-neighbour index of ``space`` (``None`` before the first rebuild)."""
+        """The loaded nearest-neighbour index of ``space``, loaded again when its ``.faiss`` file or its
+        recorded kind changes (a running server sees an ``index add``). Raises
+        :class:`IndexNotReadyError` for an unfinished index, :class:`IndexDamagedError` for an unreadable
+        ``.faiss`` file."""
         faiss = require("faiss", "the search index")
 
+        path = self.folder / f"{space}.faiss"
+        try:
+            st = path.stat()
+            sig: tuple[int, ...] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            sig = None
+        kind = self.info().get("nn_index", {}).get(space, {})
+        key = (sig, json.dumps(kind, sort_keys=True))
         with self._faiss_lock:
-            if space not in self._faiss:
-                path = self.folder / f"{space}.faiss"
-                if not path.is_file():
-                    return None
-                index = faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
-                nprobe = self.info().get("nn_index", {}).get(space, {}).get("nprobe")
-                if nprobe:
-                    faiss.extract_index_ivf(index).nprobe = int(nprobe)
-                self._faiss[space] = index
-            return self._faiss[space]
+            cached = self._faiss.get(space)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            index = None
+            if sig is not None:
+                try:
+                    index = faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+                except (RuntimeError, OSError) as e:
+                    raise IndexDamagedError(
+                        f"{path} is damaged ({'truncated or not a faiss index' if isinstance(e, RuntimeError) else e}):"
+                        f" run `mmv-torch index check {self.folder} --repair` to rebuild it from the stored vectors"
+                    ) from None
+                if kind.get("nprobe"):
+                    faiss.extract_index_ivf(index).nprobe = int(kind["nprobe"])
+            problem = self._not_ready(space, index)
+            if problem is not None:
+                raise problem
+            self._faiss[space] = (key, index)
+            return index
 
     def search(self, space: str, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest windows of ``query`` (``(D,)``, L2-normalised) in ``space``: (scores, ids)."""
