@@ -72,16 +72,19 @@ def _is_launcher_rank0() -> bool:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import contextlib
+    from pathlib import Path
 
     from mmv_torch.runs import claim_run_dir
-    from mmv_torch.train.loop import TrainingDivergedError, run_train
+    from mmv_torch.train.loop import TrainingDivergedError, discard_unsaved_run, run_train
 
     if (args.preset is None) == (args.config is None):
         raise ValueError("train needs exactly one of --preset NAME or --config run.json"
                          + (" (got both: --config holds the whole config)" if args.preset else ""))
+    rank0, existed = _is_launcher_rank0(), Path(args.out).exists()
     owner = (claim_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
-             if _is_launcher_rank0() else contextlib.nullcontext())
-    with owner:
+             if rank0 else contextlib.nullcontext())
+    with owner, (discard_unsaved_run(args.out, fresh=args.resume is None, created=not existed) if rank0
+                 else contextlib.nullcontext()):
         try:
             summary = run_train(args.preset, [d for d in args.data.split(",") if d], args.out, args.set or [],
                                 args.resume, args.config)
