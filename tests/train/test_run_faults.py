@@ -266,3 +266,61 @@ def test_p24_resume_of_a_run_without_checkpoint_suggests_overwrite(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(ValueError, match="before its first checkpoint.*--overwrite"):
         C.resolve_resume("latest", tmp_path / "run")
+
+
+# -- the real command line (make test-e2e) -----------------------------------------------------
+
+
+def _cli(*argv):
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mmv_torch", *map(str, argv)], capture_output=True, text=True,
+                          timeout=600)
+
+
+TINY = ["train.batch_size=2", "train.num_workers=0", "train.warmup_steps=1", "data.num_frames=4",
+        "data.crop_size=32", "data.resize_short=36", "data.eval_crop_size=32", "train.ckpt_every=1"]
+
+
+@pytest.mark.e2e
+def test_e2e_full_disk_during_train_is_one_line_and_resume_latest_finishes(tmp_path):
+    """t_diskfull: `mmv-torch train` on a small tmpfs, then `--resume latest` once there is room again."""
+    small = tmp_path / "small"
+    probe = _cli("train", "--preset", "tiny", "--data", "synthetic:4", "--out", tmp_path / "probe", "--set",
+                 "train.steps=1", *TINY)
+    assert probe.returncode == 0, probe.stderr
+    size = C.checkpoint_path(tmp_path / "probe", 1).stat().st_size
+    synthetic = sum(p.stat().st_size for p in (tmp_path / "probe" / "synthetic").rglob("*") if p.is_file())
+    if not _mount_tmpfs(small, synthetic + int(size * 2.6) + 2**20):
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        run = small / "run"
+        res = _cli("train", "--preset", "tiny", "--data", "synthetic:4", "--out", run, "--set", "train.steps=6",
+                   "train.keep_ckpts=6", *TINY)
+        assert res.returncode == 2, res.stderr
+        assert "Traceback" not in res.stderr
+        errors = [ln for ln in res.stderr.splitlines() if "error:" in ln]
+        assert len(errors) == 1 and "no space left on device" in errors[0] and "MB free" in errors[0], res.stderr
+        saved = [s for s, _ in C.list_checkpoints(run)]
+        assert saved and not (run / ".lock").exists()
+        moved = tmp_path / "run"
+        shutil.copytree(run, moved)
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+    res = _cli("train", "--preset", "tiny", "--data", "synthetic:4", "--out", moved, "--set", "train.steps=6",
+               "train.keep_ckpts=6", *TINY, "--resume", "latest")
+    assert res.returncode == 0, res.stderr
+    steps = [json.loads(ln)["step"] for ln in (moved / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+@pytest.mark.e2e
+def test_e2e_rerun_after_a_failed_first_step_is_not_blocked(tmp_path):
+    """r_rerun_after_failed, r_resume_after_failed through the real command line."""
+    data = tmp_path / "skip.jsonl"
+    data.write_text("".join(json.dumps({"video": f"gone{i}.mp4"}) + "\n" for i in range(4)))
+    for _ in range(2):
+        res = _cli("train", "--preset", "tiny", "--data", data, "--out", tmp_path / "sk", "--set", "train.steps=2",
+                   *TINY)
+        assert res.returncode == 2 and "failed to decode" in res.stderr and "already holds" not in res.stderr
+        assert not (tmp_path / "sk").exists()
