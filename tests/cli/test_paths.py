@@ -104,6 +104,18 @@ def test_vocab_match_json_onto_vectors_is_refused(tmp_path):
              "--out", tmp_path / "w.txt", match="would overwrite the input --words")
 
 
+def test_documented_vocab_match_into_the_converted_folder_still_works(tmp_path):
+    """docs/reproduce.md: `vocab match --checkpoint weights/mmv_s3d ... --out weights/mmv_s3d/vocab.txt`."""
+    weights = tmp_path / "weights" / "mmv_s3d"
+    weights.mkdir(parents=True)
+    (weights / "config.json").write_text("{}")
+    (weights / "model.safetensors").write_bytes(b"w")
+    _check("vocab", "match", "--checkpoint", weights, "--vectors", tmp_path / "g.bin", "--out", weights / "vocab.txt",
+           "--json", tmp_path / "vocab_match.json")
+    _refused("vocab", "match", "--checkpoint", weights, "--out", tmp_path / "v.txt", "--json",
+             weights / "model.safetensors", match="replace a file of that folder")
+
+
 def _fake_index(tmp_path):
     idx = tmp_path / "idx"
     (idx / "vectors").mkdir(parents=True)
@@ -169,3 +181,25 @@ def test_train_data_specs_are_inputs(tmp_path):
     _refused("data", "check", m, "--json", tmp_path / "r.json", "--clean", tmp_path / "r.json", match="both write")
     _refused("train", "--preset", "tiny", "--data", f"synthetic:4,{tmp_path}@2", "--out", tmp_path,
              match="would overwrite the input --data")
+
+
+def test_every_documented_command_passes_the_output_check(tmp_path, monkeypatch):
+    """The commands of README.md and docs/ (run from an empty folder) are not refused by the new checks."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)
+    checked = 0
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = re.sub(r"\\\n\s*", " ", doc.read_text())
+        for line in re.findall(r"(?:^|`)mmv-torch ([^`\n#]+)", text, flags=re.M):
+            try:
+                argv = shlex.split(line.replace("$", "X"))
+                args = build_parser().parse_args(argv)
+            except (ValueError, SystemExit):
+                continue
+            check_outputs(args)
+            checked += 1
+    assert checked >= 30

@@ -22,6 +22,7 @@ from mmv_torch.cli.support import (
     RATE,
     REPLACED_FOLDER,
     VALUE,
+    VOCAB_OUTPUT,
     add_json_arg,
     classify,
     int_at_least,
@@ -221,7 +222,7 @@ def add_vocab_parsers(sub: Any) -> None:
     p.add_argument("--name", type=row_name, action="append", default=[], metavar="ROW=WORD",
                    help="name a row instead of matching it (repeatable), e.g. --name 1=<bos>")
     p.set_defaults(func=_cmd_vocab_match)
-    classify(p, checkpoint=OWNED_INPUT, vectors=INPUT, words=INPUT, vocab_out=OUTPUT, json=OUTPUT)
+    classify(p, checkpoint=OWNED_INPUT, vectors=INPUT, words=INPUT, vocab_out=VOCAB_OUTPUT, json=OUTPUT)
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

@@ -68,6 +68,9 @@ OWNED_INPUT = "owned-input"
 inside it (anything inside an index; inside other folders an existing file or a name of the run format)."""
 OUTPUT = "output"
 """A file the command writes."""
+VOCAB_OUTPUT = "vocab-output"
+"""``vocab match --out``: a file, which may be the ``vocab.txt`` of the input weights folder (what the command
+recovers for it)."""
 REPORT = "report"
 """``--json OUT`` of the evaluations: ``OUT`` and ``OUT.md`` beside it."""
 OUTPUT_STEM = "output-stem"
@@ -81,9 +84,9 @@ RESUME = "resume"
 VALUE = "value"
 """Not a path (text, names, numbers, KEY=VALUE settings)."""
 
-ROLES = (INPUT, INPUT_SPECS, OWNED_INPUT, RESUME, OUTPUT, REPORT, OUTPUT_STEM, OUTPUT_FOLDER, REPLACED_FOLDER, VALUE)
 INPUT_ROLES = (INPUT, INPUT_SPECS, OWNED_INPUT, RESUME)
-OUTPUT_ROLES = (OUTPUT, REPORT, OUTPUT_STEM, OUTPUT_FOLDER, REPLACED_FOLDER)
+OUTPUT_ROLES = (OUTPUT, VOCAB_OUTPUT, REPORT, OUTPUT_STEM, OUTPUT_FOLDER, REPLACED_FOLDER)
+ROLES = (*INPUT_ROLES, *OUTPUT_ROLES, VALUE)
 PATH_ROLES_KEY = "path_roles"
 """The parser default (``args.path_roles``) that holds ``{dest: role}`` of a subcommand."""
 
@@ -141,12 +144,13 @@ def _inside(path: Path, folder: Path) -> Path | None:
         return None
 
 
-def _owned_conflict(out: Path, folder: Path) -> str | None:
-    """Why ``out`` may not be written inside the owned input folder ``folder`` (None: it may)."""
+def _owned_conflict(out: Path, folder: Path, role: str) -> str | None:
+    """Why ``out`` (an output of ``role``) may not be written inside the owned input folder ``folder`` (None:
+    it may)."""
     if not folder.is_dir():
         return None
     rel = _inside(out, folder)
-    if rel is None:
+    if rel is None or (role == VOCAB_OUTPUT and rel == Path("vocab.txt")):
         return None
     if rel == Path("."):
         return "is that folder"
@@ -171,7 +175,7 @@ def output_conflicts(inputs: list[tuple[str, str, str]], outputs: list[tuple[str
                     continue  # train --out RUN --resume RUN continues that run
                 if _same(w, Path(in_value)):
                     raise ValueError(f"{option} {value}: would overwrite the input {in_option} {in_value}")
-                why = _owned_conflict(w, Path(in_value)) if in_role == OWNED_INPUT else None
+                why = _owned_conflict(w, Path(in_value), role) if in_role == OWNED_INPUT else None
                 if why:
                     raise ValueError(f"{option} {value}: {why} ({in_option} {in_value}); write it elsewhere")
                 if role == REPLACED_FOLDER and _inside(Path(in_value), w) is not None:
