@@ -157,7 +157,7 @@ def test_outputs_never_replace_files_of_an_input_run_folder(tmp_path):
 
 
 def test_eval_report_md_beside_json_may_not_replace_an_input(tmp_path):
-    data = tmp_path / "m.md"
+    data = (tmp_path / "m.json").with_suffix(".md")  # where the report's table goes
     data.write_text("x")
     _refused("eval", "linear", "--checkpoint", tmp_path / "x.pt", "--data", data, "--json", tmp_path / "m.json",
              match="would overwrite the input --data")
