@@ -19,6 +19,7 @@ import mmv_torch.fileio as F
 import mmv_torch.train.loop as T
 import mmv_torch.weights.checkpoint as C
 from mmv_torch.cli.main import main
+from mmv_torch.train.run_folder import RunLogger, discard_unsaved_run
 from tests.helpers.train_worker_ddp import RandomClips
 from tests.train.test_loop import losses, read_log, tiny_cfg
 
@@ -217,7 +218,7 @@ def test_p23_a_bad_line_before_the_last_names_file_and_line(tmp_path, reference)
     lines = (run / "log.jsonl").read_text().splitlines()
     (run / "log.jsonl").write_text("\n".join([lines[0][:-5], *lines[1:]]) + "\n")
     with pytest.raises(ValueError, match=r"log.jsonl:1: not a JSON record"):
-        T.RunLogger(run, 2, tensorboard=False)
+        RunLogger(run, 2, tensorboard=False)
 
 
 # -- P24: a run that fails before its first checkpoint -----------------------------------------
@@ -245,18 +246,18 @@ def test_p24_discard_keeps_what_was_there_and_runs_with_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
-    with pytest.raises(Killed), T.discard_unsaved_run(run, fresh=True, created=False):
+    with pytest.raises(Killed), discard_unsaved_run(run, fresh=True, created=False):
         (run / "config.json").write_text("{}")
         (run / "checkpoints").mkdir()
         raise Killed()
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
-    with pytest.raises(Killed), T.discard_unsaved_run(run, fresh=True, created=False):
+    with pytest.raises(Killed), discard_unsaved_run(run, fresh=True, created=False):
         (run / "checkpoints").mkdir()
         (run / "checkpoints" / "ckpt_00000002.pt").write_bytes(b"x")
         raise Killed()
     assert (run / "checkpoints" / "ckpt_00000002.pt").exists()  # something to resume: kept
     shutil.rmtree(run / "checkpoints")
-    with pytest.raises(Killed), T.discard_unsaved_run(run, fresh=False, created=False):
+    with pytest.raises(Killed), discard_unsaved_run(run, fresh=False, created=False):
         (run / "log.jsonl").write_text("")
         raise Killed()
     assert (run / "log.jsonl").exists()  # a resumed run's folder is never cleaned

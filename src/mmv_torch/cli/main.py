@@ -75,7 +75,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mmv_torch.runs import claim_run_dir
-    from mmv_torch.train.loop import TrainingDivergedError, discard_unsaved_run, run_train
+    from mmv_torch.train.loop import TrainingDivergedError, run_train
+    from mmv_torch.train.run_folder import discard_unsaved_run
 
     if (args.preset is None) == (args.config is None):
         raise ValueError("train needs exactly one of --preset NAME or --config run.json"

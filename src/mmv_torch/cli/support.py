@@ -1,6 +1,7 @@
 """Command-line plumbing shared by the subcommands (layer L3): one-line usage errors, numeric option
-types checked at parse time, output paths checked before any work, the failures that are the user's
-(one line, exit status 2), and the command that continues an interrupted run."""
+types checked at parse time, the path role of every option (:func:`classify`) and the output paths checked
+against the inputs before any work (:func:`check_outputs`), the failures that are the user's (one line,
+exit status 2), and the command that continues an interrupted run."""
 
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ INPUT = "input"
 INPUT_SPECS = "input-specs"
 """``--data`` of ``train``: comma-separated manifests or folders (``PATH@WEIGHT``, ``synthetic[:N]``)."""
 OWNED_INPUT = "owned-input"
-"""An index, run, export or weights folder (or a file): no output may be it, nor a file its format owns
-inside it (anything inside an index; inside other folders an existing file or a name of the run format)."""
+"""An index, run, export or weights folder (or a file): no output may be it, nor lie where its format writes
+(anywhere inside an index; inside other folders, one of :data:`OWNED_NAMES`)."""
 OUTPUT = "output"
 """A file the command writes."""
 VOCAB_OUTPUT = "vocab-output"
@@ -88,7 +89,7 @@ INPUT_ROLES = (INPUT, INPUT_SPECS, OWNED_INPUT, RESUME)
 OUTPUT_ROLES = (OUTPUT, VOCAB_OUTPUT, REPORT, OUTPUT_STEM, OUTPUT_FOLDER, REPLACED_FOLDER)
 ROLES = (*INPUT_ROLES, *OUTPUT_ROLES, VALUE)
 PATH_ROLES_KEY = "path_roles"
-"""The parser default (``args.path_roles``) that holds ``{dest: role}`` of a subcommand."""
+"""The parser default (``args.path_roles``) that holds ``{dest: (role, option name)}`` of a subcommand."""
 
 OWNED_NAMES = ("config.json", "log.jsonl", "checkpoints", "export", "finetune.pt", "finetune_log.jsonl",
                "model.safetensors", "vocab.txt", "tb", ".lock", "meta.sqlite", "vectors")
