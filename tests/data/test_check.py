@@ -71,7 +71,7 @@ def test_check_manifest_keeps_lines(folder, tmp_path):
     entries = read_pretrain_manifest(tmp_path / "c.jsonl")
     assert len(entries) == 1 and entries[0].narrations[0].text == "hi"
     assert entries[0].path.endswith("good.mp4")
-    with pytest.raises(ValueError, match="not a folder"):
+    with pytest.raises(ValueError, match="no such file or folder"):
         check_path(tmp_path / "absent")
 
 
@@ -180,3 +180,19 @@ def test_check_counts_and_repairs_narrations_as_the_loader_does(folder, tmp_path
     clean = read_pretrain_manifest(tmp_path / "c.jsonl")[0]
     assert clean.narrations == kept and [n.text for n in kept] == ["early start", "fine"] and kept[0].start == 0.0
     assert clean.issues is None
+
+
+def test_p34_check_refuses_a_json_report_instead_of_decoding_it(tmp_path, capsys):
+    """r_check_json_manifest: `data check x.json` read the JSON report as a video ("0 of 1 files ok")."""
+    from mmv_torch.cli.main import main
+
+    report = tmp_path / "x.json"
+    report.write_text('{"path": "m.jsonl", "num_files": 1, "files": []}\n')
+    rc = main(["data", "check", str(report)])
+    err = capsys.readouterr()
+    assert rc == 2 and "0 of 1 files ok" not in err.out
+    assert "x.json: not a .jsonl manifest" in err.err and "suffix .jsonl" in err.err
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["data", "check", str(tmp_path / "notes.txt")]) == 2
+    assert main(["data", "check", str(tmp_path / "absent.mp4")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err

@@ -134,7 +134,7 @@ def test_loader_survives_broken_files_and_reports_them(media, caplog):
     rows = [{"video": f"clips/{n}"} for n in ("a.mp4", "trunc.mp4", "b.mp4", "zero.mp4", "c.mkv", "junk.mp4",
                                               "missing.mp4")]
     m = _write(media / "mixed.jsonl", rows)
-    ds = PretrainDataset(m, CFG, min_attempts=1000)
+    ds = PretrainDataset(m, DataConfig(**{**CFG.__dict__, "max_skip_rate": 0.6}), min_attempts=1000)  # 4 of 7 bad
     with caplog.at_level(logging.WARNING, logger="mmv_torch.data"):
         out = [ds[i] for i in range(len(ds))]
     good = {str(media / "clips" / n) for n in ("a.mp4", "b.mp4", "c.mkv")}
@@ -165,6 +165,27 @@ def test_skip_rate_exceeded(media):
     all_bad = _write(media / "all_bad.jsonl", [{"video": "clips/zero.mp4"}] * 2)
     with pytest.raises(SkipRateExceeded, match="every file"):
         PretrainDataset(all_bad, DataConfig(**{**CFG.__dict__, "max_skip_rate": 1.0}))[0]
+
+
+def test_p28_small_data_set_stops_on_its_share_of_bad_files(media):
+    """P28 (r_skiprate): 2 missing files of 3 used to train to the end on the one left, the load rate never
+    reaching 20 loads; bad files are now compared with the data set's size as well."""
+    rows = [{"video": "clips/a.mp4"}, {"video": "clips/gone1.mp4"}, {"video": "clips/gone2.mp4"}]
+    m = _write(media / "small.jsonl", rows)
+    ds = PretrainDataset(m, DataConfig(**{**CFG.__dict__, "max_skip_rate": 0.1}))
+    ds[0]
+    with pytest.raises(SkipRateExceeded, match=r"1 of the data set's 3 files failed .*33.3% > max_skip_rate 10.0%"):
+        ds[1]
+    rows = [{"video": "clips/a.mp4"}] * 9 + [{"video": "clips/gone1.mp4"}]  # 1 of 2 files, within 50%
+    ds = PretrainDataset(_write(media / "half.jsonl", rows), CFG)
+    assert [int(ds[i]["index"]) < 9 for i in range(10)] == [True] * 10
+    assert ds.tracker.bad_files == {str(media / "clips" / "gone1.mp4")}
+    labelled = _write(media / "small_labelled.jsonl", [{"video": "clips/a.mp4", "label": "x"},
+                                                         {"video": "clips/gone1.mp4", "label": "x"}])
+    strict = DataConfig(**{**CFG.__dict__, "max_skip_rate": 0.1})
+    ds = LabelledDataset(read_labelled_manifest(labelled), strict, "video")
+    with pytest.raises(SkipRateExceeded, match="of the data set's 2 files"):
+        [ds[i] for i in range(2)]
 
 
 def test_labelled_manifest_and_dataset(media):

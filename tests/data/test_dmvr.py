@@ -85,6 +85,23 @@ def test_dmvr_spectrogram_batched_and_float64(audio_ref):
     assert np.abs(f64[0, 0].numpy() - audio_ref["logmel_mix_3p2s"])[loud].max() <= 5e-3
 
 
+def test_sample_rate_is_required_for_every_frontend(audio_ref):
+    """issue 25: ``log_mel_spectrogram(wave, frontend="dmvr")`` used to build DMVR's framing on a 16 kHz mel
+    matrix without a word. No front-end has a default rate now; the 48 kHz reference arrays show the trap
+    (a 16 kHz matrix is off by several log units) and the fix (the right rate matches TensorFlow)."""
+    wave = torch.from_numpy(audio_ref["wave_mix_3p2s"])
+    for frontend in ("dmvr", "default"):
+        with pytest.raises(TypeError, match="sample_rate"):
+            log_mel_spectrogram(wave, frontend=frontend)
+        with pytest.raises(TypeError, match="sample_rate"):
+            LogMelSpectrogram(frontend=frontend)
+    tf_log, loud = audio_ref["logmel_mix_3p2s"], audio_ref["mel_mix_3p2s"] >= 1e-3
+    wrong = log_mel_spectrogram(wave, 16000, frontend="dmvr")[0, 0].numpy()
+    assert np.abs(wrong - tf_log)[loud].max() > 1.0  # what the old default silently returned
+    right = log_mel_spectrogram(wave, sample_rate=48000, frontend="dmvr")[0, 0].numpy()
+    assert np.abs(right - tf_log)[loud].max() <= 5e-3
+
+
 def test_dmvr_frontend_options():
     with pytest.raises(ValueError, match="frontend"):
         LogMelSpectrogram(48000, frontend="tf")

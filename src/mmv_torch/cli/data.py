@@ -11,7 +11,22 @@ import json
 import sys
 from typing import Any
 
-from mmv_torch.cli.support import COUNT, NONNEG, POSITIVE, RATE, add_json_arg, int_at_least
+from mmv_torch.cli.support import (
+    COUNT,
+    INPUT,
+    NONNEG,
+    OUTPUT,
+    OUTPUT_FOLDER,
+    OWNED_INPUT,
+    POSITIVE,
+    RATE,
+    REPLACED_FOLDER,
+    VALUE,
+    VOCAB_OUTPUT,
+    add_json_arg,
+    classify,
+    int_at_least,
+)
 from mmv_torch.config import DataConfig
 
 
@@ -83,6 +98,7 @@ def _add_transcode_parser(data: Any) -> None:
     p.add_argument("--workers", type=POSITIVE, default=1, help="parallel encoding processes")
     p.add_argument("--json", default=None, metavar="REPORT", help="write the report here instead")
     p.set_defaults(func=_cmd_data_transcode)
+    classify(p, manifest=INPUT, out=OUTPUT_FOLDER, json=OUTPUT, preset=VALUE)
 
 
 def add_data_parsers(sub: Any) -> None:
@@ -101,6 +117,7 @@ def add_data_parsers(sub: Any) -> None:
     p.add_argument("--num-probe-test", type=COUNT, default=None, help="default: num_clips // 4")
     p.add_argument("--num-retrieval", type=COUNT, default=None, help="default: num_clips // 8")
     p.set_defaults(func=_cmd_data_synthetic)
+    classify(p, out_dir=OUTPUT_FOLDER)
     p = data.add_parser("check", help="report for every file of a manifest or folder what decodes and why not")
     p.add_argument("path", help="a JSONL manifest or a folder of media files")
     p.add_argument("--json", default=None, help="write the full report as JSON here")
@@ -109,6 +126,7 @@ def add_data_parsers(sub: Any) -> None:
                    help="decode every frame and audio packet (finds mid-file corruption; slow). Default: the "
                         "header, the start and the last second of each file")
     p.set_defaults(func=_cmd_data_check)
+    classify(p, path=INPUT, json=OUTPUT, clean=OUTPUT)
     p = data.add_parser("shard", help="write WebDataset tar shards from a pretraining manifest")
     p.add_argument("manifest")
     p.add_argument("out_dir")
@@ -117,10 +135,12 @@ def add_data_parsers(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="out_dir is not empty: replace its contents once the new shards are complete")
     p.set_defaults(func=_cmd_data_shard)
+    classify(p, manifest=INPUT, out_dir=REPLACED_FOLDER)
     p = data.add_parser("frames", help="the middle frame of every video of a labelled manifest, as an image set")
     p.add_argument("manifest", help="labelled JSONL manifest whose entries are videos")
     p.add_argument("out_dir", help="folder for img_NNNN.png and images.jsonl")
     p.set_defaults(func=_cmd_data_frames)
+    classify(p, manifest=INPUT, out_dir=OUTPUT_FOLDER)
     _add_prepare_parser(data)
     _add_transcode_parser(data)
     from mmv_torch.cli.data import add_bench_arguments, run_bench_command
@@ -128,6 +148,7 @@ def add_data_parsers(sub: Any) -> None:
     p = data.add_parser("bench", help="clips/s of the training input pipeline against the raw decode rate")
     add_bench_arguments(p)
     p.set_defaults(func=run_bench_command)
+    classify(p, manifest=INPUT, json=OUTPUT, preset=VALUE)
 
 
 def _add_prepare_parser(data: Any) -> None:
@@ -154,14 +175,14 @@ def _add_prepare_parser(data: Any) -> None:
     p.add_argument("--json", default=None, metavar="REPORT", help="write the report (missing media, malformed "
                    "rows, each with its reason) here")
     p.set_defaults(func=_cmd_data_prepare)
+    classify(p, annotations=INPUT, media_root=INPUT, out_manifest=OUTPUT, split=VALUE, pattern=VALUE, labels=INPUT,
+             json=OUTPUT)
 
 
 def _cmd_vocab_match(args: argparse.Namespace) -> int:
-    from mmv_torch.fileio import check_output
     from mmv_torch.weights.resolve import resolve_checkpoint
     from mmv_torch.weights.vocab_match import MatchRefused, run_vocab_match
 
-    check_output(args.vocab_out, "--out", inputs=(args.checkpoint, args.vectors or "", args.words or ""))
     resolved = resolve_checkpoint(args.checkpoint)
     print(f"mmv-torch vocab match: {resolved.description}", file=sys.stderr)
     table = resolved.load_model().text.embed.weight
@@ -201,6 +222,7 @@ def add_vocab_parsers(sub: Any) -> None:
     p.add_argument("--name", type=row_name, action="append", default=[], metavar="ROW=WORD",
                    help="name a row instead of matching it (repeatable), e.g. --name 1=<bos>")
     p.set_defaults(func=_cmd_vocab_match)
+    classify(p, checkpoint=OWNED_INPUT, vectors=INPUT, words=INPUT, vocab_out=VOCAB_OUTPUT, json=OUTPUT)
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

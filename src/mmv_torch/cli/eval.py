@@ -9,11 +9,18 @@ from typing import Any
 
 from mmv_torch.cli.support import (
     COUNT,
+    INPUT,
     NONNEG,
+    OUTPUT_FOLDER,
+    OUTPUT_STEM,
+    OWNED_INPUT,
     POSITIVE,
     RATE,
+    REPORT,
+    VALUE,
     add_device_arg,
     add_json_arg,
+    classify,
     device_name,
 )
 
@@ -297,6 +304,17 @@ def _add_bn_args(p: argparse.ArgumentParser) -> None:
                         "channel order folded into the next convolution (closer to the video network)")
 
 
+_COMMON_ROLES = {"checkpoint": OWNED_INPUT, "set": VALUE, "data": INPUT, "ucf101_splits": INPUT,
+                 "hmdb51_splits": INPUT, "video_root": INPUT, "esc50_meta": INPUT, "audio_root": INPUT,
+                 "vocab": INPUT, "json": REPORT, "C": VALUE, "weight_decay": VALUE, "hidden": VALUE}
+"""Path roles of the options the evaluation commands share (:func:`~mmv_torch.cli.support.classify`)."""
+
+
+def _classify(p: argparse.ArgumentParser, **extra: str) -> None:
+    dests = {a.dest for a in p._actions}
+    classify(p, **{k: v for k, v in _COMMON_ROLES.items() if k in dests}, **extra)
+
+
 def add_eval_parsers(sub: Any) -> None:
     """Register ``embed`` and ``eval linear|retrieval|finetune|image``."""
     p = sub.add_parser("embed", help="embeddings of a manifest's videos, audio, captions or images (npy + index)")
@@ -313,6 +331,7 @@ def add_eval_parsers(sub: Any) -> None:
                    help="video network on images: deflated, deflated + BN re-trained, or static-video input")
     _add_bn_args(p)
     p.set_defaults(func=_cmd_embed)
+    _classify(p, out=OUTPUT_STEM)
 
     evals = sub.add_parser("eval", help="downstream evaluations writing JSON + markdown reports").add_subparsers(
         dest="eval_command", required=True)
@@ -342,6 +361,7 @@ def add_eval_parsers(sub: Any) -> None:
                         "mean and std: with --ucf101-splits / --hmdb51-splits, or --data PATH with '{split}' in it")
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_linear, classifier=None)  # None: svm, or the paper protocol's classifier
+    _classify(p, splits=VALUE)
 
     p = evals.add_parser("retrieval", help="zero-shot text<->video (or audio<->video) retrieval, R@1/5/10")
     _add_checkpoint_args(p)
@@ -357,6 +377,7 @@ def add_eval_parsers(sub: Any) -> None:
     _add_text_args(p)
     add_json_arg(p)
     p.set_defaults(func=_cmd_eval_retrieval)
+    _classify(p)
 
     p = evals.add_parser("finetune", help="fine-tune the video backbone + a linear head on a labelled set")
     _add_checkpoint_args(p)
@@ -372,6 +393,7 @@ def add_eval_parsers(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="RUN_DIR holds a fine-tuning run: move it aside first")
     add_json_arg(p)
     p.set_defaults(func=_cmd_eval_finetune)
+    _classify(p, out=OUTPUT_FOLDER)
 
     p = evals.add_parser("image", help="image probes with the video network deflated / BN-retrained / inflated")
     _add_checkpoint_args(p)
@@ -386,3 +408,4 @@ def add_eval_parsers(sub: Any) -> None:
     _add_bn_args(p)
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_image)
+    _classify(p, strategies=VALUE)

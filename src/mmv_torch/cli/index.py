@@ -8,7 +8,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmv_torch.cli.support import COUNT, NONNEG, POSITIVE, RATE, add_device_arg, device_name, int_at_least
+from mmv_torch.cli.support import (
+    COUNT,
+    INPUT,
+    NONNEG,
+    OUTPUT,
+    OUTPUT_FOLDER,
+    OWNED_INPUT,
+    POSITIVE,
+    RATE,
+    VALUE,
+    add_device_arg,
+    classify,
+    device_name,
+    int_at_least,
+)
 from mmv_torch.fileio import atomic_write_text
 
 
@@ -128,6 +142,10 @@ def add_index_parsers(sub: Any) -> None:
         if name == "add":
             p.add_argument("--prune", action="store_true", help="remove indexed files that no longer exist")
         p.set_defaults(func=_cmd_index)
+        if name == "build":
+            classify(p, checkpoint=OWNED_INPUT, out=OUTPUT_FOLDER, vocab=INPUT, videos=INPUT)
+        else:
+            classify(p, index=OWNED_INPUT, videos=INPUT)
     p = index.add_parser("check", help="check that an index's rows, vectors and search index agree")
     p.add_argument("index", metavar="INDEX")
     p.add_argument("--repair", action="store_true",
@@ -137,6 +155,7 @@ def add_index_parsers(sub: Any) -> None:
                    "is writing the index")
     p.add_argument("--json-stdout", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_index)
+    classify(p, index=OWNED_INPUT)
     p = index.add_parser("search", help="query an index by text, an audio file or a video file")
     p.add_argument("index", metavar="INDEX")
     q = p.add_mutually_exclusive_group(required=True)
@@ -150,6 +169,7 @@ def add_index_parsers(sub: Any) -> None:
     p.add_argument("--json-stdout", action="store_true", help="print the hits as JSON")
     add_device_arg(p)
     p.set_defaults(func=_cmd_index)
+    classify(p, index=OWNED_INPUT, text=VALUE, audio=INPUT, video=INPUT, json=OUTPUT)
     p = sub.add_parser("serve", help="a local web page and JSON API to search an index")
     p.add_argument("index", metavar="INDEX")
     p.add_argument("--host", default="127.0.0.1")
@@ -157,3 +177,4 @@ def add_index_parsers(sub: Any) -> None:
     p.add_argument("--max-upload-mb", type=RATE, default=100.0, help="largest accepted upload")
     add_device_arg(p)
     p.set_defaults(func=_cmd_index)
+    classify(p, index=OWNED_INPUT, host=VALUE)

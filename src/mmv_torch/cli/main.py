@@ -16,10 +16,17 @@ from mmv_torch.cli.data import add_data_parsers, add_vocab_parsers
 from mmv_torch.cli.eval import add_eval_parsers
 from mmv_torch.cli.index import add_index_parsers
 from mmv_torch.cli.support import (
+    INPUT,
+    INPUT_SPECS,
+    OUTPUT_FOLDER,
     POSITIVE,
+    REPLACED_FOLDER,
+    RESUME,
+    VALUE,
     Parser,
     anticipated,
     check_outputs,
+    classify,
     one_line,
     resume_command,
 )
@@ -65,16 +72,20 @@ def _is_launcher_rank0() -> bool:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import contextlib
+    from pathlib import Path
 
     from mmv_torch.runs import claim_run_dir
     from mmv_torch.train.loop import TrainingDivergedError, run_train
+    from mmv_torch.train.run_folder import discard_unsaved_run
 
     if (args.preset is None) == (args.config is None):
         raise ValueError("train needs exactly one of --preset NAME or --config run.json"
                          + (" (got both: --config holds the whole config)" if args.preset else ""))
+    rank0, existed = _is_launcher_rank0(), Path(args.out).exists()
     owner = (claim_run_dir(args.out, resume=args.resume is not None, overwrite=args.overwrite)
-             if _is_launcher_rank0() else contextlib.nullcontext())
-    with owner:
+             if rank0 else contextlib.nullcontext())
+    with owner, (discard_unsaved_run(args.out, fresh=args.resume is None, created=not existed) if rank0
+                 else contextlib.nullcontext()):
         try:
             summary = run_train(args.preset, [d for d in args.data.split(",") if d], args.out, args.set or [],
                                 args.resume, args.config)
@@ -157,11 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run with tiny sizes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
+    classify(p, out=OUTPUT_FOLDER, set=VALUE)
 
     p = sub.add_parser("convert", help="convert a released DeepMind MMV checkpoint (.pkl) to safetensors")
     p.add_argument("checkpoint", help="mmv_s3d.pkl, mmv_tsm_resnet_x1.pkl or mmv_tsm_resnet_x2.pkl")
     p.add_argument("out_dir", help="folder for model.safetensors + config.json")
     p.set_defaults(func=_cmd_convert)
+    classify(p, checkpoint=INPUT, out_dir=REPLACED_FOLDER)
 
     p = sub.add_parser("train", help="self-supervised multimodal training")
     p.add_argument("--preset", default=None, help="model/run preset (see `mmv-torch models`)")
@@ -174,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="--out holds a run: move it aside to OUT.old-<time> (never deleted) and start afresh")
     p.set_defaults(func=_cmd_train)
+    classify(p, preset=VALUE, config=INPUT, data=INPUT_SPECS, out=OUTPUT_FOLDER, set=VALUE, resume=RESUME)
 
     add_eval_parsers(sub)
     add_data_parsers(sub)

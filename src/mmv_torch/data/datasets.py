@@ -84,16 +84,24 @@ class SkipRateExceeded(RuntimeError):
 
 
 class SkipTracker:
-    """Counts loads and skips of one process; logs each skip; raises when the skip rate is too high."""
+    """Counts loads and skips of one process; logs each skip; raises when the skip rate is too high.
 
-    def __init__(self, max_skip_rate: float, min_attempts: int = 20, keep: int = 1000) -> None:
+    Two limits, both ``max_skip_rate``: skipped loads over all loads (once ``min_attempts`` loads were made),
+    and, when the data set's ``size`` (number of files) is known, distinct bad files over ``size``. A bad
+    file is never loaded again, so the first rate falls as the good files keep loading; the second one
+    stops a small data set (2 bad files of 3) that the first would let train on what is left."""
+
+    def __init__(self, max_skip_rate: float, min_attempts: int = 20, keep: int = 1000, size: int | None = None
+                 ) -> None:
         self.max_skip_rate = float(max_skip_rate)
         self.min_attempts = int(min_attempts)
         self.keep = keep
+        self.size = size
         self.attempts = 0
         self.skips = 0
         self.skipped: list[tuple[str, str]] = []
         """``(path, reason)`` of the most recent skips (at most ``keep``)."""
+        self.bad_files: set[str] = set()
 
     @property
     def rate(self) -> float:
@@ -108,12 +116,18 @@ class SkipTracker:
         """Count, log and remember a failed load; raise :class:`SkipRateExceeded` past the limit."""
         self.attempts += 1
         self.skips += 1
+        self.bad_files.add(path)
         self.skipped.append((path, reason))
         del self.skipped[: -self.keep]
         logger.warning("skipping %s: %s (%d of %d loads skipped in pid %d)", path, reason, self.skips,
                        self.attempts, os.getpid())
+        recent = "; ".join(f"{p}: {r}" for p, r in self.skipped[-5:])
+        if self.size and len(self.bad_files) > self.max_skip_rate * self.size:
+            raise SkipRateExceeded(
+                f"{len(self.bad_files)} of the data set's {self.size} files failed to decode "
+                f"({len(self.bad_files) / self.size:.1%} > max_skip_rate {self.max_skip_rate:.1%}); run `mmv-torch "
+                f"data check` on the data. Last failures: {recent}")
         if self.attempts >= self.min_attempts and self.rate > self.max_skip_rate:
-            recent = "; ".join(f"{p}: {r}" for p, r in self.skipped[-5:])
             raise SkipRateExceeded(
                 f"{self.skips} of {self.attempts} loads failed ({self.rate:.1%} > max_skip_rate "
                 f"{self.max_skip_rate:.1%}); run `mmv-torch data check` on the data. Last failures: {recent}")
@@ -229,7 +243,7 @@ class PretrainDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.max_retries = max_retries
-        self.tracker = SkipTracker(cfg.max_skip_rate, min_attempts)
+        self.tracker = SkipTracker(cfg.max_skip_rate, min_attempts, size=len({e.path for e in self.entries}))
         self._durations: dict[str, float] = {}
         self._checked: dict[int, tuple[Narration, ...]] = {}
         self._bad: set[int] = set()
@@ -363,7 +377,7 @@ class LabelledDataset(Dataset):
         self.num_windows = int(num_windows)
         self.protocol, self.augmentation = protocol, augmentation
         self.epoch = 0
-        self.tracker = SkipTracker(cfg.max_skip_rate, min_attempts)
+        self.tracker = SkipTracker(cfg.max_skip_rate, min_attempts, size=len({e.path for e in self.entries}))
         self._bad: set[int] = set()
 
     def __len__(self) -> int:

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,8 @@ class LabelledEntry:
     """Captions for retrieval."""
     window: tuple[float, float] | None = None
     """``(start, end)`` seconds of the segment inside the file, or None: the whole file."""
+    where: str = field(default="", compare=False)
+    """``file:line`` the entry was read from, for messages ('' when unknown)."""
 
 
 def read_labelled_manifest(path: str | Path) -> list[LabelledEntry]:

@@ -37,7 +37,6 @@ which ``create_model(checkpoint=run_dir / "export")`` loads.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import signal
@@ -57,12 +56,13 @@ from torch.utils.data import Dataset
 from mmv_torch import dist
 from mmv_torch.config import Config, apply_overrides, config_to_dict, get_preset, load_config, save_config
 from mmv_torch.data.media.batch_augment import augment_batch
-from mmv_torch.fileio import atomic_write_text, remove_temporaries
+from mmv_torch.fileio import remove_temporaries
 from mmv_torch.losses import mmv_loss
 from mmv_torch.models.mmv import MMV
 from mmv_torch.runs import Interrupted, StopSignals
 from mmv_torch.train.data import build_train_data
 from mmv_torch.train.gradcache import announce_contrastive_batch, cached_mmv_step, mmv_forward
+from mmv_torch.train.run_folder import RunLogger
 from mmv_torch.train.sampling import EpochBatchSampler, ShardBatches, TrainData, as_train_data, make_train_loader
 from mmv_torch.weights.checkpoint import (
     CKPT_DIR,
@@ -103,55 +103,6 @@ def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
     span = max(1, total - warmup)
     progress = min(1.0, (step - warmup) / span)
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# ---------------------------------------------------------------------------------------------
-# Logging
-
-
-class RunLogger:
-    """Rank-0 metrics sink: ``log.jsonl`` (one object per line, flushed) and TensorBoard if installed."""
-
-    def __init__(self, run_dir: Path, start_step: int, tensorboard: bool = True) -> None:
-        self.enabled = dist.is_main()
-        self.path = run_dir / "log.jsonl"
-        self.writer = None
-        if not self.enabled:
-            return
-        if self.path.exists():  # drop lines of steps after the resumed checkpoint (lost work of a killed run)
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= start_step]
-            atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
-        self.file = open(self.path, "a")  # noqa: SIM115 (closed in close())
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                warnings.warn("tensorboard is not installed: logging to log.jsonl only "
-                              "(pip install \"mmv-torch[train]\" adds it)", stacklevel=2)
-            else:
-                self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
-
-    def log(self, record: dict[str, Any]) -> None:
-        """Write one record (``record["step"]`` is the x axis in TensorBoard)."""
-        if not self.enabled:
-            return
-        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-        self.file.write(json.dumps(clean) + "\n")  # strict JSON: NaN/Inf become null
-        self.file.flush()
-        if self.writer is not None:
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    group = "loss" if k.startswith("loss") else "train"
-                    self.writer.add_scalar(f"{group}/{k}", v, record["step"])
-
-    def close(self) -> None:
-        """Flush and close the sinks."""
-        if not self.enabled:
-            return
-        self.file.close()
-        if self.writer is not None:
-            self.writer.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ convert`` share; :mod:`mmv_torch.weights.resolve` finds the weights a ``--checkp
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
 import re
 import warnings
@@ -79,7 +80,8 @@ def load_latest_checkpoint(run_dir: str | Path, option: str = "--resume latest")
     folder = Path(run_dir) / CKPT_DIR
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
-        raise ValueError(f"{option}: no checkpoint in {folder}")
+        raise ValueError(f"{option}: no checkpoint in {folder} (the run stopped before its first checkpoint: "
+                         "start it afresh with --overwrite, or give another --out)")
     errors = []
     for _, p in reversed(ckpts):
         try:
@@ -138,11 +140,67 @@ def gather_rng_states() -> list[dict[str, Any]]:
     return out
 
 
+SPACE_MARGIN = 1.1
+"""A checkpoint is written only when the free space is at least this times the previous one's size."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (no space left, or another write error); the message says why."""
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.0f} MB"
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Bytes free for this user in ``folder``'s file system."""
+    import shutil
+
+    return int(shutil.disk_usage(folder).free)
+
+
+def _make_room(run_dir: Path, path: Path, keep: int) -> int:
+    """Before writing ``path``: when the free space is below :data:`SPACE_MARGIN` times the newest
+    checkpoint's size, delete the checkpoints this save would prune anyway (never the last one), then raise
+    :class:`CheckpointWriteError` if it is still too little. Returns the newest checkpoint's size (0: none)."""
+    existing = [(s, p) for s, p in list_checkpoints(run_dir) if p != path]
+    if not existing:
+        return 0
+    size = existing[-1][1].stat().st_size
+    need = size * SPACE_MARGIN
+    while free_bytes(path.parent) < need and len(existing) > max(keep - 1, 1):
+        _, old = existing.pop(0)
+        with contextlib.suppress(OSError):
+            old.unlink()
+    free = free_bytes(path.parent)
+    if free < need:
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {path}: no space left on device ({_mb(free)} free, the previous checkpoint "
+            f"took {_mb(size)}); free some space, then continue with --resume latest")
+    return size
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int) -> Path:
     """Write ``state`` (with ``"step"``; ``"format"`` is added) to :func:`checkpoint_path` atomically, then
-    keep only the newest ``keep`` checkpoints. Called by one process (rank 0)."""
+    keep only the newest ``keep`` checkpoints. Called by one process (rank 0).
+
+    The free space is checked against the previous checkpoint's size first (checkpoints that this save
+    prunes anyway go first when it is short); a full disk while writing, which torch reports as an
+    ``inline_container`` position error, is a :class:`CheckpointWriteError` saying so. Either way no
+    partial file is left and the previous checkpoints stay complete."""
     path = checkpoint_path(run_dir, int(state["step"]))
-    atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
+    previous = _make_room(Path(run_dir), path, keep)
+    try:
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, CheckpointWriteError):
+            raise
+        free = free_bytes(path.parent)
+        if getattr(e, "errno", None) == errno.ENOSPC or free < max(2**20, previous):
+            raise CheckpointWriteError(f"cannot write checkpoint {path}: no space left on device ({_mb(free)} "
+                                       "free); free some space, then continue with --resume latest") from e
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {type(e).__name__}: "
+                                   f"{' '.join(str(e).split())}") from e
     prune_checkpoints(run_dir, keep)
     return path
 

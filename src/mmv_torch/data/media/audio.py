@@ -1,8 +1,10 @@
 """Log-mel spectrograms in pure torch (CPU or GPU, batched).
 
-``log_mel_spectrogram(waveform)`` maps float audio ``(B, S)`` (or ``(S,)``) to ``(B, 1, T, F)``: the
-layout of the audio tower, T time frames, F mel bins. Defaults follow the paper: 80 mel bins, 25 ms
-Hann window, 10 ms hop, at 16 kHz (FFT size: the next power of two of the window, 512).
+``log_mel_spectrogram(waveform, sample_rate)`` maps float audio ``(B, S)`` (or ``(S,)``) sampled at
+``sample_rate`` Hz to ``(B, 1, T, F)``: the layout of the audio tower, T time frames, F mel bins. Defaults
+follow the paper: 80 mel bins, 25 ms Hann window, 10 ms hop (at 16 kHz the FFT size is the next power of
+two of the window, 512). ``sample_rate`` has no default: each front-end expects another rate (the
+paper's 16 kHz, DMVR's 48 kHz), and a wrong rate gives a plausible but wrong spectrogram, never an error.
 
 Steps: ``torch.stft`` (periodic Hann window of ``win_length`` centred in ``n_fft``; with
 ``center=True`` the signal is padded by ``n_fft // 2`` on both sides) → ``|X|**power`` → mel
@@ -190,7 +192,8 @@ class LogMelSpectrogram(nn.Module):
     """``(B, S)`` or ``(S,)`` waveform → ``(B, 1, T, F)`` log-mel spectrogram (see the module doc).
 
     Args:
-        sample_rate: Hz of the input.
+        sample_rate: Hz of the input (required: 16000 for the paper's front-end, 48000 for
+            ``frontend="dmvr"``, the rate of the released models' input; no default fits both).
         num_mel_bins: F.
         window_s: analysis window length in seconds (``win_length = round(window_s * sample_rate)``).
         hop_s: hop in seconds.
@@ -212,7 +215,7 @@ class LogMelSpectrogram(nn.Module):
 
     def __init__(
         self,
-        sample_rate: int = 16000,
+        sample_rate: int,
         num_mel_bins: int = 80,
         window_s: float = 0.025,
         hop_s: float = 0.010,
@@ -310,7 +313,7 @@ def _cached_module(*args: object) -> LogMelSpectrogram:
 
 def log_mel_spectrogram(
     waveform: torch.Tensor,
-    sample_rate: int = 16000,
+    sample_rate: int,
     num_mel_bins: int = 80,
     window_s: float = 0.025,
     hop_s: float = 0.010,
@@ -328,7 +331,8 @@ def log_mel_spectrogram(
     """Functional form of :class:`LogMelSpectrogram`: ``(B, S)`` or ``(S,)`` → ``(B, 1, T, F)``.
 
     Runs on the waveform's device and dtype; the module (and its filterbank) is cached per setting.
-    ``frontend="dmvr"`` gives DMVR's spectrogram (48 kHz input; see the module doc).
+    ``sample_rate`` is required (see :class:`LogMelSpectrogram`); ``frontend="dmvr"`` gives DMVR's
+    spectrogram (48 kHz input; see the module doc).
     """
     mod = _cached_module(sample_rate, num_mel_bins, window_s, hop_s, n_fft, f_min, f_max, mel_scale, norm,
                          power, log_offset, center, pad_mode, frontend)

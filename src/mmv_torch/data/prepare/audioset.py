@@ -10,24 +10,32 @@ start with ``-``, display names with commas. Media are looked for as pre-cut fil
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import (
+    DatasetSpec,
+    Options,
+    PrepareReport,
+    Row,
+    csv_dicts,
+    csv_records,
+    parse_segment,
+    read_text,
+)
 
 LABELS_FILE = "class_labels_indices.csv"
 
 
 def read_class_labels(path: Path) -> dict[str, str]:
     """``mid -> display_name`` from ``class_labels_indices.csv`` (``index,mid,display_name``)."""
-    try:
-        rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines(), skipinitialspace=True))
-    except OSError as e:
-        raise ValueError(f"cannot read the AudioSet class list {path}: {e}") from e
-    if not rows or not {"mid", "display_name"} <= set(rows[0]):
-        raise ValueError(f"{path}: needs the columns index,mid,display_name")
-    return {r["mid"].strip(): r["display_name"].strip() for r in rows}
+    report = PrepareReport()
+    out = {(r["mid"] or "").strip(): (r.get("display_name") or "").strip()
+           for _, r in csv_dicts(path, report, ("mid", "display_name"), "index,mid,display_name",
+                                 skipinitialspace=True)}
+    if report.malformed:
+        raise ValueError(f"{report.malformed[0]['where']}: {report.malformed[0]['reason']}")
+    return out
 
 
 def _split(annotations: Path, options: Options) -> str:
@@ -47,26 +55,22 @@ def read(annotations: Path, options: Options, report: PrepareReport) -> Iterator
                          f"{LABELS_FILE})")
     names = read_class_labels(labels_file)
     split = _split(annotations, options)
-    try:
-        lines = annotations.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {annotations}: {e}") from e
-    for n, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
+    text = read_text(annotations)
+    for n, fields in csv_records(annotations, report, text, skipinitialspace=True):
+        if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
             continue
         where = f"{annotations}:{n}"
-        fields = next(csv.reader([line], skipinitialspace=True))
         if len(fields) != 4:
             report.bad(where, f"expected 4 fields (YTID, start, end, labels), got {len(fields)}")
             continue
         ytid, start, end, mids = (f.strip() for f in fields)
         try:
-            s, e = float(start), float(end)
-        except ValueError:
-            report.bad(where, f"times are not numbers: {start!r}, {end!r}")
+            s, e = parse_segment(start, end)
+        except ValueError as err:
+            report.bad(where, str(err))
             continue
-        if not ytid or not e > s >= 0:
-            report.bad(where, f"empty id or segment ({ytid!r}, {start}, {end})")
+        if not ytid:
+            report.bad(where, "empty YTID")
             continue
         unknown = [m for m in mids.split(",") if m.strip() not in names]
         if unknown or not mids:

@@ -16,9 +16,12 @@ the benchmark's protocol):
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
-from collections.abc import Callable, Iterable
+import string
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +92,68 @@ class PrepareReport:
             self.narrations["reasons"][k] = self.narrations["reasons"].get(k, 0) + v
 
 
+def read_text(path: Path, what: str = "") -> str:
+    """The text of an annotation file (UTF-8; a byte order mark, as Excel writes, is dropped). A file that
+    cannot be read, or is not UTF-8, is a ``ValueError`` naming it (and the line of the first bad byte)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {what + ' ' if what else ''}{path}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save it as UTF-8") from None
+
+
+def csv_records(path: Path, report: PrepareReport, text: str | None = None, **fmt: Any
+                ) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of every record of a CSV file (:func:`read_text`); a record the csv module
+    cannot read (a field over its size limit, a stray quote) goes to the report as malformed."""
+    reader = csv.reader((read_text(path) if text is None else text).splitlines(), **fmt)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            report.bad(f"{path}:{reader.line_num}", f"unreadable CSV record: {e}")
+            continue
+        yield reader.line_num, fields
+
+
+def csv_dicts(path: Path, report: PrepareReport, required: Iterable[str], columns: str, **fmt: Any
+              ) -> Iterator[tuple[int, dict[str, str | None]]]:
+    """``(line number, {column: value})`` of a CSV file with a header (a missing value is None; an empty
+    file has no rows); a header without the ``required`` columns is a ``ValueError`` that names
+    ``columns``, the expected header."""
+    records = csv_records(path, report, **fmt)
+    first = next(records, None)
+    if first is None:
+        return  # an empty file
+    header = [h.strip() for h in first[1]]
+    if not set(required) <= set(header):
+        raise ValueError(f"{path}: needs the columns {columns} (the header is {','.join(header)!r})")
+    for n, fields in records:
+        if not "".join(fields).strip():
+            continue
+        yield n, {h: (fields[i] if i < len(fields) else None) for i, h in enumerate(header)}
+
+
+def parse_segment(start: Any, end: Any) -> tuple[float, float]:
+    """``(start, end)`` seconds of a segment: finite numbers with ``end > start >= 0``, else a
+    ``ValueError`` with the reason (the row is then malformed)."""
+    try:
+        s, e = float(start), float(end)
+    except (TypeError, ValueError):
+        raise ValueError(f"times are not numbers: {start!r}, {end!r}") from None
+    if not (math.isfinite(s) and math.isfinite(e)):
+        raise ValueError(f"times are not finite: {start!r}, {end!r}")
+    if not e > s >= 0:
+        raise ValueError(f"empty or negative segment ({s:g}, {e:g})")
+    return s, e
+
+
 class MediaIndex:
     """Every media file under a folder (recursively, hidden entries skipped), by stem and by relative
     path without extension."""
@@ -120,18 +185,41 @@ class MediaIndex:
         return [p for p in found if p.suffix.lower() == suffix] if exact else found
 
 
+PATTERN_FIELDS = ("id", "start", "end")
+"""The fields a ``--pattern`` may use."""
+
+
+def pattern_fields(pattern: str) -> set[str]:
+    """The fields ``pattern`` uses; a ``ValueError`` for anything but ``{id}``, ``{start}`` and ``{end}``
+    (with an optional format spec): no attribute or index access, no conversions, no nested fields."""
+    try:
+        parts = list(string.Formatter().parse(pattern))
+    except ValueError as e:
+        raise ValueError(f"--pattern {pattern!r}: {e}") from None
+    used = set()
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in PATTERN_FIELDS or conversion is not None or "{" in (spec or ""):
+            raise ValueError(f"--pattern {pattern!r}: only {{id}}, {{start}} and {{end}} (with a format spec such as "
+                             f"{{start:06d}}) can be used, got {{{name}{'!' + conversion if conversion else ''}}}")
+        used.add(name)
+    return used
+
+
 def pattern_names(pattern: str, row: Row) -> list[tuple[str, bool]]:
     """``--pattern`` for a row: ``{id}``, ``{start}``, ``{end}`` (integer seconds; format specs such as
     ``{start:06d}`` work). A pattern using ``{start}`` names pre-cut files."""
-    needs_times = "{start" in pattern or "{end" in pattern
-    if needs_times and row.start is None:
+    used = pattern_fields(pattern)
+    if used & {"start", "end"} and row.start is None:
         raise ValueError(f"--pattern {pattern!r}: {{start}}/{{end}} need segment times, which this data set's "
                          "annotations do not have")
+    values = {"id": row.id, "start": int(row.start or 0), "end": int(row.end or 0)}
     try:
-        name = pattern.format(id=row.id, start=int(row.start or 0), end=int(row.end or 0))
+        name = string.Formatter().vformat(pattern, (), values)
     except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(f"--pattern {pattern!r}: only {{id}}, {{start}} and {{end}} can be used ({e})") from None
-    return [(name, "{start" in pattern)]
+        raise ValueError(f"--pattern {pattern!r}: {e}") from None
+    return [(name, "start" in used)]
 
 
 def _choose(found: list[Path], prefer: tuple[str, ...]) -> Path:
@@ -159,12 +247,53 @@ def _clean_narrations(row: Row, report: PrepareReport) -> None:
         row.fields["narration"] = [{"start": n.start, "end": n.end, "text": n.text} for n in kept]
 
 
+def _bad_name(row_id: str) -> str | None:
+    """Why a row's id cannot name a media file (None: it can): empty, absolute or with ``..``."""
+    if not row_id.strip():
+        return "empty id"
+    parts = row_id.replace("\\", "/").split("/")
+    if row_id.startswith(("/", "\\")) or ".." in parts or (len(row_id) > 1 and row_id[1] == ":"):
+        return f"the name {row_id!r} points outside the media root (absolute or with '..')"
+    return None
+
+
+class _Seen:
+    """Rows already read, by (id, start, end): a repeat in the same split is a duplicate (reported and left
+    out), one in another split a leak between the splits (an error)."""
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[str, float | None, float | None], tuple[str, Any]] = {}
+        self.leaks: list[str] = []
+
+    def repeat(self, row: Row, report: PrepareReport) -> bool:
+        key, split = (row.id, row.start, row.end), row.fields.get("split")
+        if key not in self.first:
+            self.first[key] = (row.where, split)
+            return False
+        where, first_split = self.first[key]
+        if split != first_split:
+            self.leaks.append(f"{row.id} is {first_split!r} at {where} and {split!r} at {row.where}")
+        else:
+            report.bad(row.where, f"duplicate of {where} (same id and segment); the first is kept")
+        return True
+
+
 def build_manifest(spec: DatasetSpec, annotations: Path, index: MediaIndex, out: Path, options: Options,
                    pattern: str | None, report: PrepareReport) -> list[dict[str, Any]]:
-    """The manifest objects of every row whose media exist (report filled in on the way)."""
+    """The manifest objects of every row whose media exist (report filled in on the way). Repeated rows
+    are reported as duplicates; a video in two splits (train and test) is a ``ValueError``."""
     lines = []
+    seen = _Seen()
+    if pattern:
+        pattern_fields(pattern)
     for row in spec.read(annotations, options, report):
         report.rows += 1
+        why = _bad_name(row.id)
+        if why is not None:
+            report.bad(row.where, why)
+            continue
+        if seen.repeat(row, report):
+            continue
         _clean_narrations(row, report)
         names = pattern_names(pattern, row) if pattern else spec.names(row)
         hit = next(((name, precut, found) for name, precut in names if (found := index.find(name))), None)
@@ -178,6 +307,9 @@ def build_manifest(spec: DatasetSpec, annotations: Path, index: MediaIndex, out:
             report.ambiguous.append({"id": row.id, "name": name, "used": str(path),
                                      "others": [str(p) for p in found if p != path]})
         lines.append({**manifest_line(row, path, precut, out.parent), "dataset": spec.name})
+    if seen.leaks:
+        raise ValueError(f"data prepare {spec.name}: {len(seen.leaks)} video(s) in two splits, a leak between "
+                         f"them (fix the annotation files); first: {seen.leaks[0]}")
     return lines
 
 
@@ -194,7 +326,10 @@ def prepare(spec: DatasetSpec, annotations: str | Path, media_root: str | Path, 
     ann, out = Path(annotations), Path(out)
     if not ann.exists():
         raise ValueError(f"--annotations {ann} does not exist")
-    check_output(out, "--out", inputs=(str(ann),))
+    inputs = tuple(str(p) for p in (ann, options.labels, media_root) if p is not None)
+    check_output(out, "--out", inputs=inputs)
+    if json_out is not None:
+        check_output(json_out, "--json", inputs=(*inputs, str(out)))
     index = MediaIndex(media_root)
     report = PrepareReport()
     lines = build_manifest(spec, ann, index, out, options, pattern, report)

@@ -7,23 +7,31 @@ video's own times; noisy ones are dropped or clamped by the loader's rules and c
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row, csv_dicts, read_text
 
 
 def _from_json(path: Path, report: PrepareReport) -> Iterator[Row]:
+    last: list[list[tuple[str, Any]]] = []
+
+    def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        last[:] = [pairs]  # the outermost object is decoded last: its keys in order, repeats included
+        return dict(pairs)
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(read_text(path), object_pairs_hook=keep_pairs)
+    except json.JSONDecodeError as e:
         raise ValueError(f"cannot read {path} as JSON: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object keyed by video id")
-    for vid, rec in data.items():
-        where = f"{path}:{vid}"
+    count: dict[str, int] = {}
+    for vid, rec in last[0] if last else []:
+        count[vid] = count.get(vid, 0) + 1
+        where = f"{path}:{vid}" + (f" (key repeated, #{count[vid]})" if count[vid] > 1 else "")
         lists = [rec.get(k) for k in ("start", "end", "text")] if isinstance(rec, dict) else [None]
         if not all(isinstance(x, list) for x in lists):
             report.bad(where, "needs lists 'start', 'end' and 'text'")
@@ -39,14 +47,14 @@ def _from_csv_folder(folder: Path, report: PrepareReport) -> Iterator[Row]:
     if not files:
         raise ValueError(f"{folder} holds no <video id>.csv caption files")
     for f in files:
+        bad = len(report.malformed)
         try:
-            rows = list(csv.DictReader(f.read_text(encoding="utf-8").splitlines()))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            report.bad(str(f), f"unreadable CSV: {e}")
+            rows = [r for _, r in csv_dicts(f, report, ("start", "end", "text"), "start,end,text")]
+        except ValueError as e:
+            report.bad(str(f), str(e))
             continue
-        if rows and not {"start", "end", "text"} <= set(rows[0]):
-            report.bad(str(f), "needs the columns start,end,text")
-            continue
+        if len(report.malformed) > bad:
+            continue  # an unreadable record: the file's narrations are incomplete
         yield Row(f.stem, str(f), fields={"narration": [{"start": r["start"], "end": r["end"], "text": r["text"]}
                                                         for r in rows]})
 

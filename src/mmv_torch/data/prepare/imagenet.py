@@ -17,13 +17,12 @@ folders (each reported as malformed).
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from mmv_torch.data.media.suffixes import MEDIA_SUFFIXES
-from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row, csv_records, read_text
 
 VAL_SOLUTION = "LOC_val_solution.csv"
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
@@ -39,10 +38,7 @@ def _find_up(start: Path, name: str, levels: int = 3) -> Path | None:
 
 def read_synset_mapping(path: Path) -> dict[str, str]:
     """``wnid -> names`` from ``LOC_synset_mapping.txt`` (``wnid name, name, ...`` lines)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read the synset mapping {path}: {e}") from e
+    lines = read_text(path, "the synset mapping").splitlines()
     out = {}
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -77,13 +73,11 @@ def _folder_rows(root: Path, part: str, known: dict[str, str] | None, report: Pr
 
 
 def _solution_rows(path: Path, known: set[str] | None, report: PrepareReport) -> Iterator[Row]:
-    try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from e
-    if not rows or [c.strip() for c in rows[0][:2]] != ["ImageId", "PredictionString"]:
+    records = csv_records(path, report)
+    first = next(records, None)
+    if first is None or [c.strip() for c in first[1][:2]] != ["ImageId", "PredictionString"]:
         raise ValueError(f"{path}: expected the header ImageId,PredictionString")
-    for n, r in enumerate(rows[1:], 2):
+    for n, r in records:
         where = f"{path}:{n}"
         if not r or not "".join(r).strip():
             continue

@@ -8,43 +8,41 @@ flat), else the full video ``<youtube_id>.<ext>`` with the segment as a window.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row, csv_dicts, parse_segment
 
 SPLIT_NAMES = {"train": "train", "validate": "test", "val": "test", "test": "test"}
 
 
 def read(annotations: Path, options: Options, report: PrepareReport) -> Iterator[Row]:
-    """Rows of one Kinetics CSV."""
+    """Rows of one Kinetics CSV (a row of the train or validate split without a label is malformed)."""
     want = options.split
     if want is not None and want not in SPLIT_NAMES:
         raise ValueError(f"--split for kinetics is one of {list(SPLIT_NAMES)}, got {want!r}")
     accept = None if want is None else ({"val", "validate"} if want in ("val", "validate") else {want})
-    try:
-        rows = list(csv.DictReader(annotations.read_text(encoding="utf-8").splitlines(), skipinitialspace=True))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {annotations}: {e}") from e
-    if not rows or not {"youtube_id", "time_start", "time_end"} <= set(rows[0]):
-        raise ValueError(f"{annotations}: needs the columns label,youtube_id,time_start,time_end,split")
-    for n, r in enumerate(rows, 2):
+    rows = csv_dicts(annotations, report, ("youtube_id", "time_start", "time_end"),
+                     "label,youtube_id,time_start,time_end,split", skipinitialspace=True)
+    for n, r in rows:
         where = f"{annotations}:{n}"
         split = (r.get("split") or "").strip()
         if accept is not None and split not in accept:
             continue
         vid, label = (r.get("youtube_id") or "").strip(), (r.get("label") or "").strip()
         try:
-            s, e = float(r["time_start"]), float(r["time_end"])
-        except (TypeError, ValueError):
-            report.bad(where, f"times are not numbers: {r.get('time_start')!r}, {r.get('time_end')!r}")
+            s, e = parse_segment(r.get("time_start"), r.get("time_end"))
+        except ValueError as err:
+            report.bad(where, str(err))
             continue
-        if not vid or not e > s >= 0:
-            report.bad(where, f"empty id or segment ({vid!r}, {s}, {e})")
+        if not vid:
+            report.bad(where, "empty youtube_id")
             continue
         if split and split not in SPLIT_NAMES:
             report.bad(where, f"unknown split {split!r}")
+            continue
+        if not label and split != "test":
+            report.bad(where, f"no label (a {split or 'row without a split'} row needs one)")
             continue
         yield Row(vid, where, s, e, {"label": label, "split": SPLIT_NAMES.get(split)})
 

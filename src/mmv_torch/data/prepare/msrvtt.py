@@ -9,21 +9,18 @@ are not windows.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row, csv_dicts, read_text
 
 SPLITS = ("train", "validate", "test")
 
 
 def _from_csv(path: Path, report: PrepareReport) -> Iterator[Row]:
-    rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines(), skipinitialspace=True))
-    if not rows or not {"video_id", "sentence"} <= set(rows[0]):
-        raise ValueError(f"{path}: needs the columns key,vid_key,video_id,sentence")
-    for n, r in enumerate(rows, 2):
+    for n, r in csv_dicts(path, report, ("video_id", "sentence"), "key,vid_key,video_id,sentence",
+                          skipinitialspace=True):
         vid, text = (r.get("video_id") or "").strip(), " ".join((r.get("sentence") or "").split())
         if not vid or not text:
             report.bad(f"{path}:{n}", "empty video_id or sentence")
@@ -32,7 +29,7 @@ def _from_csv(path: Path, report: PrepareReport) -> Iterator[Row]:
 
 
 def _from_json(path: Path, split: str, report: PrepareReport) -> Iterator[Row]:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(read_text(path))
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list) or not isinstance(
             data.get("sentences"), list):
         raise ValueError(f"{path}: expected an object with 'videos' and 'sentences' lists")

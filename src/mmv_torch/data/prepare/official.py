@@ -9,12 +9,11 @@ extension (videos re-encoded to ``.mp4``, ESC-50 as ``.flac``, ...).
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mmv_torch.data.manifests import LabelledEntry
-from mmv_torch.data.official_splits import read_esc50, read_hmdb51_split, read_ucf101_split
+from mmv_torch.data.official_splits import read_esc50, read_esc50_table, read_hmdb51_split, read_ucf101_split
 from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
 
 _ROOT = Path("/__media_root__")  # the readers join paths to a root; rows keep the part below it
@@ -32,11 +31,14 @@ def _split_number(options: Options, most: int) -> int:
 
 def _rows(entries: list[LabelledEntry], annotations: Path, folds: list[int] | None = None) -> Iterator[Row]:
     for i, e in enumerate(entries):
-        rel = Path(e.path).relative_to(_ROOT).with_suffix("").as_posix()
+        try:
+            rel = Path(e.path).relative_to(_ROOT).with_suffix("").as_posix()
+        except ValueError:  # an absolute name in the split file: reported as malformed
+            rel = Path(e.path).as_posix()
         fields = {"label": e.label, "split": e.split}
         if folds is not None:
             fields["fold"] = folds[i]
-        yield Row(rel, f"{annotations}:{rel}", fields=fields)
+        yield Row(rel, e.where or f"{annotations}:{rel}", fields=fields)
 
 
 def _reader(read: Callable[..., tuple[list[LabelledEntry], list[str]]], most: int
@@ -51,7 +53,7 @@ def _reader(read: Callable[..., tuple[list[LabelledEntry], list[str]]], most: in
 def read_esc50_rows(annotations: Path, options: Options, report: PrepareReport) -> Iterator[Row]:
     """ESC-50 rows with their folds (the CSV's rows in order)."""
     entries, _ = read_esc50(annotations, _ROOT, _split_number(options, 5))
-    folds = [int(r["fold"]) for r in csv.DictReader(annotations.read_text(encoding="utf-8").splitlines())]
+    folds = [int(r["fold"]) for _, r in read_esc50_table(annotations)]
     return _rows(entries, annotations, folds)
 
 

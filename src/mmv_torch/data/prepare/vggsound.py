@@ -7,11 +7,11 @@ Media: ``<ytid>_<start:06d>.<ext>`` (10-s clips), else the full video ``<ytid>.<
 
 from __future__ import annotations
 
-import csv
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row, csv_records
 
 SEGMENT_SECONDS = 10.0
 
@@ -20,11 +20,7 @@ def read(annotations: Path, options: Options, report: PrepareReport) -> Iterator
     """Rows of ``vggsound.csv``."""
     if options.split not in (None, "train", "test"):
         raise ValueError(f"--split for vggsound is 'train' or 'test', got {options.split!r}")
-    try:
-        lines = annotations.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {annotations}: {e}") from e
-    for n, fields in enumerate(csv.reader(lines), 1):
+    for n, fields in csv_records(annotations, report):
         where = f"{annotations}:{n}"
         if not fields or not "".join(fields).strip():
             continue
@@ -39,8 +35,11 @@ def read(annotations: Path, options: Options, report: PrepareReport) -> Iterator
                 continue  # a header some copies add
             report.bad(where, f"start is not a number: {start!r}")
             continue
-        if not ytid or s < 0 or not label or split not in ("train", "test"):
-            report.bad(where, f"empty id or label, negative start or unknown split ({ytid!r}, {s}, {split!r})")
+        if not math.isfinite(s) or s < 0:
+            report.bad(where, f"start {start!r} is not a finite number >= 0")
+            continue
+        if not ytid or not label or split not in ("train", "test"):
+            report.bad(where, f"empty id or label, or unknown split ({ytid!r}, {label!r}, {split!r})")
             continue
         if options.split is None or split == options.split:
             yield Row(ytid, where, s, s + SEGMENT_SECONDS, {"label": label, "split": split})

@@ -8,54 +8,57 @@ Videos are ``<youtube id>.<mp4|mkv|webm>`` anywhere under the media root
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row
+from mmv_torch.data.prepare.core import DatasetSpec, Options, PrepareReport, Row, csv_dicts, parse_segment, read_text
 
 SPLITS = ("validation", "training")
 
 
 def _from_json(path: Path, split: str, report: PrepareReport) -> Iterator[Row]:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(read_text(path))
     db = data.get("database") if isinstance(data, dict) else None
     if not isinstance(db, dict):
         raise ValueError(f"{path}: expected an object with 'database'")
     for vid, rec in db.items():
         if not isinstance(rec, dict) or rec.get("subset") != split:
             continue
-        for i, ann in enumerate(rec.get("annotations") or []):
+        anns = rec.get("annotations") or []
+        if not isinstance(anns, list):
+            report.bad(f"{path}:{vid}", f"'annotations' is not a list: {type(anns).__name__}")
+            continue
+        for i, ann in enumerate(anns):
             where = f"{path}:{vid}[{i}]"
             seg = ann.get("segment") if isinstance(ann, dict) else None
             text = " ".join(str(ann.get("sentence") or "").split()) if isinstance(ann, dict) else ""
-            try:
-                s, e = float(seg[0]), float(seg[1])  # type: ignore[index]
-            except (TypeError, ValueError, IndexError):
+            if not isinstance(seg, (list, tuple)) or len(seg) != 2:
                 report.bad(where, f"'segment' is not [start, end]: {seg!r}")
                 continue
-            if not e > s >= 0 or not text:
-                report.bad(where, f"empty segment or sentence ({s}, {e}, {text!r})")
+            try:
+                s, e = parse_segment(seg[0], seg[1])
+            except ValueError as err:
+                report.bad(where, str(err))
+                continue
+            if not text:
+                report.bad(where, "empty sentence")
                 continue
             yield Row(str(vid), where, s, e, {"caption": text, "segment": f"{vid}_{ann.get('id', i)}",
                                                "recipe_type": str(rec.get("recipe_type", ""))})
 
 
 def _from_csv(path: Path, report: PrepareReport) -> Iterator[Row]:
-    rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
-    if not rows or not {"start", "end", "text", "video_id"} <= set(rows[0]):
-        raise ValueError(f"{path}: needs the columns end,start,task,text,video_id")
-    for n, r in enumerate(rows, 2):
+    for n, r in csv_dicts(path, report, ("start", "end", "text", "video_id"), "end,start,task,text,video_id"):
         where = f"{path}:{n}"
         text, vid = " ".join((r["text"] or "").split()), (r["video_id"] or "").strip()
         try:
-            s, e = float(r["start"]), float(r["end"])
-        except (TypeError, ValueError):
-            report.bad(where, f"times are not numbers: {r['start']!r}, {r['end']!r}")
+            s, e = parse_segment(r["start"], r["end"])
+        except ValueError as err:
+            report.bad(where, str(err))
             continue
-        if not e > s >= 0 or not text or not vid:
-            report.bad(where, f"empty segment, text or video_id ({vid!r}, {s}, {e}, {text!r})")
+        if not text or not vid:
+            report.bad(where, f"empty text or video_id ({vid!r}, {text!r})")
             continue
         yield Row(vid, where, s, e, {"caption": text, "segment": f"{vid}_{int(s)}_{int(e)}"})
 

@@ -16,8 +16,10 @@ the words of ``restrict_to``. :func:`load_word_vectors` picks a reader from a sp
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -58,6 +60,19 @@ class _Selector:
     def done(self) -> bool:
         """All restricted words found: the rest of the file need not be read."""
         return self.restrict is not None and len(self.seen) == len(self.restrict)
+
+
+@contextlib.contextmanager
+def _gzip_errors(path: Path) -> Iterator[None]:
+    """A truncated or damaged ``.gz`` file as one ``ValueError`` naming it (gzip raises ``EOFError``,
+    ``BadGzipFile`` or ``zlib.error`` wherever a read meets the damage)."""
+    try:
+        yield
+    except EOFError:
+        raise ValueError(f"truncated gzip file {path}: it ends before the end-of-stream marker (download it "
+                         "again)") from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path}: not a valid gzip file ({e})") from None
 
 
 def _open_binary(path: Path) -> BinaryIO:
@@ -105,8 +120,8 @@ def _word2vec_binary_rows(f: BinaryIO, p: Path, count: int, dim: int, n_rows: in
         try:
             word = raw_word.decode("utf-8", errors=unicode_errors)
         except UnicodeDecodeError as e:
-            raise ValueError(f"{p}: row {row} word {raw_word[:40]!r} is not UTF-8 ({e}); pass "
-                             "unicode_errors='ignore' or 'replace' to read it anyway") from None
+            raise ValueError(f"{p}: row {row} word {raw_word[:40]!r} is not UTF-8 ({e.reason} at byte {e.start}): "
+                             "not a word2vec file, or a damaged one") from None
         pos = space + 1 + row_bytes
         yield word, buf[space + 1: pos]
 
@@ -178,7 +193,8 @@ def _text_rows(p: Path, header: bool, unicode_errors: str, rows_to_read: Callabl
                 row += 1
                 yield line_no, parts[0], parts[1:]
         except UnicodeDecodeError as e:
-            raise ValueError(f"{p}: not UTF-8 text ({e}); pass unicode_errors='ignore' or 'replace'") from None
+            raise ValueError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start} of a line): not a word-vector "
+                             "text file, or a damaged one") from None
         if header and count is not None and n_rows is not None and row < n_rows:
             raise ValueError(f"{p}: header says {count} words but the file ends after {row} (truncated?)")
     if dim is None:
@@ -268,7 +284,7 @@ def detect_format(path: str | Path) -> str:
     text fields, or when the file name ends in ``.bin`` (``.bin.gz``). Otherwise GloVe text.
     """
     p = Path(path)
-    with _open_binary(p) as f:
+    with _open_binary(p) as f, _gzip_errors(p):
         head = f.read(1 << 16)
     first, _, rest = head.partition(b"\n")
     try:
@@ -276,6 +292,9 @@ def detect_format(path: str | Path) -> str:
     except ValueError:
         if not first.strip():
             raise ValueError(f"{p}: empty word-vector file") from None
+        fields = first.split()
+        if len(fields) == 2 and all(f.lstrip(b"-+").isdigit() for f in fields):
+            raise  # a word2vec header with a negative count or a zero dimension
         return "glove-text"
     if p.name.endswith((".bin", ".bin.gz")):
         return "word2vec-binary"
@@ -312,14 +331,15 @@ def load_word_vectors(spec: str | Path = BUNDLED_GLOVE, fmt: str = "auto", limit
         raise ValueError(f"word vectors {str(spec)!r}: not '{BUNDLED_GLOVE}' and no such file")
     if fmt == "auto":
         fmt = detect_format(p)
-    if fmt == "word2vec-binary":
-        words, vectors = read_word2vec_binary(p, limit, restrict_to, unicode_errors)
-    elif fmt == "word2vec-text":
-        words, vectors = read_word2vec_text(p, limit, restrict_to, unicode_errors)
-    elif fmt == "glove-text":
-        words, vectors = read_glove_text(p, limit, restrict_to, unicode_errors)
-    else:
-        raise ValueError(f"fmt={fmt!r} is not one of {['auto', *WORD_VECTOR_FORMATS]}")
+    with _gzip_errors(p):
+        if fmt == "word2vec-binary":
+            words, vectors = read_word2vec_binary(p, limit, restrict_to, unicode_errors)
+        elif fmt == "word2vec-text":
+            words, vectors = read_word2vec_text(p, limit, restrict_to, unicode_errors)
+        elif fmt == "glove-text":
+            words, vectors = read_glove_text(p, limit, restrict_to, unicode_errors)
+        else:
+            raise ValueError(f"fmt={fmt!r} is not one of {['auto', *WORD_VECTOR_FORMATS]}")
     return Vocabulary.from_vectors(words, vectors, add_unk=add_unk)
 
 
@@ -373,6 +393,13 @@ def iter_word_vectors(spec: str | Path = BUNDLED_GLOVE, fmt: str = "auto", chunk
         fmt = detect_format(p)
     if fmt not in WORD_VECTOR_FORMATS:
         raise ValueError(f"fmt={fmt!r} is not one of {['auto', *WORD_VECTOR_FORMATS]}")
+    with _gzip_errors(p):
+        yield from _iter_file_rows(p, fmt, chunk_rows, unicode_errors)
+
+
+def _iter_file_rows(p: Path, fmt: str, chunk_rows: int, unicode_errors: str
+                    ) -> Iterator[tuple[list[str], np.ndarray]]:
+    """The chunks of :func:`iter_word_vectors` for a file of format ``fmt``."""
     words: list[str] = []
     if fmt == "word2vec-binary":
         raws: list[bytes] = []

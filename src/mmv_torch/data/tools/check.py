@@ -264,9 +264,13 @@ def _entries(path: Path) -> list[dict[str, Any]]:
             file = rel if os.path.isabs(rel) else str(path.parent / rel)
             out.append({"file": file, "modality": keys[0], "obj": obj, "key": keys[0]})
         return out
-    if path.exists():
-        return [{"file": str(path), "modality": modality_of(path) or "video", "obj": None}]
-    raise ValueError(f"{path} is not a folder, a .jsonl manifest or a file")
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
+    if modality_of(path) is None:
+        raise ValueError(f"{path}: not a .jsonl manifest, a folder or a media file (by its extension)"
+                         + ("; a manifest has one JSON object per line and the suffix .jsonl"
+                            if path.suffix.lower() == ".json" else ""))
+    return [{"file": str(path), "modality": modality_of(path), "obj": None}]
 
 
 def check_path(path: str | Path, json_out: str | Path | None = None, clean_manifest: str | Path | None = None,
