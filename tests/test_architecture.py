@@ -13,7 +13,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmv_torch"
 
-RUNGS = (("fileio", "extras"), ("config", "dist", "runs"), ("models", "losses", "data"), ("weights",),
+RUNGS = (("fileio", "extras", "progress", "version"), ("config", "dist", "runs"), ("models", "losses", "data"), ("weights",),
          ("train", "eval", "api"), ("index",), ("demo",), ("cli",), ("__main__",))
 """The rungs, bottom first: atomic writes and optional dependencies; configs, process groups, run folders;
 networks, losses, the input pipeline; everything that holds weights; training and evaluation; the search

@@ -11,9 +11,9 @@ from mmv_torch.config import PRESETS, Config, ModelConfig, get_preset
 from mmv_torch.eval.zeroshot import zero_shot_classifier
 from mmv_torch.losses import milnce_loss, mmv_loss, nce_loss
 from mmv_torch.models.mmv import MMV
+from mmv_torch.version import __version__
 from mmv_torch.weights.resolve import create_model
 
-__version__ = "0.2.0"
 
 __all__ = ["MMV", "PRESETS", "Config", "ModelConfig", "Preprocess", "TextTokenizer", "create_model", "get_preset",
            "load", "milnce_loss", "mmv_loss", "nce_loss", "zero_shot_classifier", "__version__"]

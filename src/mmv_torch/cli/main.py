@@ -142,7 +142,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    from mmv_torch.version import __version__
+
     parser = Parser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
+    parser.add_argument("--version", action="version", version=f"mmv-torch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the model presets with parameter counts per tower")
@@ -179,7 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parsers(sub)
     add_vocab_parsers(sub)
     add_index_parsers(sub)
+    _add_quiet(parser)
     return parser
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` (no progress bars) on every leaf command."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars (none either when stderr "
+                                                                     "is not a terminal)")
+    for action in subs:
+        for child in dict.fromkeys(action.choices.values()):
+            _add_quiet(child)
 
 
 
@@ -196,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    from mmv_torch.progress import set_quiet
+
+    set_quiet(getattr(args, "quiet", False))
     name = " ".join([args.command] + [v for k, v in sorted(vars(args).items()) if k.endswith("_command") and v])
     try:
         check_outputs(args)
