@@ -14,6 +14,5 @@ from mmv_torch.models.mmv import MMV
 from mmv_torch.version import __version__
 from mmv_torch.weights.resolve import create_model
 
-
 __all__ = ["MMV", "PRESETS", "Config", "ModelConfig", "Preprocess", "TextTokenizer", "create_model", "get_preset",
            "load", "milnce_loss", "mmv_loss", "nce_loss", "zero_shot_classifier", "__version__"]
