@@ -45,6 +45,25 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for r in table:
         print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     print("Parameter counts include the frozen word-vector table of the text tower.")
+    from mmv_torch.weights.fetch import OFFICIAL_PAGE, RELEASED
+
+    print(f"\nReleased weights (DeepMind, {OFFICIAL_PAGE}); `mmv-torch fetch PRESET` downloads, verifies and "
+          "converts them:")
+    for name in PRESETS:
+        r = RELEASED.get(name)
+        print(f"  {name.ljust(widths[0])}  " + (f"{r.licence} (non-commercial use)  {r.url}" if r else "none released"))
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from mmv_torch.weights.fetch import fetch_weights
+
+    out = args.out or f"weights/{args.name}"
+    origin = fetch_weights(args.name, out, url=args.url, sha256=args.sha256, cache=args.cache,
+                           progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
+    check = "verified" if origin["sha256_verified"] else "recorded (no published checksum to verify against)"
+    print(f"wrote {out} (licence {origin['licence']}; sha256 {origin['sha256']} {check}); load it with "
+          f"mmv_torch.load({out!r})")
     return 0
 
 
@@ -165,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="mmv_s3d.pkl, mmv_tsm_resnet_x1.pkl or mmv_tsm_resnet_x2.pkl")
     p.add_argument("out_dir", help="folder for model.safetensors + config.json")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("fetch", help="download released weights (progress, resume), verify, convert; records the "
+                                     "origin and licence")
+    p.add_argument("name", help="a preset with released weights (see `mmv-torch models`), or any name with --url")
+    p.add_argument("--url", default=None, help="download from here instead of the official URL")
+    p.add_argument("--sha256", default=None, metavar="HEX", help="refuse a download with another SHA-256")
+    p.add_argument("--out", default=None, metavar="DIR", help="the converted folder (default: weights/NAME)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="where downloads are kept and resumed (default: $MMV_TORCH_CACHE or ~/.cache/mmv-torch)")
+    p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("train", help="self-supervised multimodal training")
     p.add_argument("--preset", default=None, help="model/run preset (see `mmv-torch models`)")
