@@ -75,6 +75,32 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    if not args.hub and not args.onnx:
+        raise ValueError("export needs --hub DIR and/or --onnx DIR")
+    if args.hub:
+        from mmv_torch.weights.hub import export_hub, parse_hub_id
+
+        if args.hub_id:
+            parse_hub_id(args.hub_id)
+        out = export_hub(args.checkpoint, args.hub, name=args.name, licence=args.license, metrics=args.metrics or (),
+                         hub_id=args.hub_id)
+        print(f"wrote {out} (weights, config, model card); upload it with: huggingface-cli upload "
+              f"{args.hub_id or 'ORG/NAME'} {out}")
+    if args.onnx:
+        from mmv_torch.weights.onnx_export import export_onnx, onnx_parity
+        from mmv_torch.weights.resolve import resolve_checkpoint
+
+        resolved = resolve_checkpoint(args.checkpoint)
+        model = resolved.load_model("cpu")
+        towers = tuple(t for t in args.towers.split(",") if t)
+        record = export_onnx(model, resolved.config, args.onnx, towers=towers)
+        worst = onnx_parity(model, resolved.config, args.onnx)
+        print(f"wrote {args.onnx} ({', '.join(record['towers'])}); onnxruntime vs PyTorch, largest relative "
+              f"difference {max(worst.values()):.2e} ({max(worst, key=worst.get)})")
+    return 0
+
+
 def _is_launcher_rank0() -> bool:
     """Rank 0 of a torchrun launch (or a plain process): the one that owns the run folder."""
     import os
@@ -194,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="where downloads are kept and resumed (default: $MMV_TORCH_CACHE or ~/.cache/mmv-torch)")
     p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("export", help="a Hub-ready folder with a model card (--hub) and/or ONNX towers (--onnx)")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a run folder, an export, a converted or fetched folder, a checkpoint .pt or hf-hub:ORG/NAME")
+    p.add_argument("--hub", default=None, metavar="DIR", help="write a Hugging Face Hub repository folder here")
+    p.add_argument("--hub-id", default=None, metavar="ORG/NAME", help="the repository it will be uploaded to "
+                                                                      "(named in the card's loading snippet)")
+    p.add_argument("--name", default=None, help="the model card's title (default: from --hub-id or the checkpoint)")
+    p.add_argument("--license", default=None, help="licence of the weights (default: the recorded one, e.g. CC BY-NC "
+                                                   "4.0 for fetched weights; else 'other')")
+    p.add_argument("--metrics", nargs="*", metavar="JSON", help="evaluation JSONs (`eval ... --json`) for the card")
+    p.add_argument("--onnx", default=None, metavar="DIR", help="write video.onnx, audio.onnx, text.onnx here")
+    p.add_argument("--towers", default="video,audio,text", help="which towers --onnx exports")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="self-supervised multimodal training")
     p.add_argument("--preset", default=None, help="model/run preset (see `mmv-torch models`)")
