@@ -79,7 +79,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not args.hub and not args.onnx:
         raise ValueError("export needs --hub DIR and/or --onnx DIR")
     if args.hub:
-        from mmv_torch.weights.hub import export_hub, parse_hub_id
+        from mmv_torch.weights.hub import parse_hub_id
+        from mmv_torch.weights.hub_export import export_hub
 
         if args.hub_id:
             parse_hub_id(args.hub_id)
