@@ -13,11 +13,11 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmv_torch"
 
-RUNGS = (("fileio", "extras"), ("config", "dist", "runs"), ("models", "losses", "data"), ("weights",),
-         ("train", "eval"), ("index",), ("demo",), ("cli",), ("__main__",))
-"""The rungs, bottom first: atomic writes and optional dependencies; configs, process groups, run folders;
-networks, losses, the input pipeline; everything that holds weights; training and evaluation; the search
-index; the demo; the command line; ``python -m mmv_torch``."""
+RUNGS = (("fileio", "extras", "progress", "version"), ("config", "dist", "runs"), ("models", "losses", "data"),
+         ("weights",), ("train", "eval", "api"), ("index",), ("demo",), ("cli",), ("__main__",))
+"""The rungs, bottom first: atomic writes, optional dependencies, progress bars, the version; configs,
+process groups, run folders; networks, losses, the input pipeline; everything that holds weights; training,
+evaluation and ``load()``; the search index; the demo; the command line; ``python -m mmv_torch``."""
 
 LAYERS = {name: rung for rung, names in enumerate(RUNGS) for name in names}
 """Top-level package or module -> its rung."""

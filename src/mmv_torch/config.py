@@ -592,14 +592,21 @@ def save_config(cfg: Config, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
 
 
+ORIGIN_KEY = "origin"
+"""A weights folder's ``config.json`` may hold, beside the config, where its weights came from (URL, licence,
+checksum; written by ``mmv-torch fetch``): metadata that :func:`load_config` leaves out."""
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a config written by :func:`save_config`; a missing, unreadable or invalid file raises a
-    ``ValueError`` naming it."""
+    """Read a config written by :func:`save_config` (a top-level :data:`ORIGIN_KEY` is metadata and left
+    out); a missing, unreadable or invalid file raises a ``ValueError`` naming it."""
     p = Path(path)
     try:
         data = json.loads(p.read_text())
     except (OSError, ValueError) as e:  # ValueError: invalid JSON or not UTF-8
         raise ValueError(f"cannot read config {p}: {e}") from e
+    if isinstance(data, dict):
+        data.pop(ORIGIN_KEY, None)
     try:
         return config_from_dict(data)
     except ValueError as e:

@@ -326,7 +326,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
             f"to {data_dir}")
         write_dataset(data_dir, s.num_clips, s.seed, size=64, workers=s.workers,
                       num_probe_train=s.num_probe_train, num_probe_test=s.num_probe_test,
-                      num_retrieval=s.num_retrieval, options=GeneratorOptions(**EASY) if s.easy else None)
+                      num_retrieval=s.num_retrieval, options=GeneratorOptions(**EASY) if s.easy else None,
+                      progress=progress)
         (data_dir / "settings.json").write_text(json.dumps(_data_settings(s)))
     say(f"   data ready after {time.time() - t0:.0f} s")
 

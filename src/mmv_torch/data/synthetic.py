@@ -947,8 +947,9 @@ def write_dataset(out_dir: str | Path, num_clips: int, seed: int, size: int = 64
                   duration: tuple[float, float] = (2.0, 4.0), sample_rate: int = 16000, workers: int = 2,
                   speech: bool = False, num_probe_train: int | None = None, num_probe_test: int | None = None,
                   num_retrieval: int | None = None, options: GeneratorOptions | None = None,
-                  unseen_synonyms: bool = False, num_captions: int = 2) -> dict[str, Any]:
-    """Write a synthetic data set into ``out_dir`` and return a summary.
+                  unseen_synonyms: bool = False, num_captions: int = 2, progress: bool = False) -> dict[str, Any]:
+    """Write a synthetic data set into ``out_dir`` and return a summary (``progress``: a bar of the clips
+    written, on a terminal; :mod:`mmv_torch.progress`).
 
     Files (paths in manifests are relative to ``out_dir``):
 
@@ -996,15 +997,18 @@ def write_dataset(out_dir: str | Path, num_clips: int, seed: int, size: int = 64
                 kw.update(num_captions=num_captions, unseen_synonyms=unseen_synonyms)
             jobs.append((split, i, seed, str(out), kw))
     t0 = time.perf_counter()
+    from mmv_torch.progress import bar
+
     if workers <= 1 or len(jobs) <= 1:
-        results = [_job(j) for j in jobs]
+        results = [_job(j) for j in bar(jobs, requested=progress, desc="synthetic", unit="clip")]
     else:
         # fork where the platform has it: the workers then skip re-importing the package (and torch),
         # which costs more than writing a small data set. They use only numpy and PyAV.
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods and sys.platform == "linux" else "spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            results = list(pool.map(_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+            results = list(bar(pool.map(_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))), total=len(jobs),
+                               requested=progress, desc="synthetic", unit="clip"))
     seconds = time.perf_counter() - t0
 
     by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}

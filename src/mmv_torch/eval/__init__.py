@@ -15,6 +15,7 @@ _EXPORTS = {
     "retrieval_benchmark": "benchmarks", "linear_probe": "linear_probe", "retrieval_metrics": "retrieval",
     "text_video_retrieval": "retrieval", "topk_accuracy": "metrics", "mean_average_precision": "metrics",
     "extract_features": "features", "probe_image_encoder": "image",
+    "eval_zeroshot": "zeroshot", "zero_shot_classifier": "zeroshot", "TEMPLATES": "zeroshot",
 }
 """Public name -> the module of ``mmv_torch.eval`` that defines it."""
 

@@ -104,7 +104,10 @@ def extract_features(model: Callable[..., Any], loader: Iterable[Mapping[str, An
     feats: list[torch.Tensor] = []
     indices: list[torch.Tensor] = []
     try:
-        for batch in loader:
+        from mmv_torch.progress import bar
+
+        total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+        for batch in bar(loader, total=total, desc=f"{modality} features", unit="batch", leave=False):
             if modality not in batch or "index" not in batch:
                 raise ValueError(f"feature extraction needs batches with keys {modality!r} and 'index'; "
                                  f"got {sorted(batch)}")

@@ -116,11 +116,11 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     roots = {r: store.add_root(r) for r in {_root_of(p, root) for p in todo}}
     loader = torch.utils.data.DataLoader(_WindowFiles([str(p) for p in todo], cfg, window_s, stride_s),
                                          batch_size=None, num_workers=workers)
-    from tqdm import tqdm
+    from mmv_torch.progress import bar
 
     bad = 0
     dims: dict[str, int] = store.info().get("dims", {})
-    for item in tqdm(loader, total=len(todo), desc="index", unit="file", disable=not progress, file=sys.stderr):
+    for item in bar(loader, total=len(todo), desc="index", unit="file", requested=progress):
         p = Path(item.path)
         root_id = roots[_root_of(p, root)]
         if item.error is not None:

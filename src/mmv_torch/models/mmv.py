@@ -23,6 +23,8 @@ ids ``(B,K,N)`` give embeddings ``(B,K,D)``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -148,6 +150,39 @@ class MMV(nn.Module):
         if not emb:
             raise ValueError("MMV.forward needs at least one of video, audio, text")
         return emb
+
+    def _spaces(self, emb: dict[str, torch.Tensor], normalize: bool) -> dict[str, torch.Tensor]:
+        out = {k: v for k, v in emb.items() if k != "repr"}
+        return {k: nn.functional.normalize(v, dim=-1) for k, v in out.items()} if normalize else out
+
+    def _on_device(self, x: torch.Tensor) -> torch.Tensor:
+        p = next(self.parameters())
+        return x.to(p.device, p.dtype if x.is_floating_point() else x.dtype)
+
+    def encode_video(self, video: torch.Tensor, normalize: bool = True) -> dict[str, torch.Tensor]:
+        """Video ``(B, 3, T, H, W)`` RGB in [0, 1] (e.g. ``preprocess.video(path)``) -> ``{space: (B, D)}``:
+        ``va`` and ``vt`` (all three under the shared graph), L2-normalised unless ``normalize=False``.
+        The input is moved to the model's device and dtype."""
+        return self._spaces(self(video=self._on_device(video))["video"], normalize)
+
+    def encode_audio(self, audio: torch.Tensor, normalize: bool = True) -> dict[str, torch.Tensor]:
+        """Log-mel ``(B, 1, T, F)`` (e.g. ``preprocess.audio(path)``) -> ``{space: (B, D)}``: ``va`` and
+        ``at`` (and ``vt`` under FAC in eval mode), L2-normalised unless ``normalize=False``."""
+        return self._spaces(self(audio=self._on_device(audio))["audio"], normalize)
+
+    def encode_text(self, text: torch.Tensor | Any, word_mask: torch.Tensor | None = None,
+                    normalize: bool = True) -> dict[str, torch.Tensor]:
+        """Word ids ``(B, N)`` (or ``(B, K, N)``), or a tokenizer's output with ``.ids`` and ``.mask`` (e.g.
+        ``tokenizer(["a sentence"])``, whose mask is then the word mask) -> ``{space: (B, D)}``: ``vt``
+        and ``at``, L2-normalised unless ``normalize=False``."""
+        if not isinstance(text, torch.Tensor):
+            ids = getattr(text, "ids", None)
+            if not isinstance(ids, torch.Tensor):
+                raise ValueError("encode_text takes word ids (B, N) or a tokenizer's output, got "
+                                 f"{type(text).__name__}")
+            text, word_mask = ids, text.mask if word_mask is None else word_mask
+        mask = None if word_mask is None else word_mask.to(next(self.parameters()).device)
+        return self._spaces(self(text=self._on_device(text), word_mask=mask)["text"], normalize)
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per part: ``video``, ``audio``, ``text`` (frozen table included), ``heads``, ``total``."""

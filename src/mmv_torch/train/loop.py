@@ -546,7 +546,9 @@ def train(cfg: Config, data: TrainData | Dataset | Sequence[str], out_dir: str |
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=t.steps, initial=start_step, disable=not (progress and dist.is_main()),
+    from mmv_torch.progress import enabled as progress_enabled
+
+    bar = tqdm(total=t.steps, initial=start_step, disable=not (dist.is_main() and progress_enabled(progress)),
                dynamic_ncols=True, desc="train", file=sys.stderr)
     raw_model.train()
     state = TrainState(model, raw_model, optimizer, scaler, cfg, dev, iter(loader), step=start_step,

@@ -25,7 +25,7 @@ import collections
 import dataclasses
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -493,7 +493,8 @@ audio, 32 frames at stride 2 from 25-fps video (12.5 fps) with a 224 short side 
 official UCF101 evaluation), and DMVR's tokenizer on up to 16 words (docs/official_inputs.md)."""
 
 
-def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | Path) -> Path:
+def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | Path,
+                       origin: Mapping[str, Any] | None = None, card: Callable[[Config], str] | None = None) -> Path:
     """Convert an official checkpoint into ``out_dir/model.safetensors`` + ``out_dir/config.json``.
 
     ``config.json`` is the resolved full :class:`Config` (preset of the inferred backbone with the
@@ -501,12 +502,14 @@ def convert_checkpoint(in_path: str | Path | Mapping[str, Any], out_dir: str | P
     keys are :class:`MMV`'s own ``state_dict`` keys (float32).
     The folder is written whole (:func:`mmv_torch.weights.folder.write_weights_folder`): files of an
     earlier conversion (e.g. a ``vocab.txt`` for another table) do not survive; a folder holding other
-    files is refused. Returns ``out_dir``; load with
-    ``create_model(checkpoint=out_dir)``.
+    files is refused. ``origin`` (where the file came from, its licence and checksum) is recorded in
+    ``config.json``, and ``card(cfg)`` written as the model card ``README.md`` (``mmv-torch fetch``).
+    Returns ``out_dir``; load with ``create_model(checkpoint=out_dir)``.
     """
     check_replaceable(out_dir)
     params, state, source = official_leaves(in_path)
     cfg = apply_overrides(infer_config(params, source), OFFICIAL_INPUTS)
     model = _build_loaded(cfg.model, params, state, source)
     return write_weights_folder(out_dir, model.state_dict(), cfg,
-                                metadata={"source": "official MMV checkpoint", "format": "pt"})
+                                metadata={"source": "official MMV checkpoint", "format": "pt"}, origin=origin,
+                                card=None if card is None else card(cfg))

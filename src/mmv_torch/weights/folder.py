@@ -4,7 +4,9 @@
 - ``config.json``: the resolved :class:`~mmv_torch.config.Config` (model, and the input contract the
   weights were trained with: frames, fps, crops, sample rate, audio front-end, tokenizer);
 - ``model.safetensors``: :class:`~mmv_torch.models.mmv.MMV`'s own ``state_dict`` keys;
-- ``vocab.txt`` (optional): the word of each row of the text tower's table, line ``i`` = id ``i``.
+- ``vocab.txt`` (optional): the word of each row of the text tower's table, line ``i`` = id ``i``;
+- ``README.md`` (optional): a model card (``mmv-torch fetch``, ``mmv-torch export --hub``), and then
+  ``config.json`` also records the weights' ``origin`` (URL, licence, checksum; :func:`read_origin`).
 
 :func:`write_weights_folder` writes a folder whole (:func:`mmv_torch.fileio.atomic_folder`): a kill
 leaves the old folder or the new one, never a mix, and a folder holding any other file is refused.
@@ -13,19 +15,22 @@ leaves the old folder or the new one, never a mix, and a folder holding any othe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from mmv_torch.config import Config, ModelConfig, load_config, save_config
+from mmv_torch.config import ORIGIN_KEY, Config, ModelConfig, config_to_dict, load_config
 from mmv_torch.fileio import atomic_folder, atomic_write_text
 from mmv_torch.models.mmv import MMV
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 VOCAB_FILE = "vocab.txt"
-FOLDER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE})
+CARD_FILE = "README.md"
+FOLDER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, CARD_FILE})
 """What a weights folder may hold; a folder with anything else is not replaced."""
 
 
@@ -46,11 +51,14 @@ def check_replaceable(out: str | Path) -> None:
 
 
 def write_weights_folder(out: str | Path, state: Mapping[str, torch.Tensor], cfg: Config,
-                         words: Sequence[str] | None = None, metadata: Mapping[str, str] | None = None) -> Path:
+                         words: Sequence[str] | None = None, metadata: Mapping[str, str] | None = None,
+                         origin: Mapping[str, Any] | None = None, card: str | None = None) -> Path:
     """Write ``state`` (an :class:`MMV` ``state_dict``), ``cfg`` and the word list ``words`` (when given)
     as the folder ``out``, whole. Raises ``ValueError`` when ``out`` holds files of another kind.
 
-    ``metadata`` goes into the safetensors header (string keys and values). Returns ``out``."""
+    ``metadata`` goes into the safetensors header (string keys and values); ``origin`` (JSON values:
+    where the weights came from, their licence and checksum) into ``config.json`` beside the config;
+    ``card`` is written as the model card ``README.md``. Returns ``out``."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -58,7 +66,12 @@ def write_weights_folder(out: str | Path, state: Mapping[str, torch.Tensor], cfg
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_folder(out) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=dict(metadata) if metadata else None)
-        save_config(cfg, tmp / CONFIG_FILE)
+        data = config_to_dict(cfg)
+        if origin is not None:
+            data[ORIGIN_KEY] = dict(origin)
+        (tmp / CONFIG_FILE).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if card is not None:
+            (tmp / CARD_FILE).write_text(card, encoding="utf-8")
         if words is not None:
             (tmp / VOCAB_FILE).write_text("".join(w + "\n" for w in words), encoding="utf-8")
     return out
@@ -70,6 +83,17 @@ def read_config(folder: str | Path) -> Config:
     if not path.is_file():
         raise ValueError(f"checkpoint folder {folder} has no {CONFIG_FILE}")
     return load_config(path)
+
+
+def read_origin(folder: str | Path) -> dict[str, Any] | None:
+    """Where a folder's weights came from (``config.json``'s ``origin``: URL, licence, checksum), or None."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    origin = data.get(ORIGIN_KEY) if isinstance(data, dict) else None
+    return origin if isinstance(origin, dict) else None
 
 
 def read_words(folder: str | Path) -> list[str] | None:

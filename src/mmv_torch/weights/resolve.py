@@ -90,10 +90,11 @@ def resolve_checkpoint(path: str | Path) -> ResolvedCheckpoint:
     Accepted, in this order: (b) an export or ``mmv-torch convert`` folder (``config.json`` +
     ``model.safetensors``); (a) a training run folder: its ``export/`` when present (the description
     notes a newer checkpoint, e.g. of a resumed, longer run), else its latest readable checkpoint
-    ``checkpoints/ckpt_*.pt``; (c) a training checkpoint ``.pt`` file. Anything else raises a
+    ``checkpoints/ckpt_*.pt``; (c) a training checkpoint ``.pt`` file; (d) ``hf-hub:ORG/NAME[@REVISION]``,
+    a Hub repository's weights folder (:mod:`mmv_torch.weights.hub`). Anything else raises a
     ``ValueError`` naming what was expected.
     """
-    p = Path(path)
+    p = Path(_local(path))
     if p.is_file():
         try:
             ckpt = load_checkpoint(p)
@@ -157,11 +158,25 @@ def _split_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return {k.replace("__", "."): v for k, v in overrides.items()}
 
 
+HUB_PREFIX = "hf-hub:"
+"""``create_model("hf-hub:ORG/NAME")`` and ``--checkpoint hf-hub:ORG/NAME[@REVISION]``: a Hugging Face Hub
+repository holding a weights folder (:mod:`mmv_torch.weights.hub`)."""
+
+
+def _local(checkpoint: str | Path) -> str | Path:
+    """``checkpoint``, or for an ``hf-hub:`` id the local folder of its snapshot (downloaded or cached)."""
+    if isinstance(checkpoint, str) and checkpoint.startswith(HUB_PREFIX):
+        from mmv_torch.weights.hub import hub_folder
+
+        return hub_folder(checkpoint[len(HUB_PREFIX):])
+    return checkpoint
+
+
 def resolve_model_config(name: str | None = None, checkpoint: str | Path | None = None,
                          **overrides: Any) -> ModelConfig:
-    """The ModelConfig ``create_model`` would build (from the checkpoint folder's config.json, else the preset)."""
+    """The ModelConfig ``create_model`` would build (the checkpoint's config, else the preset's)."""
     if checkpoint is not None:
-        model_cfg = read_config(checkpoint).model
+        model_cfg = resolve_checkpoint(checkpoint).config.model
     elif name is not None:
         model_cfg = get_preset(name).model
     else:
@@ -172,15 +187,25 @@ def resolve_model_config(name: str | None = None, checkpoint: str | Path | None 
 
 
 def create_model(name: str | None = None, checkpoint: str | Path | None = None, **overrides: Any) -> MMV:
-    """Build a preset (``mmv_s3d``, ``mmv_tsm_r50``, ``mmv_tsm_r50x2``, ``va_r2plus1d_18``, ``tiny``).
+    """Build a preset (``mmv_s3d``, ``mmv_tsm_r50``, ``mmv_tsm_r50x2``, ``va_r2plus1d_18``, ``tiny``) or load
+    a checkpoint.
 
-    ``checkpoint`` is a weights folder written by ``mmv-torch convert`` or a training run export
-    (``config.json`` + ``model.safetensors``, :mod:`mmv_torch.weights.folder`): the config comes from
-    there and the weights are loaded strictly. Keyword overrides replace ModelConfig fields, nested with
-    ``__`` (``create_model("tiny", graph="disjoint", video__width_mult=0.5)``). A model loaded from a
-    checkpoint is returned in eval mode; a fresh one in train mode.
+    ``checkpoint`` is anything ``--checkpoint`` takes (:func:`resolve_checkpoint`): a weights folder
+    written by ``mmv-torch convert`` or a training run's export (``config.json`` + ``model.safetensors``,
+    :mod:`mmv_torch.weights.folder`), a training run folder (its export, else its latest checkpoint), a
+    training checkpoint ``.pt``, or ``hf-hub:ORG/NAME`` (also accepted as ``name``). The config comes
+    from there and the weights are loaded strictly. Keyword overrides replace ModelConfig fields, nested
+    with ``__`` (``create_model("tiny", graph="disjoint", video__width_mult=0.5)``). A model loaded from
+    a checkpoint is returned in eval mode; a fresh one in train mode.
     """
-    cfg = resolve_model_config(name, checkpoint, **overrides)
+    if checkpoint is None and name is not None and name.startswith(HUB_PREFIX):
+        name, checkpoint = None, name
     if checkpoint is None:
-        return MMV(cfg)
-    return load_model(checkpoint, cfg)
+        return MMV(resolve_model_config(name, None, **overrides))
+    resolved = resolve_checkpoint(checkpoint)
+    if overrides:
+        from dataclasses import replace
+
+        model_cfg = apply_overrides(resolved.config.model, _split_overrides(overrides))
+        resolved = replace(resolved, config=replace(resolved.config, model=model_cfg))
+    return resolved.load_model()
