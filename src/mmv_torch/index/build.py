@@ -77,6 +77,19 @@ def _open_store(out: str | Path, settings: dict[str, Any], add: bool) -> IndexSt
     return store
 
 
+def _calibrate(store: IndexStore, resolved: Any, model: Any, vocab: str | None, word_mask: bool, text_search: bool,
+               device: str) -> None:
+    """Record the calibrated-score distributions of the changed index (:mod:`mmv_torch.index.calibrate`)."""
+    from mmv_torch.index.calibrate import record_calibration
+    from mmv_torch.weights.resolve import checkpoint_tokenizer
+
+    if store.counts()["windows"] == 0:
+        return
+    model = model if model is not None else resolved.load_model(device)
+    tokenizer = checkpoint_tokenizer(resolved, resolved.config, vocab)[0] if text_search else None
+    record_calibration(store, model, tokenizer, word_mask, device)
+
+
 def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, window_s: float | None = None,
                 stride_s: float | None = None, workers: int = 0, vocab: str | None = None,
                 word_mask: bool | None = None,
@@ -132,6 +145,8 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
         wins = [(s, s + window_s, item.has_audio, t) for s, t in zip(item.starts or [], item.thumbs or [])]
         store.add_file(p, root_id, item.duration, item.has_audio, wins, vectors)
     kinds = store.rebuild()
+    if todo or "calibration" not in store.info():
+        _calibrate(store, resolved, model, vocab, settings["word_mask"], text_search, device)
     return {"index": str(out), **store.counts(), "new_files": len(todo) - bad, "new_bad_files": bad,
             "unchanged_files": skipped, "nn_index": kinds, "window_s": window_s, "stride_s": stride_s,
             "text_search": text_search}
