@@ -94,3 +94,13 @@ def running_server(app, timeout: float = 30.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout)
         assert not thread.is_alive(), "the test server did not stop"
+
+
+def recalibrate(index: Path) -> dict:
+    """Record the calibrated-score distributions of ``index`` again (after :func:`plant_vectors`), as
+    ``index build`` does after every change; returns them."""
+    from mmv_torch.index.calibrate import record_calibration
+    from mmv_torch.index.query import open_searcher
+
+    s = open_searcher(index)
+    return record_calibration(s.store, s.model, s.tokenizer, s.word_mask)
