@@ -123,14 +123,20 @@ function makeCard(hits) {
   const duration = best.duration || Math.max(...hits.map((h) => h.end));
   const line = card.querySelector(".timeline");
   const list = card.querySelector(".moments");
-  for (const hit of hits) {
+  for (const hit of hits) {  // a light bar per matching run of windows, a dark mark at its best window
     const t = hit.moment[0];
+    const span = document.createElement("div");
+    span.className = "span";
+    span.style.left = `${(100 * hit.start) / duration}%`;
+    span.style.width = `${(100 * (hit.end - hit.start)) / duration}%`;
+    line.appendChild(span);
     const mark = document.createElement("button");
     mark.type = "button";
     mark.className = "mark";
-    mark.style.left = `${(100 * hit.start) / duration}%`;
-    mark.style.width = `${Math.max(1, (100 * (hit.end - hit.start)) / duration)}%`;
-    mark.title = `${clock(hit.start)}–${clock(hit.end)} · score ${fmt(hit.score)}`;
+    mark.style.left = `${(100 * t) / duration}%`;
+    mark.style.width = `${(100 * (hit.moment[1] - t)) / duration}%`;
+    mark.title = `best moment ${clock(t)}–${clock(hit.moment[1])} · score ${fmt(hit.score)}`;
+    mark.setAttribute("aria-label", mark.title);
     mark.dataset.start = String(t);
     mark.addEventListener("click", () => playAt(card, hit, t));
     line.appendChild(mark);
@@ -138,7 +144,8 @@ function makeCard(hits) {
     b.type = "button";
     b.className = "moment";
     b.dataset.start = String(t);
-    b.textContent = `▶ ${clock(hit.start)}–${clock(hit.end)} (${fmt(hit.score)})`;
+    b.title = `matching ${clock(hit.start)}–${clock(hit.end)}`;
+    b.textContent = `▶ ${clock(t)} (${fmt(hit.score)})`;
     b.addEventListener("click", () => playAt(card, hit, t));
     list.appendChild(b);
   }
