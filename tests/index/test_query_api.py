@@ -182,3 +182,26 @@ def test_repeated_searches_reuse_the_loaded_model(planted, monkeypatch) -> None:
     monkeypatch.setattr(IndexStore, "rebuild", fail)
     for _ in range(3):
         assert len(index.search(text=clip_caption(target), k=2)) == 2
+
+
+def test_the_client_of_a_running_server_gives_the_same_hits(planted) -> None:
+    pytest.importorskip("fastapi")
+    from mmv_torch.index.client import Client, ServerError
+    from mmv_torch.index.server import create_app
+    from tests.helpers.index_utils import running_server
+
+    _, _, target, _, index = planted
+    q = clip_caption(target)
+    with running_server(create_app(index)) as base:
+        c = Client(base)
+        assert c.info()["files"] == 4
+        remote = c.search(text=q, k=3, filters=Filters(has_audio=True))
+        local = index.search(text=q, k=3)
+        assert [(h.path, h.score, h.parts) for h in remote] == [(h.path, h.score, h.parts) for h in local]
+        assert remote.good_match is True and isinstance(remote[0], Hit)
+        fused = c.search(text=q, audio=target, k=2)
+        assert set(fused[0].parts) == {"text", "audio"} and Path(fused[0].path) == target.resolve()
+        assert c.similar(local[0].window, k=2).hits
+        with pytest.raises(ServerError) as e:
+            c.search(text=q, k=1000)
+        assert e.value.status == 422
