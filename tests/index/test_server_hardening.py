@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from mmv_torch.index.build import build_index  # noqa: E402
 from mmv_torch.index.query import open_searcher  # noqa: E402
-from mmv_torch.index.server import BodyLimit, allowed_hosts, create_app, host_name, is_loopback  # noqa: E402
+from mmv_torch.index.server import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,8 @@ def test_the_host_given_and_extra_names_are_answered(setup) -> None:
     wild = client(create_app(searcher, host="0.0.0.0"))
     assert wild.get("/api/info", headers={"host": "10.0.0.9:8000"}).status_code == 200  # an address: no rebinding
     assert wild.get("/api/info", headers={"host": "evil.example"}).status_code == 400
+    from mmv_torch.index.server import allowed_hosts, host_name
+
     assert host_name("[::1]:80") == "[::1]" and host_name("Example.COM:1") == "example.com"
     assert allowed_hosts("::1")[0] >= {"[::1]", "localhost"}
 
@@ -90,6 +92,8 @@ def test_serving_a_non_loopback_address_warns(setup, monkeypatch, capsys) -> Non
     assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
     serve(root / "idx", host="127.0.0.1", port=8000)
     assert "warning" not in capsys.readouterr().err
+    from mmv_torch.index.server import is_loopback
+
     assert is_loopback("127.0.0.2") and is_loopback("::1") and not is_loopback("192.168.1.2")
 
 
@@ -146,7 +150,7 @@ def test_an_upload_does_not_stall_other_requests(setup, monkeypatch) -> None:
 
     def slow(mode, **kw):
         if mode == "audio":
-            time.sleep(2.0)
+            time.sleep(3.0)
         return real(mode, **kw)
 
     monkeypatch.setattr(searcher, "embed", slow)
@@ -173,7 +177,7 @@ def test_an_upload_does_not_stall_other_requests(setup, monkeypatch) -> None:
         waited = time.monotonic() - t0
         t.join(30)
     assert done == [200]
-    assert waited < 1.0, f"/api/info waited {waited:.2f} s behind an upload"
+    assert waited < 1.5, f"/api/info waited {waited:.2f} s behind an upload"
 
 
 def test_the_upload_pool_is_bounded(setup) -> None:
@@ -235,6 +239,8 @@ def test_a_large_body_is_refused_while_it_streams(setup) -> None:
 
 
 def test_body_limit_passes_small_bodies() -> None:
+    from mmv_torch.index.server import BodyLimit
+
     seen = []
 
     async def inner(scope, receive, send):
