@@ -128,7 +128,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
                                          batch_size=None, num_workers=workers)
     from tqdm import tqdm
 
-    bad = 0
+    bad = audio_missing = 0
     dims: dict[str, int] = store.info().get("dims", {})
     for item in tqdm(loader, total=len(todo), desc="index", unit="file", disable=not progress, file=sys.stderr):
         p = Path(item.path)
@@ -138,6 +138,9 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
             store.add_bad(p, root_id, item.error)
             bad += 1
             continue
+        if item.audio_error is not None:
+            print(f"audio of {p} not decoded ({item.audio_error}): its video is indexed without sound", file=sys.stderr)
+            audio_missing += 1
         vectors = embed_windows(model, item, device)
         if not dims:
             dims = {k: int(v.shape[1]) for k, v in vectors.items()}
@@ -148,5 +151,6 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     if todo or "calibration" not in store.info():
         _calibrate(store, resolved, model, vocab, settings["word_mask"], text_search, device)
     return {"index": str(out), **store.counts(), "new_files": len(todo) - bad, "new_bad_files": bad,
+            "new_files_without_decodable_audio": audio_missing,
             "unchanged_files": skipped, "nn_index": kinds, "window_s": window_s, "stride_s": stride_s,
             "text_search": text_search}
