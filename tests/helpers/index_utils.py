@@ -53,9 +53,9 @@ def clip_caption(video: Path) -> str:
     return json.loads(video.with_suffix(".json").read_text())["caption"]
 
 
-def plant_vectors(index: Path, video: Path, space: str, vec: np.ndarray) -> None:
-    """Give every window of ``video`` in ``space`` the embedding ``vec`` and rebuild the index, so a query
-    embedding to ``vec`` has that clip as its certain top hit."""
+def plant_vectors(index: Path, video: Path, space: str, vec: np.ndarray, rows: slice | None = None) -> None:
+    """Give every window of ``video`` (or its windows ``rows``, in time order) in ``space`` the embedding
+    ``vec`` and rebuild the index, so a query embedding to ``vec`` has that clip as its certain top hit."""
     from mmv_torch.index.store import VECTORS, IndexStore
 
     store = IndexStore(index)
@@ -64,7 +64,7 @@ def plant_vectors(index: Path, video: Path, space: str, vec: np.ndarray) -> None
     path = index / VECTORS / f"{rec.id}.npz"
     with np.load(path) as z:
         arrays = {k: z[k].copy() for k in z.files}
-    arrays[space][:] = vec
+    arrays[space][slice(None) if rows is None else rows] = vec
     np.savez(path, **arrays)
     store.rebuild()
 
@@ -94,3 +94,13 @@ def running_server(app, timeout: float = 30.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout)
         assert not thread.is_alive(), "the test server did not stop"
+
+
+def recalibrate(index: Path) -> dict:
+    """Record the calibrated-score distributions of ``index`` again (after :func:`plant_vectors`), as
+    ``index build`` does after every change; returns them."""
+    from mmv_torch.index.calibrate import record_calibration
+    from mmv_torch.index.query import open_searcher
+
+    s = open_searcher(index)
+    return record_calibration(s.store, s.model, s.tokenizer, s.word_mask)

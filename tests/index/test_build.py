@@ -161,7 +161,7 @@ def test_command_line_search_add_and_errors(built, tmp_path, capsys) -> None:
     root, _, clips, _ = built
     idx = shutil.copytree(root / "idx", tmp_path / "idx")
     target = sorted(clips.glob("clip_*.mp4"))[0]
-    assert main(["index", "search", str(idx), "--video", str(target), "--start", "0", "-k", "2",
+    assert main(["index", "search", str(idx), "--video", str(target), "--start", "0", "-k", "2", "--include-self",
                  "--json", str(tmp_path / "hits.json"), "--device", "cpu"]) == 0
     hits = json.loads((tmp_path / "hits.json").read_text())["results"]
     assert len(hits) == 2 and Path(hits[0]["path"]) == target.resolve()

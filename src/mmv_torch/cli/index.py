@@ -26,6 +26,14 @@ from mmv_torch.cli.support import (
 from mmv_torch.fileio import atomic_write_text
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    value = int_at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {value}")
+    return value
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
     if getattr(args, "index_command", None) == "check":
         return _check(args)
@@ -42,7 +50,8 @@ def _run_index_command(args: argparse.Namespace, device: str) -> int:
             require(module, "mmv-torch serve")
         from mmv_torch.index.server import serve
 
-        serve(args.index, host=args.host, port=args.port, device=device, max_upload_mb=args.max_upload_mb)
+        serve(args.index, host=args.host, port=args.port, device=device, max_upload_mb=args.max_upload_mb,
+              allowed_hosts=args.allowed_host)
         return 0
     result = _run(args, device)
     if result.get("missing_files"):
@@ -50,9 +59,12 @@ def _run_index_command(args: argparse.Namespace, device: str) -> int:
 
         print(f"{result['missing_files']} indexed files no longer exist; `mmv-torch index add {result['index']} "
               "--videos DIR --prune` removes them", file=sys.stderr)
-    if args.index_command == "search" and not args.json_stdout:
+    if args.index_command == "search" and not args.json_stdout and args.json != "-":
         for hit in result["results"]:
-            print(f"{hit['score']:.4f}  {hit['start']:7.2f}-{hit['end']:7.2f} s  {hit['path']}")
+            score = "   -  " if hit["score"] is None else f"{hit['score']:.4f}"
+            print(f"{score}  cos {hit['cosine']:+.3f}  {hit['start']:7.2f}-{hit['end']:7.2f} s  {hit['path']}")
+        if result["message"]:
+            print(result["message"])
     else:
         print(json.dumps(result, indent=1))
     return 0
@@ -81,7 +93,6 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
     from mmv_torch.index.build import build_index
-    from mmv_torch.index.query import open_searcher
     from mmv_torch.index.store import IndexStore, is_index
 
     if args.index_command == "build":
@@ -100,18 +111,20 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
     for f in (args.audio, args.video):
         if f is not None and not Path(f).is_file():
             raise ValueError(f"{f}: no such file")
-    searcher = open_searcher(args.index, device=device)
-    if args.text is not None:
-        hits = searcher.search("text", k=args.k, text=args.text)
-    elif args.audio is not None:
-        hits = searcher.search("audio", k=args.k, path=args.audio)
-    else:
-        mode = "video" if args.target == "video" else "video-audio"
-        hits = searcher.search(mode, k=args.k, path=args.video, start_s=args.start)
-    result = {"results": [{k: h[k] for k in ("path", "start", "end", "score")} for h in hits]}
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
-    return result
+    if args.text is None and args.audio is None and args.video is None:
+        raise ValueError("give --text, --audio or --video (or several: their scores are fused)")
+    from mmv_torch.index.api import Filters, clean, open_index
+
+    filters = Filters(path=args.path_glob, min_duration=args.min_duration, max_duration=args.max_duration,
+                      has_audio={"yes": True, "no": False}.get(args.has_audio), modified_after=args.modified_after,
+                      modified_before=args.modified_before)
+    result = open_index(args.index, device=device).search(
+        text=args.text, audio=args.audio, video=args.video, start=args.start, k=args.k, filters=filters,
+        target=args.target, exclude_self=not args.include_self, exclude_source=args.exclude_source)
+    out = clean(result.to_dict())
+    if args.json not in (None, "-"):
+        atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
+    return out
 
 
 def add_index_parsers(sub: Any) -> None:
@@ -158,23 +171,37 @@ def add_index_parsers(sub: Any) -> None:
     classify(p, index=OWNED_INPUT)
     p = index.add_parser("search", help="query an index by text, an audio file or a video file")
     p.add_argument("index", metavar="INDEX")
-    q = p.add_mutually_exclusive_group(required=True)
-    q.add_argument("--text", help="text -> video")
-    q.add_argument("--audio", metavar="FILE", help="audio -> video (an audio file or a video's track)")
-    q.add_argument("--video", metavar="FILE", help="video -> video, or video -> audio with --target audio")
+    p.add_argument("--text", help="text -> video (S_vt)")
+    p.add_argument("--audio", metavar="FILE", help="audio -> video (S_va; an audio file or a video's track)")
+    p.add_argument("--video", metavar="FILE", help="video -> video (S_vt), or video -> audio with --target audio; "
+                   "several of --text/--audio/--video are fused (mean of calibrated scores)")
     p.add_argument("--start", type=NONNEG, default=None, help="window start in --video (default: its middle)")
     p.add_argument("--target", choices=["video", "audio"], default="video", help="what --video searches")
+    p.add_argument("--include-self", action="store_true",
+                   help="keep the --video window itself (and the windows touching it) when it is indexed")
+    p.add_argument("--exclude-source", action="store_true", help="leave out the whole --video file when indexed")
+    p.add_argument("--path", dest="path_glob", metavar="GLOB", default=None,
+                   help="only files whose path (absolute or under its root) matches, e.g. '*.avi', 'kitchen/*'")
+    p.add_argument("--min-duration", type=NONNEG, default=None, metavar="S")
+    p.add_argument("--max-duration", type=NONNEG, default=None, metavar="S")
+    p.add_argument("--has-audio", choices=["yes", "no"], default=None)
+    p.add_argument("--modified-after", default=None, metavar="DATE", help="ISO date, e.g. 2024-01-31")
+    p.add_argument("--modified-before", default=None, metavar="DATE")
     p.add_argument("-k", type=POSITIVE, default=10, help="hits")
-    p.add_argument("--json", default=None, metavar="OUT", help="also write the hits as JSON here")
-    p.add_argument("--json-stdout", action="store_true", help="print the hits as JSON")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help="print the hits as JSON (--json) or also write them to OUT (--json OUT)")
+    p.add_argument("--json-stdout", action="store_true", help="print the hits as JSON (as --json alone)")
     add_device_arg(p)
     p.set_defaults(func=_cmd_index)
-    classify(p, index=OWNED_INPUT, text=VALUE, audio=INPUT, video=INPUT, json=OUTPUT)
+    classify(p, index=OWNED_INPUT, text=VALUE, audio=INPUT, video=INPUT, json=OUTPUT, path_glob=VALUE,
+             modified_after=VALUE, modified_before=VALUE)
     p = sub.add_parser("serve", help="a local web page and JSON API to search an index")
     p.add_argument("index", metavar="INDEX")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int_at_least(0), default=8000)
+    p.add_argument("--port", type=port_number, default=8000, help="1-65535")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="another Host name the server answers (besides loopback names and --host); repeatable")
     p.add_argument("--max-upload-mb", type=RATE, default=100.0, help="largest accepted upload")
     add_device_arg(p)
     p.set_defaults(func=_cmd_index)
-    classify(p, index=OWNED_INPUT, host=VALUE)
+    classify(p, index=OWNED_INPUT, host=VALUE, allowed_host=VALUE)

@@ -77,6 +77,19 @@ def _open_store(out: str | Path, settings: dict[str, Any], add: bool, wait: bool
     return store
 
 
+def _calibrate(store: IndexStore, resolved: Any, model: Any, vocab: str | None, word_mask: bool, text_search: bool,
+               device: str) -> None:
+    """Record the calibrated-score distributions of the changed index (:mod:`mmv_torch.index.calibrate`)."""
+    from mmv_torch.index.calibrate import record_calibration
+    from mmv_torch.weights.resolve import checkpoint_tokenizer
+
+    if store.counts()["windows"] == 0:
+        return
+    model = model if model is not None else resolved.load_model(device)
+    tokenizer = checkpoint_tokenizer(resolved, resolved.config, vocab)[0] if text_search else None
+    record_calibration(store, model, tokenizer, word_mask, device)
+
+
 def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, window_s: float | None = None,
                 stride_s: float | None = None, workers: int = 0, vocab: str | None = None,
                 word_mask: bool | None = None,
@@ -118,7 +131,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
                                          batch_size=None, num_workers=workers)
     from mmv_torch.progress import bar
 
-    bad = 0
+    bad = audio_missing = 0
     dims: dict[str, int] = store.info().get("dims", {})
     for item in bar(loader, total=len(todo), desc="index", unit="file", requested=progress):
         p = Path(item.path)
@@ -128,6 +141,9 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
             store.add_bad(p, root_id, item.error)
             bad += 1
             continue
+        if item.audio_error is not None:
+            print(f"audio of {p} not decoded ({item.audio_error}): its video is indexed without sound", file=sys.stderr)
+            audio_missing += 1
         vectors = embed_windows(model, item, device)
         if not dims:
             dims = {k: int(v.shape[1]) for k, v in vectors.items()}
@@ -137,8 +153,12 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     missing = store.missing_files()
     pruned = store.remove_files(fid for fid, _ in missing) if prune else 0
     kinds = store.rebuild()
+    calibration = store.info().get("calibration")
+    if todo or pruned or not calibration or calibration.get("windows") != store.counts()["windows"]:
+        _calibrate(store, resolved, model, vocab, settings["word_mask"], text_search, device)
     summary = {"index": str(out), **store.counts(), "new_files": len(todo) - bad, "new_bad_files": bad,
-               "unchanged_files": skipped, "missing_files": len(missing) - pruned, "pruned_files": pruned,
-               "nn_index": kinds, "window_s": window_s, "stride_s": stride_s, "text_search": text_search}
+               "new_files_without_decodable_audio": audio_missing, "unchanged_files": skipped,
+               "missing_files": len(missing) - pruned, "pruned_files": pruned, "nn_index": kinds,
+               "window_s": window_s, "stride_s": stride_s, "text_search": text_search}
     store.close()
     return summary

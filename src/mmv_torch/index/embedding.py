@@ -62,29 +62,40 @@ class DecodedFile:
     """``(W, 1, T', F)`` log-mel."""
     thumbs: list[bytes] | None = None
     error: str | None = None
+    audio_error: str | None = None
+    """Why the audio track could not be decoded (the video windows are kept, without sound)."""
 
 
 def decode_windows(path: str | Path, cfg: Config, window_s: float, stride_s: float,
                    starts: list[float] | None = None, thumbs: bool = True) -> DecodedFile:
     """Decode every window of a video (or those at ``starts``) into model inputs and thumbnails.
-    Raises ``DecodeError`` for a file that cannot be read."""
+    Raises ``DecodeError`` for a file whose video cannot be read; a file whose audio cannot be decoded
+    keeps its video windows (``has_audio`` false, the reason in ``audio_error``)."""
+    from mmv_torch.data.media.decode import DecodeError
+
     d = cfg.data
     info = probe(path)
     if not info.has_video:
-        from mmv_torch.data.media.decode import DecodeError
-
         raise DecodeError(str(path), "no video stream")
     starts = window_starts(info.duration, window_s, stride_s) if starts is None else starts
     fps = d.num_frames / window_s
     vids, auds, pics, has_audio = [], [], [], False
-    for clip in load_clips(path, starts, d.num_frames, fps, d.sample_rate, d.audio_seconds):
+    audio_error = None
+    try:
+        clips = load_clips(path, starts, d.num_frames, fps, d.sample_rate, d.audio_seconds)
+    except DecodeError as e:  # a damaged audio track: the file keeps its video windows, marked without sound
+        if not info.has_audio:
+            raise
+        clips = load_clips(path, starts, d.num_frames, fps, d.sample_rate, d.audio_seconds, load_audio=False)
+        audio_error = e.reason
+    for clip in clips:
         vids.append(eval_transform(clip.frames, d.eval_crop_size, d.resize_short))
         auds.append(audio_features(clip.audio, d))
-        has_audio = clip.has_audio
+        has_audio = clip.has_audio and audio_error is None
         if thumbs:
             pics.append(thumbnail_jpeg(clip.frames[clip.frames.shape[0] // 2]))
     return DecodedFile(str(path), float(info.duration), has_audio, starts, torch.stack(vids), torch.stack(auds),
-                       pics if thumbs else None)
+                       pics if thumbs else None, audio_error=audio_error)
 
 
 def _normalise(x: torch.Tensor) -> np.ndarray:

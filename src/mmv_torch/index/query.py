@@ -11,6 +11,7 @@ checkpoint, nearest windows found, adjacent windows of one file merged into one 
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +94,26 @@ class Searcher:
                 return vec
             if mode == "audio":
                 return embed_audio_file(self.model, self.cfg, path, device=self.device)  # type: ignore[arg-type]
+            start_s = self.check_start(path, start_s)  # type: ignore[arg-type]
             emb = embed_video_file(self.model, self.cfg, path, start_s, self.window_s,  # type: ignore[arg-type]
                                    self.device)
             return emb[MODES[mode][0]]
+
+    def check_start(self, path: str | Path, start_s: float | None) -> float:
+        """The start of the query window of video ``path``: ``start_s``, or its middle window when
+        ``None``. A start that is not finite, negative or past the last whole window (``duration -
+        window``) is refused with a ``ValueError``."""
+        from mmv_torch.data.media.decode import probe
+
+        duration = float(probe(path).duration)
+        last = max(0.0, duration - self.window_s)
+        if start_s is None:
+            return round(last / 2, 6)
+        start = float(start_s)
+        if not math.isfinite(start) or start < 0 or start > last + 1e-3:
+            raise ValueError(f"start {start:g} s is outside {Path(path).name}: it lasts {duration:.2f} s, so a "
+                             f"{self.window_s:g} s window starts between 0 and {last:.2f} s")
+        return start
 
     def search_vector(self, space: str, vec: np.ndarray, k: int = 10) -> list[dict[str, Any]]:
         """Hits of an embedding in ``space``: windows fetched until ``k`` merged hits exist or the index
