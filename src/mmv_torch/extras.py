@@ -1,4 +1,4 @@
-"""Optional dependencies: the one place that names which extra installs which package (bottom rung,
+"""Optional dependencies and lazy imports: the one place that names which extra installs which package (bottom rung,
 beside :mod:`mmv_torch.fileio`).
 
 The core install (``pip install mmv-torch``) holds what training and evaluation need; the search
@@ -11,7 +11,9 @@ exits with status 2).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 EXTRAS = {
     "faiss": "search", "fastapi": "search", "uvicorn": "search", "multipart": "search", "PIL.Image": "search",
@@ -36,3 +38,15 @@ def require(module: str, purpose: str) -> ModuleType:
     except ImportError as e:
         raise MissingExtra(f"{purpose}: needs the optional package {module.split('.')[0]}, which is not "
                            f"installed ({e}); pip install \"mmv-torch[{EXTRAS[module]}]\"") from e
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for ``package`` that imports each public name of ``exports`` (name -> the
+    submodule defining it) on first use, so importing the package stays light (PEP 562)."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    return __getattr__

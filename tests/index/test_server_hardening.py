@@ -88,9 +88,9 @@ def test_serving_a_non_loopback_address_warns(setup, monkeypatch, capsys) -> Non
     root, _, searcher = setup
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     monkeypatch.setattr(api, "open_index", lambda *a, **k: api.Index(searcher))
-    serve(root / "idx", host="0.0.0.0", port=8000)
+    serve(root / "idx", host="0.0.0.0", port=0)  # port 0: any free port (serve binds before it runs)
     assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
-    serve(root / "idx", host="127.0.0.1", port=8000)
+    serve(root / "idx", host="127.0.0.1", port=0)
     assert "warning" not in capsys.readouterr().err
     from mmv_torch.index.server import is_loopback
 

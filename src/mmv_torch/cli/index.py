@@ -104,6 +104,9 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
         raise ValueError(f"{args.index}: not an index (build one with `mmv-torch index build`)")
     if args.index_command == "add":
         info = IndexStore(args.index).info()
+        if not Path(info["checkpoint"]).exists():
+            raise ValueError(f"{args.index} was built with the checkpoint {info['checkpoint']}, which is gone: move "
+                             "it back, or build a new index with `mmv-torch index build --checkpoint NEW ...`")
         return build_index(info["checkpoint"], args.videos, args.index, window_s=info["window_s"],
                            stride_s=info["stride_s"], workers=args.workers, vocab=info.get("vocab"),
                            word_mask=bool(info.get("word_mask")), device=device,

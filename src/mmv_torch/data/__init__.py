@@ -6,8 +6,7 @@ The names below are imported on first use, so ``import mmv_torch.data`` stays li
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mmv_torch.extras import lazy_exports
 
 _EXPORTS = {
     "VideoEntry": "manifests", "LabelledEntry": "manifests", "read_pretrain_manifest": "manifests",
@@ -20,8 +19,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ The names below are imported on first use, so ``import mmv_torch.eval`` stays li
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mmv_torch.extras import lazy_exports
 
 _EXPORTS = {
     "LoaderOptions": "pipelines", "embed": "pipelines", "eval_linear": "pipelines", "eval_retrieval": "pipelines",
@@ -21,8 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -46,6 +46,8 @@ def list_videos(videos: str | Path) -> tuple[Path, list[Path]]:
     """(root folder, video files) of a folder (searched recursively) or a labelled JSONL manifest."""
     from mmv_torch.data.sources import open_source
 
+    if not Path(videos).exists():
+        raise ValueError(f"--videos {videos}: no such folder or manifest")
     src = open_source("video", data=str(videos))
     root = Path(videos) if Path(videos).is_dir() else Path(videos).parent
     files = [Path(e.path) for e in src.entries if e.modality == "video"]

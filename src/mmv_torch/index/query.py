@@ -147,6 +147,9 @@ def open_searcher(index: str | Path, device: str = "cpu", checkpoint: str | Path
     info = store.info()
     if "window_s" not in info:
         raise ValueError(f"{index}: an index whose build has not started (run `mmv-torch index build` again)")
+    if checkpoint is None and not Path(info["checkpoint"]).exists():
+        raise ValueError(f"{index} was built with the checkpoint {info['checkpoint']}, which is gone: move it back, "
+                         "or pass the same weights from their new place (Python: checkpoint=PATH)")
     resolved = resolve_checkpoint(checkpoint or info["checkpoint"])
     try:
         tokenizer = checkpoint_tokenizer(resolved, resolved.config, vocab or info.get("vocab"))[0]

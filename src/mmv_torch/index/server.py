@@ -451,17 +451,29 @@ def _indexed_copy(index: Index, filename: str, size: int) -> str | None:
 
 def serve(index: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",
           max_upload_mb: float = MAX_UPLOAD_MB, allowed_hosts: list[str] | None = None) -> None:
-    """Open ``index`` and serve it until interrupted (a warning when ``host`` is not loopback only)."""
+    """Open ``index`` and serve it until interrupted (``port`` 0: any free port; the address is printed once bound;
+    a warning when ``host`` is not loopback only)."""
     import uvicorn
 
     from mmv_torch.index.api import open_index
 
-    if not 1 <= int(port) <= 65535:
-        raise ValueError(f"port must be 1-65535, got {port}")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be 0-65535 (0: any free port), got {port}")
     if not is_loopback(host):
         print(f"warning: serving on {host} makes the index (search results with absolute paths, every indexed "
               "video) readable by anyone who can reach this machine; there is no authentication", file=sys.stderr,
               flush=True)
     app = create_app(open_index(index, device=device), max_upload_mb, host=host, extra_hosts=allowed_hosts or ())
-    print(f"serving {index} on http://{host}:{port}/ (API docs: /docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:  # bind first: a busy port is one line, the real port shown
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise OSError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+        sock.listen(128)
+        port = sock.getsockname()[1]
+        print(f"serving {index} on http://{host}:{port}/ (API docs: /docs)", flush=True)
+        uvicorn.run(app, fd=sock.fileno(), log_level="warning")
