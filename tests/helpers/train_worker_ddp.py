@@ -12,13 +12,39 @@ it trains ``mmv_torch.train.loop.train`` on :class:`RandomClips` under ``torch.s
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+
+def run_two_ranks(tmp_path: Path, num_clips: int, timeout: float) -> list[str]:
+    """Run this script as the two ranks of a gloo launch on ``tmp_path/ddp.json`` into ``tmp_path/ddp``
+    (float64, one thread each); returns each rank's output, after checking both exited with status 0."""
+    from tests.helpers.dist_worker_parity import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+                "OMP_NUM_THREADS": "1"})
+    argv = [sys.executable, str(Path(__file__).resolve()), str(tmp_path / "ddp"), str(tmp_path / "ddp.json"),
+            str(num_clips), "float64"]
+    procs = [subprocess.Popen(argv, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    outputs = []
+    for p in procs:
+        try:
+            outputs.append(p.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)[-4000:]
+    return outputs
 
 
 class RandomClips(Dataset):

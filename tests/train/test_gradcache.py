@@ -193,34 +193,17 @@ def test_two_process_loop_with_contrastive_batch_equals_one_process(tmp_path):
     (2 micro-batches per rank, negatives gathered across ranks, SyncBatchNorm per micro-batch) give the losses
     of 1 process with micro-batches of 4 (the same 4 clips per micro-batch) and contrastive_batch=8."""
     import json
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     import mmv_torch.train.loop as T
     from mmv_torch.config import save_config
-    from tests.helpers.dist_worker_parity import free_port
-    from tests.helpers.train_worker_ddp import RandomClips
-    from tests.train.test_loop import WORKER, losses, tiny_cfg
+    from tests.helpers.train_worker_ddp import RandomClips, run_two_ranks
+    from tests.train.test_loop import losses, tiny_cfg
 
     steps = 2
     save_config(tiny_cfg(steps=steps, ckpt_every=steps, batch_size=2, contrastive_batch=8), tmp_path / "ddp.json")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"})
+    outputs = run_two_ranks(tmp_path, 16, timeout=300)
     run = tmp_path / "ddp"
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(run), str(tmp_path / "ddp.json"), "16", "float64"],
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    outputs = []
-    for p in procs:
-        try:
-            outputs.append(p.communicate(timeout=300)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)[-4000:]
     assert "8 clips per loss (2 per process x 2 micro-batches x 2 processes" in outputs[0]
     summaries = [json.loads(Path(run, f"summary_rank{r}.json").read_text()) for r in range(2)]
     assert summaries[0]["final_loss"] == summaries[1]["final_loss"]

@@ -4,10 +4,6 @@ the NaN/Inf guard, logs and export, and a 2-process gloo run equal to one proces
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -21,9 +17,7 @@ from mmv_torch.config import apply_overrides, get_preset, load_config, save_conf
 from mmv_torch.train.data import build_train_data
 from mmv_torch.train.sampling import epoch_order
 from mmv_torch.weights.resolve import create_model
-from tests.helpers.train_worker_ddp import RandomClips
-
-WORKER = Path(__file__).resolve().parents[1] / "helpers" / "train_worker_ddp.py"
+from tests.helpers.train_worker_ddp import RandomClips, run_two_ranks
 
 
 @pytest.fixture(autouse=True)
@@ -334,12 +328,6 @@ def test_resume_rejects_a_changed_config(tmp_path):
         T.train(cfg, RandomClips(4), tmp_path / "empty", resume="latest", tensorboard=False, progress=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_two_process_gloo_run_equals_one_process_on_the_whole_batch(tmp_path):
     """torchrun-style launch of the real loop: 2 ranks x batch 2 (DDP, SyncBN, negatives gathered across
     ranks) give the losses and weights of 1 process x batch 4 on the same samples.
@@ -349,23 +337,8 @@ def test_two_process_gloo_run_equals_one_process_on_the_whole_batch(tmp_path):
     """
     steps = 3
     save_config(tiny_cfg(steps=steps, ckpt_every=steps, batch_size=2), tmp_path / "ddp.json")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-                "OMP_NUM_THREADS": "1"})
+    outputs = run_two_ranks(tmp_path, 12, timeout=240)
     run = tmp_path / "ddp"
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(run), str(tmp_path / "ddp.json"), "12",
-                               "float64"],
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    outputs = []
-    for p in procs:
-        try:
-            outputs.append(p.communicate(timeout=240)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)[-4000:]
     # No graph traversal for unused parameters and no gradient copied into a bucket of another layout:
     # PyTorch warns about either.
     assert not [o for o in outputs if "find_unused_parameters" in o or "Grad strides do not match" in o]
