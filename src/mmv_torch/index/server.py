@@ -317,6 +317,13 @@ def create_app(searcher: Searcher | Index, max_upload_mb: float = MAX_UPLOAD_MB,
         """Counts and settings of the index, and a sample of its videos."""
         return state.info()
 
+    _search_routes(app, state, index, limit, max_upload_mb)
+    _media_routes(app, state, index)
+    return app
+
+
+def _search_routes(app: FastAPI, state: _App, index: Index, limit: int, max_upload_mb: float) -> None:
+    """The search endpoints: text, more like this, uploads (with optional text)."""
     filter_args = {
         "path": Query(None, max_length=1000, description="glob on the path (absolute or under its root)"),
         "min_duration": Query(None, ge=0, le=1e9), "max_duration": Query(None, ge=0, le=1e9),
@@ -403,6 +410,9 @@ def create_app(searcher: Searcher | Index, max_upload_mb: float = MAX_UPLOAD_MB,
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
 
+
+def _media_routes(app: FastAPI, state: _App, index: Index) -> None:
+    """The files of the indexed roots, transcoded preview segments and window thumbnails."""
     @app.get("/media/{root_id}/{rel:path}", include_in_schema=False)
     def media(root_id: int, rel: str) -> FileResponse:
         path = safe_media_path(index, root_id, rel) if 0 <= root_id <= MAX_ID else None
@@ -435,8 +445,6 @@ def create_app(searcher: Searcher | Index, max_upload_mb: float = MAX_UPLOAD_MB,
         if not data:
             raise HTTPException(404, "no thumbnail")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-    return app
 
 
 def _indexed_copy(index: Index, filename: str, size: int) -> str | None:
