@@ -317,13 +317,14 @@ def create_app(searcher: Searcher | Index, max_upload_mb: float = MAX_UPLOAD_MB,
         """Counts and settings of the index, and a sample of its videos."""
         return state.info()
 
-    _search_routes(app, state, index, limit, max_upload_mb)
-    _media_routes(app, state, index)
+    _search_routes(app, state, limit, max_upload_mb)
+    _media_routes(app, state)
     return app
 
 
-def _search_routes(app: FastAPI, state: _App, index: Index, limit: int, max_upload_mb: float) -> None:
+def _search_routes(app: FastAPI, state: _App, limit: int, max_upload_mb: float) -> None:
     """The search endpoints: text, more like this, uploads (with optional text)."""
+    index = state.index
     filter_args = {
         "path": Query(None, max_length=1000, description="glob on the path (absolute or under its root)"),
         "min_duration": Query(None, ge=0, le=1e9), "max_duration": Query(None, ge=0, le=1e9),
@@ -411,8 +412,9 @@ def _search_routes(app: FastAPI, state: _App, index: Index, limit: int, max_uplo
                     os.unlink(tmp)
 
 
-def _media_routes(app: FastAPI, state: _App, index: Index) -> None:
+def _media_routes(app: FastAPI, state: _App) -> None:
     """The files of the indexed roots, transcoded preview segments and window thumbnails."""
+    index = state.index
     @app.get("/media/{root_id}/{rel:path}", include_in_schema=False)
     def media(root_id: int, rel: str) -> FileResponse:
         path = safe_media_path(index, root_id, rel) if 0 <= root_id <= MAX_ID else None
