@@ -109,8 +109,8 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
                              "it back, or build a new index with `mmv-torch index build --checkpoint NEW ...`")
         return build_index(info["checkpoint"], args.videos, args.index, window_s=info["window_s"],
                            stride_s=info["stride_s"], workers=args.workers, vocab=info.get("vocab"),
-                           word_mask=bool(info.get("word_mask")), windows=args.windows or info.get("window_kind", "fixed"),
-                           device=device,
+                           word_mask=bool(info.get("word_mask")), device=device,
+                           windows=args.windows or info.get("window_kind", "fixed"),
                            progress=not args.no_progress, add=True, prune=args.prune, wait=not args.no_wait)
     for f in (args.audio, args.video):
         if f is not None and not Path(f).is_file():

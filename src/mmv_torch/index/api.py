@@ -34,7 +34,7 @@ import numpy as np
 from mmv_torch.index.calibrate import GOOD_MATCH, calibrate, cdf
 from mmv_torch.index.query import MODES, Searcher
 
-PART_OF = {"text": "text", "audio": "audio", "video": "video", "video-audio": "video"}
+PART_OF = {"text": "text", "audio": "audio", "video": "video", "video-audio": "video", "audio-audio": "audio"}
 """Query kind -> the argument of :meth:`Index.search` it comes from."""
 
 
@@ -373,7 +373,8 @@ class Index:
                source: str | Path | None = None) -> SearchResult:
         """Search by any combination of ``text``, an ``audio`` file and a ``video`` (a file at
         ``start`` seconds (default: its middle window), or the indexed ``window`` id: "more like
-        this"). ``target="audio"`` searches a video's sounds (S_va) instead of videos (S_vt).
+        this"). ``target="audio"`` searches the indexed sounds (S_va: audio-only windows included) instead of
+        videos (S_vt for a video, S_va for a sound).
         ``exclude_self`` leaves out the query window and its overlapping windows when the video is an
         indexed file (``source``: the indexed path it is a copy of, e.g. an upload's original name);
         ``exclude_source`` its whole file."""
@@ -388,7 +389,8 @@ class Index:
                 raise ValueError("empty text query")
             parts.append(_Query("text", MODES["text"][1], self.searcher.embed("text", text=text)))
         if audio is not None:
-            parts.append(_Query("audio", MODES["audio"][1], self.searcher.embed("audio", path=audio)))
+            sound = "audio" if target == "video" else "audio-audio"
+            parts.append(_Query(sound, MODES[sound][1], self.searcher.embed(sound, path=audio)))
         kind = "video" if target == "video" else "video-audio"
         if video is not None:
             start = self.searcher.check_start(video, start)

@@ -27,7 +27,7 @@ RATIO = 3.0
 """... and above this many times the median change of the :data:`CONTEXT` frames on either side."""
 CONTEXT = 6
 MIN_SHOT_S = 0.6
-"""Cuts closer together than this are merged (the first is kept)."""
+"""A cut closer than this to the previous one (or to the first frame) is dropped."""
 
 
 def frame_changes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
