@@ -184,7 +184,8 @@ def add_index_parsers(sub: Any) -> None:
     p.add_argument("--video", metavar="FILE", help="video -> video (S_vt), or video -> audio with --target audio; "
                    "several of --text/--audio/--video are fused (mean of calibrated scores)")
     p.add_argument("--start", type=NONNEG, default=None, help="window start in --video (default: its middle)")
-    p.add_argument("--target", choices=["video", "audio"], default="video", help="what --video searches")
+    p.add_argument("--target", choices=["video", "audio"], default="video",
+                   help="what --video and --audio search: videos, or the indexed sounds (S_va)")
     p.add_argument("--include-self", action="store_true",
                    help="keep the --video window itself (and the windows touching it) when it is indexed")
     p.add_argument("--exclude-source", action="store_true", help="leave out the whole --video file when indexed")
