@@ -178,14 +178,20 @@ class IndexStore:
                 migrate(self.db)
             else:
                 self.db.execute("SELECT COUNT(*) FROM files").fetchone()
-            # the SQL of a window's has-video flag: 1 in an index older than the column, opened to read
-            self._video = "has_video" if has_column(self.db, "windows", "has_video") else "1"
         except sqlite3.Error as e:
             self.close()
             raise _sqlite_error(self.folder, e) from None
         except OSError as e:
             self.close()
             raise _write_failed(self.folder, META, e) from None
+
+    @property
+    def _video(self) -> str:
+        """The SQL of a window's has-video flag: ``1`` in an index older than the column, opened to read
+        (asked again until a writer has added it: a running server sees an ``index add`` migrate)."""
+        if not getattr(self, "_video_column", False):
+            self._video_column = has_column(self.db, "windows", "has_video")
+        return "has_video" if self._video_column else "1"
 
     @property
     def db(self) -> sqlite3.Connection:
