@@ -150,3 +150,28 @@ def test_shot_windows_lie_within_shots_and_an_index_keeps_its_kind(made, tmp_pat
         build_index(ckpt, folder, tmp_path / "idx", windows="fixed", add=True, progress=False)
     again = build_index(ckpt, folder, tmp_path / "idx", windows="shots", add=True, progress=False)
     assert again["unchanged_files"] == 1
+
+
+def test_index_add_keeps_the_window_kind_and_refuses_another(made, tmp_path, capsys) -> None:
+    import json
+
+    from mmv_torch.cli.main import main
+    from mmv_torch.index.store import IndexStore
+
+    _, ckpt, *_ = made
+    folder = tmp_path / "v"
+    folder.mkdir()
+    shots_video(folder / "a.mp4", [16])
+    idx = str(tmp_path / "idx")
+    assert main(["index", "build", "--checkpoint", str(ckpt), "--videos", str(folder), "--out", idx, "--windows",
+                 "shots", "--no-progress"]) == 0
+    capsys.readouterr()
+    shots_video(folder / "b.mp4", [15], seed=1)  # shots 0-1.5, 1.5-4.0 s (fixed windows: 0-1, 1-2, 2-3, 3-4)
+    assert main(["index", "add", idx, "--videos", str(folder), "--no-progress"]) == 0  # the index's own kind
+    out = json.loads(capsys.readouterr().out)
+    assert out["window_kind"] == "shots" and out["new_files"] == 1
+    b = IndexStore(idx).file(folder / "b.mp4")
+    assert [(round(s, 2), round(e, 2)) for s, e in IndexStore(idx).db.execute(
+        "SELECT start, end FROM windows WHERE file = ? ORDER BY id", (b.id,))] == [(0.0, 1.0), (1.5, 2.5), (2.5, 3.5)]
+    assert main(["index", "add", idx, "--videos", str(folder), "--windows", "fixed", "--no-progress"]) == 2
+    assert "window_kind" in capsys.readouterr().err
