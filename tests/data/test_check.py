@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import av
 import pytest
@@ -196,3 +197,20 @@ def test_p34_check_refuses_a_json_report_instead_of_decoding_it(tmp_path, capsys
     assert main(["data", "check", str(tmp_path / "notes.txt")]) == 2
     assert main(["data", "check", str(tmp_path / "absent.mp4")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_a_damaged_audio_or_video_stream_is_reported_alike_and_counted(tmp_path, capsys):
+    from tests.helpers.index_utils import damage_stream
+
+    good = make_video(tmp_path / "good.mp4", num_frames=30, fps=10)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    damage_stream(good, folder / "no_video.mp4", "video")
+    damage_stream(good, folder / "no_sound.mp4", "audio", first=2)
+    rep = run_check(str(folder))
+    by_name = {Path(f["path"]).name: f for f in rep["files"]}
+    v, a = by_name["no_video.mp4"], by_name["no_sound.mp4"]
+    assert not v["ok"] and not v["video"] and v["audio"] and v["error"].startswith("video: "), v
+    assert not a["ok"] and a["video"] and not a["audio"] and a["error"].startswith("audio: "), a
+    assert rep["num_without_decodable_audio"] == 1 and rep["num_without_decodable_video"] == 1
+    assert "1 no decodable video (indexed audio-only)" in capsys.readouterr().out

@@ -270,3 +270,21 @@ def test_read_class_folders_kinetics_and_imagenet_layouts(tmp_path):
         read_class_folders(tmp_path / "k")
     with pytest.raises(ValueError, match="no class"):
         read_class_folders(tmp_path / "i" / "ant")
+
+
+def test_a_video_with_damaged_audio_is_embedded_without_sound_and_one_with_damaged_video_is_skipped(
+        tmp_path, caplog):
+    from tests.helpers.index_utils import damage_stream
+
+    good = make_video(tmp_path / "good.mp4", num_frames=30, fps=10)
+    no_sound = damage_stream(good, tmp_path / "no_sound.mp4", "audio", first=2)
+    no_video = damage_stream(good, tmp_path / "no_video.mp4", "video")
+    m = _write(tmp_path / "m.jsonl", [{"video": "no_sound.mp4", "label": "a"}, {"video": "no_video.mp4", "label": "b"}])
+    ds = LabelledDataset(read_labelled_manifest(m), CFG, "video", min_attempts=100)
+    with caplog.at_level(logging.WARNING, logger="mmv_torch.data"):
+        item = ds[0]
+    assert int(item["index"]) == 0 and not bool(item["has_audio"]) and item["video"].shape == (3, 4, 32, 32)
+    assert f"audio of {no_sound}" in caplog.text and "without sound" in caplog.text and ds.tracker.skips == 0
+    with caplog.at_level(logging.WARNING, logger="mmv_torch.data"):
+        assert int(ds[1]["index"]) == 0  # a video embedding needs the video: skipped, another item loaded
+    assert ds.tracker.skips == 1 and f"skipping {no_video}" in caplog.text

@@ -104,3 +104,28 @@ def recalibrate(index: Path) -> dict:
 
     s = open_searcher(index)
     return record_calibration(s.store, s.model, s.tokenizer, s.word_mask)
+
+
+def damage_stream(src: Path, dst: Path, stream: str, first: int = 0, last: int | None = None, seed: int = 0) -> Path:
+    """``src`` remuxed with packets ``first`` to ``last`` (all from ``first`` when None) of its first
+    ``stream`` (``"video"`` or ``"audio"``) replaced by random bytes; the other stream intact."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        ins = {"video": inp.streams.video[0], "audio": inp.streams.audio[0]}
+        outs = {k: out.add_stream_from_template(s) for k, s in ins.items()}
+        n = 0
+        for pkt in inp.demux():
+            if pkt.dts is None:
+                continue
+            kind = "video" if pkt.stream is ins["video"] else "audio"
+            if kind == stream:
+                n += 1
+                if first < n and (last is None or n <= last):
+                    bad = av.Packet(rng.integers(0, 256, pkt.size, dtype=np.uint8).tobytes())
+                    bad.pts, bad.dts, bad.time_base = pkt.pts, pkt.dts, pkt.time_base
+                    pkt = bad
+            pkt.stream = outs[kind]
+            out.mux(pkt)
+    return dst

@@ -90,7 +90,7 @@ def site(tmp_path_factory: pytest.TempPathFactory):
             args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
         try:
             yield {"base": base, "browser": browser, "target": target, "caption": caption, "avi": avi,
-                   "avi_caption": avi_caption, "out": out, "clips": clips}
+                   "avi_caption": avi_caption, "out": out, "clips": clips, "ckpt": ckpt, "tmp": tmp}
         finally:
             browser.close()
 
@@ -213,3 +213,35 @@ def test_more_like_this_filters_and_keyboard(site) -> None:
     page.wait_for_selector("#status:has-text('more like')", timeout=30_000)
     assert "similar=" in page.url
     assert page.locator("#results .card").count() >= 1
+
+
+def test_an_audio_only_hit_shows_no_picture_and_says_why(site) -> None:
+    from mmv_torch.index.api import open_index
+    from mmv_torch.index.build import build_index
+    from mmv_torch.index.server import create_app
+    from tests.helpers.index_utils import damage_stream
+
+    folder = site["tmp"] / "sounds"
+    folder.mkdir()
+    clip = sorted(site["clips"].glob("clip_*.mp4"))[0]
+    damaged = damage_stream(clip, folder / "broken_picture.mp4", "video")
+    damage_stream(sorted(site["clips"].glob("clip_*.mp4"))[1], folder / "fine.mp4", "video", first=10 ** 6)
+    summary = build_index(site["ckpt"], folder, site["tmp"] / "sound_idx", progress=False)
+    assert summary["new_files_without_decodable_video"] == 1
+    with running_server(create_app(open_index(site["tmp"] / "sound_idx"))) as base:
+        page = new_page(site)
+        page.goto(base + "/")
+        page.set_input_files("#audio-file", str(damaged))
+        page.select_option("#target", "audio")
+        page.click("#search-form button[type=submit]")
+        page.wait_for_selector("#status:has-text('hits in')", timeout=30_000)
+        cards = page.locator("#results .card")
+        names = cards.locator(".name").all_inner_texts()
+        assert sorted(names) == ["broken_picture.mp4", "fine.mp4"], names
+        card = cards.nth(names.index("broken_picture.mp4"))
+        assert card.locator(".no-video").is_visible() and "cannot be decoded" in card.locator(".no-video").inner_text()
+        assert card.locator("img.thumb").is_hidden() and card.locator(".more-like").is_hidden()
+        other = cards.nth(names.index("fine.mp4"))
+        assert other.locator("img.thumb").is_visible() and other.locator(".no-video").is_hidden()
+        shot(page, site, "audio_only_hit")
+        assert not page.errors

@@ -46,7 +46,7 @@ def test_build_records_a_calibration_per_query_kind(planted) -> None:
     root, _, _, summary, _ = planted
     fresh = mi.open(root / "idx")
     cal = IndexStore(root / "idx").info()["calibration"]
-    assert set(cal["modes"]) == {"text", "audio", "video", "video-audio"}
+    assert set(cal["modes"]) == {"text", "audio", "video", "video-audio", "audio-audio"}
     for mode in cal["modes"].values():
         q = mode["quantiles"]
         assert len(q) == QUANTILES and q == sorted(q) and mode["queries"] > 0

@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
 
     if args.index_command == "build":
         return build_index(args.checkpoint, args.videos, args.out, window_s=args.window_s, stride_s=args.stride_s,
-                           workers=args.workers, vocab=args.vocab,
+                           workers=args.workers, vocab=args.vocab, windows=args.windows or "fixed",
                            word_mask=None if args.word_mask == "auto" else args.word_mask == "yes", device=device,
                            progress=not args.no_progress, wait=not args.no_wait)
     if not is_index(args.index):
@@ -110,6 +110,7 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
         return build_index(info["checkpoint"], args.videos, args.index, window_s=info["window_s"],
                            stride_s=info["stride_s"], workers=args.workers, vocab=info.get("vocab"),
                            word_mask=bool(info.get("word_mask")), device=device,
+                           windows=args.windows or info.get("window_kind", "fixed"),
                            progress=not args.no_progress, add=True, prune=args.prune, wait=not args.no_wait)
     for f in (args.audio, args.video):
         if f is not None and not Path(f).is_file():
@@ -134,8 +135,8 @@ def add_index_parsers(sub: Any) -> None:
     index = sub.add_parser("index", help="search a video collection: build, add to and query an index").add_subparsers(
         dest="index_command", required=True)
     for name in ("build", "add"):
-        p = index.add_parser(name, help="index every video of a folder or manifest (sliding windows)" if name == "build"
-                             else "add a collection's new or changed videos to an index")
+        p = index.add_parser(name, help="index every video of a folder or manifest (fixed windows or windows in shots)"
+                             if name == "build" else "add a collection's new or changed videos to an index")
         if name == "build":
             p.add_argument("--checkpoint", required=True, metavar="PATH",
                            help="a training run folder, an export or `mmv-torch convert` folder, or a checkpoint .pt")
@@ -151,6 +152,10 @@ def add_index_parsers(sub: Any) -> None:
             p.add_argument("index", metavar="INDEX")
         p.add_argument("--videos", required=True, metavar="DIR|MANIFEST", help="a folder (recursive) or a manifest")
         p.add_argument("--workers", type=COUNT, default=0, help="decoding processes (0: in the main process)")
+        p.add_argument("--windows", choices=["fixed", "shots"], default=None,
+                       help="fixed: sliding windows (build's default); shots: windows within shots, cut at shot "
+                            "boundaries" + (" (default: the index's own kind; another one is refused)" if name == "add"
+                                            else ""))
         add_device_arg(p)
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument("--no-wait", action="store_true",
@@ -179,7 +184,8 @@ def add_index_parsers(sub: Any) -> None:
     p.add_argument("--video", metavar="FILE", help="video -> video (S_vt), or video -> audio with --target audio; "
                    "several of --text/--audio/--video are fused (mean of calibrated scores)")
     p.add_argument("--start", type=NONNEG, default=None, help="window start in --video (default: its middle)")
-    p.add_argument("--target", choices=["video", "audio"], default="video", help="what --video searches")
+    p.add_argument("--target", choices=["video", "audio"], default="video",
+                   help="what --video and --audio search: videos, or the indexed sounds (S_va)")
     p.add_argument("--include-self", action="store_true",
                    help="keep the --video window itself (and the windows touching it) when it is indexed")
     p.add_argument("--exclude-source", action="store_true", help="leave out the whole --video file when indexed")

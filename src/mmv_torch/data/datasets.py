@@ -29,6 +29,7 @@ when, after ``min_attempts`` loads, the fraction of skipped loads passes ``max_s
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -410,7 +411,14 @@ class LabelledDataset(Dataset):
         starts = ([offset + max(0.0, (dur - span) / 2)] if self.num_windows == 1
                   else [offset + float(v) for v in np.linspace(0.0, max(0.0, dur - span), self.num_windows)])
         vids, auds, has = [], [], False
-        for clip in load_clips(e.path, starts, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds):
+        try:
+            clips = load_clips(e.path, starts, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds)
+        except DecodeError as err:  # a damaged audio track: the video is kept without sound (a damaged video raises)
+            clips = load_clips(e.path, starts, cfg.num_frames, cfg.fps, cfg.sample_rate, cfg.audio_seconds,
+                               load_audio=False)
+            clips = [dataclasses.replace(c, has_audio=False) for c in clips]
+            logger.warning("audio of %s not decoded (%s): its video is embedded without sound", e.path, err.reason)
+        for clip in clips:
             vids.append(eval_transform(clip.frames, cfg.eval_crop_size, cfg.resize_short))
             auds.append(audio_features(clip.audio, cfg))
             has = clip.has_audio

@@ -34,7 +34,7 @@ import numpy as np
 from mmv_torch.index.calibrate import GOOD_MATCH, calibrate, cdf
 from mmv_torch.index.query import MODES, Searcher
 
-PART_OF = {"text": "text", "audio": "audio", "video": "video", "video-audio": "video"}
+PART_OF = {"text": "text", "audio": "audio", "video": "video", "video-audio": "video", "audio-audio": "audio"}
 """Query kind -> the argument of :meth:`Index.search` it comes from."""
 
 
@@ -69,6 +69,8 @@ class Hit:
     has_audio: bool = False
     moment: tuple[float, float] = (0.0, 0.0)
     """The best window's own (start, end)."""
+    has_video: bool = True
+    """False for an audio-only window (its file's video cannot be decoded): found by sound, no thumbnail."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``None`` for an uncalibrated score)."""
@@ -226,9 +228,8 @@ class Index:
                 return self._vec_cache[fid]
         from mmv_torch.index.store import VECTORS
 
-        wins = self.store.db.execute("SELECT id, has_audio FROM windows WHERE file = ? ORDER BY id", (fid,)).fetchall()
         with np.load(self.store.folder / VECTORS / f"{fid}.npz") as z:
-            out = {s: ([w for w, a in wins if a or s != "audio_va"], z[s]) for s in z.files}
+            out = {s: (self.store.window_ids(fid, s), z[s]) for s in z.files}
         with self._lock:
             self._vec_cache[fid] = out
             while len(self._vec_cache) > self._cache_files:
@@ -364,7 +365,7 @@ class Index:
                    cosine=round(cosine, 6), spaces=tuple(dict.fromkeys(p.space for p in parts)), parts=part,
                    window=best, windows=len(group), file=w["file"], root=w["root"],
                    duration=None if rec is None else rec.duration, has_audio=bool(rec and rec.has_audio),
-                   moment=(w["start"], w["end"]))
+                   moment=(w["start"], w["end"]), has_video=w["has_video"])
 
     def search(self, text: str | None = None, audio: str | Path | None = None, video: str | Path | None = None, *,
                start: float | None = None, window: int | None = None, k: int = 10, filters: Filters | None = None,
@@ -372,7 +373,8 @@ class Index:
                source: str | Path | None = None) -> SearchResult:
         """Search by any combination of ``text``, an ``audio`` file and a ``video`` (a file at
         ``start`` seconds (default: its middle window), or the indexed ``window`` id: "more like
-        this"). ``target="audio"`` searches a video's sounds (S_va) instead of videos (S_vt).
+        this"). ``target="audio"`` searches the indexed sounds (S_va: audio-only windows included) instead of
+        videos (S_vt for a video, S_va for a sound).
         ``exclude_self`` leaves out the query window and its overlapping windows when the video is an
         indexed file (``source``: the indexed path it is a copy of, e.g. an upload's original name);
         ``exclude_source`` its whole file."""
@@ -387,7 +389,8 @@ class Index:
                 raise ValueError("empty text query")
             parts.append(_Query("text", MODES["text"][1], self.searcher.embed("text", text=text)))
         if audio is not None:
-            parts.append(_Query("audio", MODES["audio"][1], self.searcher.embed("audio", path=audio)))
+            sound = "audio" if target == "video" else "audio-audio"
+            parts.append(_Query(sound, MODES[sound][1], self.searcher.embed(sound, path=audio)))
         kind = "video" if target == "video" else "video-audio"
         if video is not None:
             start = self.searcher.check_start(video, start)
@@ -398,6 +401,10 @@ class Index:
         if window is not None:
             vec = self.store.window_vector(MODES[kind][0], int(window)) if 0 < int(window) < 2 ** 63 else None
             if vec is None:
+                w = self.store.windows([int(window)]).get(int(window))
+                if w is not None and not w["has_video"]:
+                    raise ValueError(f"window {window} is audio-only (its video cannot be decoded): search by its "
+                                     "sound instead")
                 raise LookupError(f"no window {window} in the index")
             parts.append(_Query(kind, MODES[kind][1], vec))
             w = self.store.windows([int(window)])[int(window)]

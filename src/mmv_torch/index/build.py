@@ -19,15 +19,15 @@ class _WindowFiles(torch.utils.data.Dataset):
     """Decoded windows of each file (decoding runs in the loader's worker processes); a file that cannot
     be read comes back with ``error`` set instead of failing the build."""
 
-    def __init__(self, paths: list[str], cfg: Any, window_s: float, stride_s: float) -> None:
-        self.paths, self.cfg, self.window_s, self.stride_s = paths, cfg, window_s, stride_s
+    def __init__(self, paths: list[str], cfg: Any, window_s: float, stride_s: float, windows: str = "fixed") -> None:
+        self.paths, self.cfg, self.window_s, self.stride_s, self.windows = paths, cfg, window_s, stride_s, windows
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> DecodedFile:
         try:
-            return decode_windows(self.paths[i], self.cfg, self.window_s, self.stride_s)
+            return decode_windows(self.paths[i], self.cfg, self.window_s, self.stride_s, windows=self.windows)
         except Exception as e:  # a corrupt file is logged and skipped, whatever its decoder raised
             reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
             return DecodedFile(self.paths[i], error=" ".join(str(reason).split()))
@@ -56,12 +56,12 @@ def list_videos(videos: str | Path) -> tuple[Path, list[Path]]:
     return root, files
 
 
-def _settings(resolved: Any, vocab: str | None, word_mask: bool | None, window_s: float, stride_s: float
-              ) -> dict[str, Any]:
+def _settings(resolved: Any, vocab: str | None, word_mask: bool | None, window_s: float, stride_s: float,
+              windows: str = "fixed") -> dict[str, Any]:
     words = resolved.words is not None
     mask = words if word_mask is None else word_mask
     return {"checkpoint": str(Path(resolved.path).resolve()), "vocab": str(Path(vocab).resolve()) if vocab else None,
-            "word_mask": mask, "window_s": window_s, "stride_s": stride_s}
+            "word_mask": mask, "window_s": window_s, "stride_s": stride_s, "window_kind": windows}
 
 
 def _open_store(out: str | Path, settings: dict[str, Any], add: bool, wait: bool = True) -> IndexStore:
@@ -70,7 +70,9 @@ def _open_store(out: str | Path, settings: dict[str, Any], add: bool, wait: bool
     store = IndexStore(out, create=True, writer=True, wait=wait)  # the writer lock, before anything is read
     info = store.info()
     if info:
-        changed = {k: (info.get(k), v) for k, v in settings.items() if k != "vocab" and info.get(k) != v}
+        # an index from before window kinds existed has fixed windows
+        changed = {k: (info.get(k, "fixed" if k == "window_kind" else None), v) for k, v in settings.items()
+                   if k != "vocab" and info.get(k, "fixed" if k == "window_kind" else None) != v}
         if changed:
             raise ValueError(f"{out} was built with other settings {changed} (old, new); build a new index in another "
                              "folder")
@@ -94,7 +96,7 @@ def _calibrate(store: IndexStore, resolved: Any, model: Any, vocab: str | None, 
 
 def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, window_s: float | None = None,
                 stride_s: float | None = None, workers: int = 0, vocab: str | None = None,
-                word_mask: bool | None = None,
+                word_mask: bool | None = None, windows: str = "fixed",
                 device: str = "cpu", progress: bool = True, add: bool = False, prune: bool = False,
                 wait: bool = True) -> dict[str, Any]:
     """Index every video of ``videos`` (folder or manifest) into the index folder ``out``.
@@ -102,8 +104,11 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     Files already indexed with the same path, size and mtime are skipped, so running it again after a
     kill resumes, and ``add=True`` (an existing index only) adds a collection's new or changed files.
     Window length defaults to the checkpoint's clip span (``num_frames / fps``), the stride to the
-    window. ``word_mask`` (None: when the checkpoint has its own word list) max-pools text over real
-    words only. Files that cannot be decoded are reported on stderr and recorded, not indexed. The index's
+    window. ``windows`` is ``fixed`` (sliding windows) or ``shots`` (windows within shots,
+    :func:`~mmv_torch.index.embedding.shot_windows`); an index keeps the kind it was built with.
+    ``word_mask`` (None: when the checkpoint has its own word list) max-pools text over real
+    words only. Files that cannot be decoded are reported on stderr and recorded, not indexed; a file
+    whose audio (or video) alone cannot be decoded keeps its video (or audio-only) windows. The index's
     writer lock is held throughout: another writer is waited for (``wait``) or refused. Indexed files
     that no longer exist are counted (``missing_files``) and, with ``prune``, removed. Returns a
     summary: counts, the nearest-neighbour kind per space, the files skipped."""
@@ -114,7 +119,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     cfg = resolved.config
     window_s = float(window_s or clip_span(cfg.data))
     stride_s = float(stride_s or window_s)
-    settings = _settings(resolved, vocab, word_mask, window_s, stride_s)
+    settings = _settings(resolved, vocab, word_mask, window_s, stride_s, windows)
     try:
         checkpoint_tokenizer(resolved, cfg, vocab)
         text_search = True
@@ -129,11 +134,11 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     skipped = len(files) - len(todo)
     model = resolved.load_model(device) if todo else None
     roots = {r: store.add_root(r) for r in {_root_of(p, root) for p in todo}}
-    loader = torch.utils.data.DataLoader(_WindowFiles([str(p) for p in todo], cfg, window_s, stride_s),
+    loader = torch.utils.data.DataLoader(_WindowFiles([str(p) for p in todo], cfg, window_s, stride_s, windows),
                                          batch_size=None, num_workers=workers)
     from mmv_torch.progress import bar
 
-    bad = audio_missing = 0
+    bad = audio_missing = video_missing = 0
     dims: dict[str, int] = store.info().get("dims", {})
     for item in bar(loader, total=len(todo), desc="index", unit="file", requested=progress):
         p = Path(item.path)
@@ -146,12 +151,14 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
         if item.audio_error is not None:
             print(f"audio of {p} not decoded ({item.audio_error}): its video is indexed without sound", file=sys.stderr)
             audio_missing += 1
+        if item.video_error is not None:
+            print(f"video of {p} not decoded ({item.video_error}): its sound is indexed, audio-only", file=sys.stderr)
+            video_missing += 1
         vectors = embed_windows(model, item, device)
-        if not dims:
-            dims = {k: int(v.shape[1]) for k, v in vectors.items()}
+        if any(k not in dims and len(v) for k, v in vectors.items()):  # widths from the first vectors of a space
+            dims = {**{k: int(v.shape[1]) for k, v in vectors.items() if len(v)}, **dims}
             store.set_info(dims=dims)
-        wins = [(s, s + window_s, item.has_audio, t) for s, t in zip(item.starts or [], item.thumbs or [])]
-        store.add_file(p, root_id, item.duration, item.has_audio, wins, vectors)
+        store.add_file(p, root_id, item.duration, item.has_audio, item.window_rows(), vectors)
     missing = store.missing_files()
     pruned = store.remove_files(fid for fid, _ in missing) if prune else 0
     kinds = store.rebuild()
@@ -159,8 +166,9 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     if todo or pruned or not calibration or calibration.get("windows") != store.counts()["windows"]:
         _calibrate(store, resolved, model, vocab, settings["word_mask"], text_search, device)
     summary = {"index": str(out), **store.counts(), "new_files": len(todo) - bad, "new_bad_files": bad,
-               "new_files_without_decodable_audio": audio_missing, "unchanged_files": skipped,
+               "new_files_without_decodable_audio": audio_missing,
+               "new_files_without_decodable_video": video_missing, "unchanged_files": skipped,
                "missing_files": len(missing) - pruned, "pruned_files": pruned, "nn_index": kinds,
-               "window_s": window_s, "stride_s": stride_s, "text_search": text_search}
+               "window_s": window_s, "stride_s": stride_s, "window_kind": windows, "text_search": text_search}
     store.close()
     return summary

@@ -9,8 +9,9 @@ distribution of the **best** cosine that a *random* query reaches over the whole
 | ``audio`` | the indexed windows' sounds (their videos in S_va if no file has audio) | ``video_va`` |
 | ``video`` | the indexed windows' videos in S_vt | ``video_vt`` |
 | ``video-audio`` | the indexed windows' videos in S_va | ``audio_va`` |
+| ``audio-audio`` | the indexed windows' sounds (when any file has audio) | ``audio_va`` |
 
-For the last three, matches in the query window's own file are not counted.
+For all but ``text``, matches in the query window's own file are not counted.
 
 The calibrated score of a cosine ``c`` is the fraction of random queries whose best cosine is below
 ``c`` (the empirical CDF, linear between the recorded quantiles): 0.5 is what a query that matches
@@ -134,6 +135,8 @@ def calibrate(store: Any, model: Any = None, tokenizer: Any = None, word_mask: b
     record("video", "video_vt", _best_other_file(store, "video_vt", video, video_files))
     va, va_files = _sample_windows(store, "video_va", queries, rng)
     record("video-audio", "audio_va", _best_other_file(store, "audio_va", va, va_files))
+    if store.committed_vectors("audio_va"):
+        record("audio-audio", "audio_va", _best_other_file(store, "audio_va", audio, audio_files))
     return {"modes": modes, "windows": int(store.counts()["windows"]), "good_match": GOOD_MATCH}
 
 

@@ -1,7 +1,8 @@
 """``mmv-torch index check INDEX [--repair]``: do the rows, the vectors and the faiss indexes agree?
 
 Checked, in order: SQLite's own integrity check; every committed (``done``) file has a readable
-``vectors/<id>.npz`` with one row per window in each space and the recorded widths; no window belongs
+``vectors/<id>.npz`` with one row per window in each space (audio-only windows have no video rows,
+windows without sound no audio rows) and the recorded widths; no window belongs
 to a missing or bad file; no npz belongs to no committed file and no temporary file of an interrupted
 write is left; each space's ``.faiss`` file loads and holds exactly the committed windows' ids, with its
 kind recorded; the indexed files still exist. Each problem says what to run.
@@ -102,9 +103,8 @@ def _faiss_problems(store: IndexStore) -> list[str]:
             why = "truncated or not a faiss index" if isinstance(e, RuntimeError) else e
             out.append(f"{path.name} is unreadable ({why})")
             continue
-        q = "SELECT w.id FROM windows w JOIN files f ON f.id = w.file WHERE f.status = 'done'"
-        want = np.sort(np.array([i for (i,) in store.db.execute(
-            q + (" AND w.has_audio = 1" if space == "audio_va" else ""))], np.int64))
+        done = [fid for (fid,) in store.db.execute("SELECT id FROM files WHERE status = 'done'").fetchall()]
+        want = np.sort(np.array([i for fid in done for i in store.window_ids(fid, space)], np.int64))
         got = faiss_ids(index)
         if int(index.ntotal) != len(want) or (got is not None and not np.array_equal(np.sort(got), want)):
             out.append(f"{path.name} holds {index.ntotal} vectors, the committed windows {len(want)} (or other ids)")

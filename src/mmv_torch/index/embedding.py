@@ -48,6 +48,46 @@ def thumbnail_jpeg(frame: torch.Tensor, width: int = 160) -> bytes:
     return buf.getvalue()
 
 
+WINDOW_KINDS = ("fixed", "shots")
+"""How a video is cut into windows: ``fixed`` sliding windows over the whole video, or ``shots``: windows
+within each shot (:func:`shot_windows`)."""
+
+
+@dataclass(frozen=True)
+class WindowSpan:
+    """One window: the span it stands for (``start``..``end``, what a hit shows) and where its
+    ``window_s`` seconds of model input begin (``decode_start``; the same as ``start`` except for a
+    shot shorter than a window)."""
+
+    start: float
+    end: float
+    decode_start: float
+
+
+def fixed_windows(duration: float, window_s: float, stride_s: float) -> list[WindowSpan]:
+    """Sliding windows over the whole video (:func:`window_starts`)."""
+    return [WindowSpan(s, round(s + window_s, 6), s) for s in window_starts(duration, window_s, stride_s)]
+
+
+def shot_windows(shots: list[tuple[float, float]], duration: float, window_s: float, stride_s: float
+                 ) -> list[WindowSpan]:
+    """Windows within shots ``[(start, end), ...]`` of a ``duration``-second video: in each shot at least
+    as long as a window, windows from the shot's start every ``stride_s`` while a whole window fits, plus
+    one ending at the shot's end when more than half a stride would be left out (:func:`window_starts`
+    within the shot), so every window lies inside its shot. A shot shorter than a window gets one
+    window standing for the whole shot (``start``, ``end``: the shot's) whose model input is the
+    ``window_s`` seconds centred on the shot (moved to lie within the video)."""
+    out = []
+    for a, b in shots:
+        if b - a >= window_s - 1e-6:
+            out += [WindowSpan(round(a + s, 6), round(min(a + s + window_s, b), 6), round(a + s, 6))
+                    for s in window_starts(b - a, window_s, stride_s)]
+        else:
+            centred = min(max(0.0, (a + b) / 2 - window_s / 2), max(0.0, duration - window_s))
+            out.append(WindowSpan(round(a, 6), round(b, 6), round(centred, 6)))
+    return out
+
+
 @dataclass
 class DecodedFile:
     """The windows of one file, decoded and transformed (or the reason it could not be)."""
@@ -57,36 +97,87 @@ class DecodedFile:
     has_audio: bool = False
     starts: list[float] | None = None
     video: torch.Tensor | None = None
-    """``(W, 3, T, H, W)`` model input."""
+    """``(W, 3, T, H, W)`` model input (``None`` for a file whose video cannot be decoded)."""
     audio: torch.Tensor | None = None
     """``(W, 1, T', F)`` log-mel."""
-    thumbs: list[bytes] | None = None
+    thumbs: list[bytes | None] | None = None
     error: str | None = None
     audio_error: str | None = None
     """Why the audio track could not be decoded (the video windows are kept, without sound)."""
+    ends: list[float] | None = None
+    """Each window's end (``start + window_s`` for fixed windows; within its shot for shot windows)."""
+    has_video: bool = True
+    """False for a file whose video cannot be decoded but whose audio can: audio-only windows."""
+    video_error: str | None = None
+    """Why the video could not be decoded (the windows are audio-only)."""
+
+    def window_rows(self) -> list[tuple[float, float, bool, bytes | None, bool]]:
+        """``(start, end, has_audio, thumbnail, has_video)`` per window, as :meth:`IndexStore.add_file`
+        takes them."""
+        starts = self.starts or []
+        ends = self.ends or starts
+        thumbs = self.thumbs or [None] * len(starts)
+        return [(s, e, self.has_audio, t, self.has_video) for s, e, t in zip(starts, ends, thumbs)]
+
+
+def _audio_only(path: str | Path, info: Any, cfg: Config, spans: list[WindowSpan], window_s: float,
+                video_error: str) -> DecodedFile:
+    """The audio of each window of a file whose video cannot be decoded (``data.audio_seconds`` centred on
+    the window, as :func:`load_clips` places it). Raises ``DecodeError`` naming both failures when the
+    audio cannot be decoded either."""
+    from mmv_torch.data.media.decode import DecodeError
+
+    d = cfg.data
+    try:
+        auds = [audio_features(load_audio(path, max(0.0, w.decode_start + window_s / 2 - d.audio_seconds / 2),
+                                          d.audio_seconds, d.sample_rate), d) for w in spans]
+    except DecodeError as e:
+        raise DecodeError(str(path), f"video: {video_error}; audio: {e.reason}") from None
+    return DecodedFile(str(path), float(info.duration), True, [w.start for w in spans], None, torch.stack(auds),
+                       None, ends=[w.end for w in spans], has_video=False, video_error=video_error)
 
 
 def decode_windows(path: str | Path, cfg: Config, window_s: float, stride_s: float,
-                   starts: list[float] | None = None, thumbs: bool = True) -> DecodedFile:
-    """Decode every window of a video (or those at ``starts``) into model inputs and thumbnails.
-    Raises ``DecodeError`` for a file whose video cannot be read; a file whose audio cannot be decoded
-    keeps its video windows (``has_audio`` false, the reason in ``audio_error``)."""
+                   starts: list[float] | None = None, thumbs: bool = True, windows: str = "fixed") -> DecodedFile:
+    """Decode every window of a video (``windows``: ``fixed`` sliding windows or windows within
+    ``shots``, see :data:`WINDOW_KINDS`; or the fixed windows at ``starts``) into model inputs and
+    thumbnails. A file whose audio cannot be decoded keeps its video windows (``has_audio`` false, the
+    reason in ``audio_error``); one whose video cannot be decoded but whose audio can gets audio-only
+    windows (``has_video`` false, ``video`` None, the reason in ``video_error``; shot windows fall back
+    to fixed ones, the shots being unknown). Raises ``DecodeError`` when neither decodes."""
     from mmv_torch.data.media.decode import DecodeError
+    from mmv_torch.data.media.shots import detect_shots
 
+    if windows not in WINDOW_KINDS:
+        raise ValueError(f"windows must be one of {WINDOW_KINDS}, got {windows!r}")
     d = cfg.data
     info = probe(path)
     if not info.has_video:
         raise DecodeError(str(path), "no video stream")
-    starts = window_starts(info.duration, window_s, stride_s) if starts is None else starts
+    if starts is not None:
+        spans = [WindowSpan(s, round(s + window_s, 6), s) for s in starts]
+    elif windows == "shots":
+        try:
+            spans = shot_windows(detect_shots(path, info.duration), info.duration, window_s, stride_s)
+        except DecodeError as e:
+            if not info.has_audio:
+                raise
+            return _audio_only(path, info, cfg, fixed_windows(info.duration, window_s, stride_s), window_s, e.reason)
+    else:
+        spans = fixed_windows(info.duration, window_s, stride_s)
+    at = [w.decode_start for w in spans]
     fps = d.num_frames / window_s
     vids, auds, pics, has_audio = [], [], [], False
     audio_error = None
     try:
-        clips = load_clips(path, starts, d.num_frames, fps, d.sample_rate, d.audio_seconds)
-    except DecodeError as e:  # a damaged audio track: the file keeps its video windows, marked without sound
+        clips = load_clips(path, at, d.num_frames, fps, d.sample_rate, d.audio_seconds)
+    except DecodeError as e:  # the audio or the video is damaged: keep what decodes
         if not info.has_audio:
             raise
-        clips = load_clips(path, starts, d.num_frames, fps, d.sample_rate, d.audio_seconds, load_audio=False)
+        try:
+            clips = load_clips(path, at, d.num_frames, fps, d.sample_rate, d.audio_seconds, load_audio=False)
+        except DecodeError as v:
+            return _audio_only(path, info, cfg, spans, window_s, v.reason)
         audio_error = e.reason
     for clip in clips:
         vids.append(eval_transform(clip.frames, d.eval_crop_size, d.resize_short))
@@ -94,8 +185,9 @@ def decode_windows(path: str | Path, cfg: Config, window_s: float, stride_s: flo
         has_audio = clip.has_audio and audio_error is None
         if thumbs:
             pics.append(thumbnail_jpeg(clip.frames[clip.frames.shape[0] // 2]))
-    return DecodedFile(str(path), float(info.duration), has_audio, starts, torch.stack(vids), torch.stack(auds),
-                       pics if thumbs else None, audio_error=audio_error)
+    return DecodedFile(str(path), float(info.duration), has_audio, [w.start for w in spans], torch.stack(vids),
+                       torch.stack(auds), pics if thumbs else None, audio_error=audio_error,
+                       ends=[w.end for w in spans])
 
 
 def _normalise(x: torch.Tensor) -> np.ndarray:
@@ -106,9 +198,17 @@ def _normalise(x: torch.Tensor) -> np.ndarray:
 def embed_windows(model: Any, decoded: DecodedFile, device: str | torch.device = "cpu", batch_size: int = 16
                   ) -> dict[str, np.ndarray]:
     """``{"video_vt", "video_va", "audio_va"}`` embeddings of a decoded file's windows (``audio_va``
-    empty for a file without an audio track)."""
+    empty for a file without an audio track; the video spaces empty for audio-only windows)."""
     out: dict[str, list[np.ndarray]] = {"video_vt": [], "video_va": [], "audio_va": []}
-    assert decoded.video is not None and decoded.audio is not None
+    assert decoded.audio is not None
+    if not decoded.has_video:
+        for i in range(0, decoded.audio.shape[0], batch_size):
+            emb = model(audio=decoded.audio[i:i + batch_size].to(device))
+            out["audio_va"].append(_normalise(emb["audio"]["va"]))
+        va = np.concatenate(out["audio_va"])
+        return {"video_vt": np.zeros((0, va.shape[1]), np.float32), "video_va": np.zeros((0, va.shape[1]), np.float32),
+                "audio_va": va}
+    assert decoded.video is not None
     for i in range(0, decoded.video.shape[0], batch_size):
         v = decoded.video[i:i + batch_size].to(device)
         if decoded.has_audio:
@@ -157,5 +257,9 @@ def embed_video_file(model: Any, cfg: Config, path: str | Path, start_s: float |
     duration = probe(path).duration
     start = max(0.0, (duration - window_s) / 2) if start_s is None else float(start_s)
     decoded = decode_windows(path, cfg, window_s, window_s, starts=[start], thumbs=False)
+    if not decoded.has_video:
+        from mmv_torch.data.media.decode import DecodeError
+
+        raise DecodeError(str(path), f"its video cannot be decoded ({decoded.video_error})")
     emb = model(video=decoded.video.to(device))  # type: ignore[union-attr]
     return {"video_vt": _normalise(emb["video"]["vt"])[0], "video_va": _normalise(emb["video"]["va"])[0]}

@@ -22,7 +22,7 @@ import numpy as np
 from mmv_torch.index.store import IndexStore
 
 MODES = {"text": ("text", "video_vt"), "audio": ("audio", "video_va"), "video-audio": ("video_va", "audio_va"),
-         "video": ("video_vt", "video_vt")}
+         "video": ("video_vt", "video_vt"), "audio-audio": ("audio", "audio_va")}
 """Search mode -> (query embedding, searched space)."""
 
 
@@ -92,7 +92,7 @@ class Searcher:
                 if known == 0:
                     raise ValueError(f"no word of {text!r} is in the checkpoint's vocabulary")
                 return vec
-            if mode == "audio":
+            if mode in ("audio", "audio-audio"):
                 return embed_audio_file(self.model, self.cfg, path, device=self.device)  # type: ignore[arg-type]
             start_s = self.check_start(path, start_s)  # type: ignore[arg-type]
             emb = embed_video_file(self.model, self.cfg, path, start_s, self.window_s,  # type: ignore[arg-type]

@@ -227,7 +227,7 @@ class _App:
             h["rel"] = rel
             h["media_url"] = media_url(h, roots)
             h["file_url"] = f"/media/{h['root']}/{quote(rel)}"
-            h["thumb_url"] = f"/thumb/{h['window']}.jpg"
+            h["thumb_url"] = f"/thumb/{h['window']}.jpg" if h["has_video"] else None  # audio-only: no picture
             h["playable"] = self.playable(h["file"], h["path"])
             h["preview_url"] = None if h["playable"] else f"/preview/{h['file']}/{{segment}}.mp4"
         out["segment_s"] = SEGMENT_S
@@ -251,7 +251,8 @@ class _App:
         roots = store.roots()
         for fid, path, root, duration in store.db.execute(
                 "SELECT id, path, root, duration FROM files WHERE status = 'done' ORDER BY id LIMIT 12").fetchall():
-            win = store.db.execute("SELECT id FROM windows WHERE file = ? ORDER BY start LIMIT 1", (fid,)).fetchone()
+            win = store.db.execute("SELECT id FROM windows WHERE file = ? AND thumb IS NOT NULL ORDER BY start LIMIT 1",
+                                   (fid,)).fetchone()
             rel = Path(path).relative_to(roots[root]).as_posix() if root in roots else Path(path).name
             sample.append({"name": Path(path).name, "rel": rel, "duration": duration,
                            "thumb_url": f"/thumb/{win[0]}.jpg" if win else None,
@@ -371,8 +372,9 @@ def _search_routes(app: FastAPI, state: _App, limit: int, max_upload_mb: float) 
                             has_audio: Annotated[bool | None, Form()] = None,
                             after: Annotated[str | None, Form(max_length=40)] = None,
                             before: Annotated[str | None, Form(max_length=40)] = None) -> dict[str, Any]:
-        """An uploaded ``audio`` file (audio -> video, S_va) and/or ``video`` file (``target=video``:
-        video -> video in S_vt; ``target=audio``: video -> audio in S_va), optionally with ``text``:
+        """An uploaded ``audio`` file (audio -> video in S_va; ``target=audio``: audio -> audio, audio-only
+        windows included) and/or ``video`` file (``target=video``: video -> video in S_vt;
+        ``target=audio``: video -> audio in S_va), optionally with ``text``:
         the parts' calibrated scores are averaged. A video that is a copy of an indexed file (same
         name and size) does not return its own window (``exclude_self=false`` keeps it)."""
         if audio is None and video is None:

@@ -2,10 +2,10 @@
 
 An index folder holds:
 
-- ``meta.sqlite``: ``info`` (settings: checkpoint, vocabulary, window and stride, dimensions, the
-  nearest-neighbour kind chosen per space), ``roots`` (the folders whose files may be served),
-  ``files`` (path, size, mtime, duration, has-audio, status ``done`` or ``bad`` with the reason) and
-  ``windows`` (file, start, end, has-audio, a small JPEG thumbnail).
+- ``meta.sqlite``: ``info`` (settings: checkpoint, vocabulary, window kind, length and stride,
+  dimensions, the nearest-neighbour kind chosen per space), ``roots``, ``files`` and ``windows``
+  (schema and migrations: :mod:`.schema`). A window of a file whose video cannot be decoded is
+  audio-only (``has_video`` 0): it has an ``audio_va`` vector and no video vectors.
 - ``vectors/<file id>.npz``: the L2-normalised embeddings of one file's windows per space. One write
   transaction per file (``BEGIN IMMEDIATE``) allocates the id (above every committed id), writes the
   npz atomically under it, inserts the rows and commits; a re-indexed or removed file's old npz is
@@ -39,6 +39,7 @@ import numpy as np
 from mmv_torch.extras import require
 from mmv_torch.fileio import atomic_write, is_temporary
 from mmv_torch.index.lock import IndexBusyError, IndexLock, active_writer, describe
+from mmv_torch.index.schema import has_column, migrate
 
 SPACES = ("video_vt", "video_va", "audio_va")
 """Indexed spaces: video windows in the text space (S_vt, S_vat under FAC), video windows in the audio
@@ -48,17 +49,6 @@ EXACT_LIMIT = 100_000
 META = "meta.sqlite"
 VECTORS = "vectors"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS roots (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL);
-CREATE TABLE IF NOT EXISTS files (
-  id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, root INTEGER NOT NULL, size INTEGER NOT NULL,
-  mtime REAL NOT NULL, duration REAL, has_audio INTEGER, status TEXT NOT NULL, error TEXT);
-CREATE TABLE IF NOT EXISTS windows (
-  id INTEGER PRIMARY KEY, file INTEGER NOT NULL, start REAL NOT NULL, end REAL NOT NULL,
-  has_audio INTEGER NOT NULL, thumb BLOB);
-CREATE INDEX IF NOT EXISTS windows_file ON windows(file);
-"""
 
 
 class IndexDamagedError(ValueError):
@@ -185,7 +175,7 @@ class IndexStore:
         try:
             if create or writer:
                 (self.folder / VECTORS).mkdir(parents=True, exist_ok=True)
-                self.db.executescript(_SCHEMA)
+                migrate(self.db)
             else:
                 self.db.execute("SELECT COUNT(*) FROM files").fetchone()
         except sqlite3.Error as e:
@@ -194,6 +184,14 @@ class IndexStore:
         except OSError as e:
             self.close()
             raise _write_failed(self.folder, META, e) from None
+
+    @property
+    def _video(self) -> str:
+        """The SQL of a window's has-video flag: ``1`` in an index older than the column, opened to read
+        (asked again until a writer has added it: a running server sees an ``index add`` migrate)."""
+        if not getattr(self, "_video_column", False):
+            self._video_column = has_column(self.db, "windows", "has_video")
+        return "has_video" if self._video_column else "1"
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -307,16 +305,18 @@ class IndexStore:
 
     @_guarded
     def add_file(self, path: str | Path, root: int, duration: float, has_audio: bool,
-                 windows: list[tuple[float, float, bool, bytes | None]], vectors: dict[str, np.ndarray]) -> int:
+                 windows: list[tuple[Any, ...]], vectors: dict[str, np.ndarray]) -> int:
         """Store one file in one transaction: a new id allocated inside it, the vectors (one row per
-        window; ``audio_va`` rows for the windows with audio only) written atomically under that id, the
-        rows inserted and committed; a re-indexed file's old npz is deleted after the commit. Returns the
-        file id."""
+        window; ``audio_va`` rows for the windows with audio only, ``video_*`` rows for those with video)
+        written atomically under that id, the rows inserted and committed; a re-indexed file's old npz is
+        deleted after the commit. ``windows``: ``(start, end, has_audio, thumbnail[, has_video])`` each
+        (has-video true when left out). Returns the file id."""
         p = Path(path).resolve()
         st = p.stat()
-        n_audio = sum(1 for w in windows if w[2])
+        rows = [(float(w[0]), float(w[1]), bool(w[2]), w[3], bool(w[4]) if len(w) > 4 else True) for w in windows]
+        n_audio, n_video = sum(1 for w in rows if w[2]), sum(1 for w in rows if w[4])
         for space in SPACES:
-            want = n_audio if space == "audio_va" else len(windows)
+            want = n_audio if space == "audio_va" else n_video
             if vectors[space].shape[0] != want:
                 raise ValueError(f"{space}: {vectors[space].shape[0]} vectors for {want} windows")
         buf = io.BytesIO()
@@ -333,8 +333,8 @@ class IndexStore:
                 _fault("vectors_written")
                 db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, 'done', NULL)",
                            (fid, str(p), root, st.st_size, st.st_mtime, duration, int(has_audio)))
-                db.executemany("INSERT INTO windows (file, start, end, has_audio, thumb) VALUES (?, ?, ?, ?, ?)",
-                               [(fid, s, e, int(a), t) for s, e, a, t in windows])
+                db.executemany("INSERT INTO windows (file, start, end, has_audio, thumb, has_video) VALUES "
+                               "(?, ?, ?, ?, ?, ?)", [(fid, s, e, int(a), t, int(v)) for s, e, a, t, v in rows])
         except BaseException:
             if npz is not None:  # an uncommitted id: no row owns this npz
                 with contextlib.suppress(OSError):
@@ -408,26 +408,37 @@ class IndexStore:
 
     @_guarded
     def windows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Window id -> ``{"file", "path", "root", "start", "end", "has_audio"}``."""
+        """Window id -> ``{"file", "path", "root", "start", "end", "has_audio", "has_video"}``."""
         ids = [int(i) for i in ids]
         out: dict[int, dict[str, Any]] = {}
         for chunk in range(0, len(ids), 500):
             part = ids[chunk:chunk + 500]
-            q = ("SELECT w.id, w.file, f.path, f.root, w.start, w.end, w.has_audio FROM windows w JOIN files f "
-                 f"ON f.id = w.file WHERE w.id IN ({','.join('?' * len(part))})")
-            for wid, fid, path, root, s, e, a in self.db.execute(q, part):
-                out[int(wid)] = {"file": fid, "path": path, "root": root, "start": s, "end": e, "has_audio": bool(a)}
+            q = (f"SELECT w.id, w.file, f.path, f.root, w.start, w.end, w.has_audio, {self._video} FROM windows w "
+                 f"JOIN files f ON f.id = w.file WHERE w.id IN ({','.join('?' * len(part))})")
+            for wid, fid, path, root, s, e, a, v in self.db.execute(q, part):
+                out[int(wid)] = {"file": fid, "path": path, "root": root, "start": s, "end": e, "has_audio": bool(a),
+                                 "has_video": bool(v)}
         return out
+
+    def _in_space(self, space: str) -> str:
+        """The SQL condition on a window (table ``windows``) for having a vector in ``space``."""
+        return "has_audio = 1" if space == "audio_va" else f"{self._video} = 1"
+
+    @_guarded
+    def window_ids(self, file_id: int, space: str) -> list[int]:
+        """The ids of file ``file_id``'s windows that have a vector in ``space``, in the order of its npz rows
+        (audio for ``audio_va``, video for the video spaces)."""
+        q = f"SELECT id FROM windows WHERE file = ? AND {self._in_space(space)} ORDER BY id"
+        return [int(w) for (w,) in self.db.execute(q, (int(file_id),))]
 
     @_guarded
     def window_vector(self, space: str, window_id: int) -> np.ndarray | None:
-        """The stored embedding of one window in ``space`` (``None``: no such window, no audio, or its
-        file's vectors are unreadable)."""
-        row = self.db.execute("SELECT file, has_audio FROM windows WHERE id = ?", (int(window_id),)).fetchone()
-        if row is None or (space == "audio_va" and not row[1]):
+        """The stored embedding of one window in ``space`` (``None``: no such window, no audio or no video
+        for that space, or its file's vectors are unreadable)."""
+        row = self.db.execute("SELECT file FROM windows WHERE id = ?", (int(window_id),)).fetchone()
+        order = [] if row is None else self.window_ids(row[0], space)
+        if int(window_id) not in order:
             return None
-        q = "SELECT id FROM windows WHERE file = ?" + (" AND has_audio = 1" if space == "audio_va" else "")
-        order = [w for (w,) in self.db.execute(q + " ORDER BY id", (row[0],))]
         try:
             with np.load(self.folder / VECTORS / f"{row[0]}.npz", allow_pickle=False) as z:
                 return z[space][order.index(int(window_id))]
@@ -443,12 +454,12 @@ class IndexStore:
     # -- vectors and nearest neighbours -----------------------------------------------------------
     @_guarded
     def file_vectors(self, file_id: int, space: str, dim: int = 0) -> tuple[np.ndarray, list[int]]:
-        """One done file's vectors of ``space`` and their window ids. Raises :class:`BrokenVectors` when
-        its npz is missing, unreadable or has other row counts than its windows (or widths than ``dim``)."""
+        """One done file's vectors of ``space`` and their window ids (:meth:`window_ids`; none for a space
+        it has no windows in, whatever the empty array's width). Raises :class:`BrokenVectors` when its npz
+        is missing, unreadable or has other row counts than its windows (or widths than ``dim``)."""
         fid = int(file_id)
         path = str(self.db.execute("SELECT path FROM files WHERE id = ?", (fid,)).fetchone()[0])
-        wins = self.db.execute("SELECT id, has_audio FROM windows WHERE file = ? ORDER BY id", (fid,)).fetchall()
-        wid = [int(w) for w, a in wins if a or space != "audio_va"]
+        wid = self.window_ids(fid, space)
         try:
             with np.load(self.folder / VECTORS / f"{fid}.npz", allow_pickle=False) as z:
                 v = z[space]
@@ -457,7 +468,7 @@ class IndexStore:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             reason = "not an npz file" if "pickle" in str(e) else " ".join(str(e).split())[:200]
             raise BrokenVectors(self.folder, fid, path, f"vectors unreadable ({reason})") from None
-        if v.ndim != 2 or v.shape[0] != len(wid) or (dim and v.shape[1] != dim):
+        if v.ndim != 2 or v.shape[0] != len(wid) or (dim and len(wid) and v.shape[1] != dim):
             raise BrokenVectors(self.folder, fid, path, f"{space} vectors of shape {tuple(v.shape)} for "
                                 f"{len(wid)} windows of width {dim or '?'}")
         return v, wid
@@ -472,8 +483,9 @@ class IndexStore:
         vecs, ids = [], []
         for (fid,) in self.db.execute("SELECT id FROM files WHERE status = 'done' ORDER BY id").fetchall():
             v, wid = self.file_vectors(fid, space, dim)
-            vecs.append(v)
-            ids.extend(wid)
+            if wid:
+                vecs.append(v)
+                ids.extend(wid)
         arr = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
         return arr.astype(np.float32, copy=False), np.asarray(ids, dtype=np.int64)
 
@@ -524,9 +536,11 @@ class IndexStore:
 
     @_guarded
     def committed_vectors(self, space: str) -> int:
-        """How many vectors of ``space`` the committed files have (its windows; with audio for ``audio_va``)."""
-        q = "SELECT COUNT(*) FROM windows w JOIN files f ON f.id = w.file WHERE f.status = 'done'"
-        return int(self.db.execute(q + (" AND w.has_audio = 1" if space == "audio_va" else "")).fetchone()[0])
+        """How many vectors of ``space`` the committed files have (their windows with audio for ``audio_va``,
+        with video for the video spaces)."""
+        q = f"SELECT COUNT(*) FROM windows WHERE {self._in_space(space)} AND file IN (SELECT id FROM files WHERE " \
+            "status = 'done')"
+        return int(self.db.execute(q).fetchone()[0])
 
     def _not_ready(self, space: str, index: Any) -> IndexNotReadyError | None:
         """Why ``space`` cannot be searched: no ``.faiss`` file, or other vectors than committed windows

@@ -15,7 +15,11 @@ Two depths, named in the report (``"checked"``):
   and gaps and ``problem_at``, the time (seconds from the stream start) of the first problem.
 
 A file is ``ok`` when its modality decodes (a video file needs decodable frames) and nothing failed:
-a video file without an audio stream is fine, one whose audio fails to decode is not.
+a video file without an audio stream is fine, one whose audio fails to decode is not. A video file's two
+streams are checked apart: one whose audio does not decode says ``audio: <reason>`` (``video`` true),
+one whose video does not decode ``video: <reason>`` (``audio`` true when its sound decodes); the
+report counts both (``num_without_decodable_audio``, ``num_without_decodable_video``): ``index
+build`` keeps the first without sound and the second audio-only.
 
 Narrations of a pretraining manifest are checked with the loader's own rules
 (:func:`mmv_torch.data.narrations.validate_narrations`, bounded by the probed duration): the report
@@ -216,13 +220,17 @@ def check_file(path: str | Path, modality: str | None = None, full: bool = False
             load_image(p)
             rep["video"] = True
         elif info.has_video:
-            clip = load_clip(p, 0.0, 2, info.fps or 10.0, load_audio=False)
-            rep["video"] = clip.frames.shape[0] == 2
-            end = _last_video_time(p, info.duration)
-            if end is not None and info.duration and end < info.duration - TRUNCATION_TOLERANCE_S:
-                errors.append(f"truncated: video frames end at {end:.2f} s of {info.duration:.2f} s")
-                rep["video"] = False
-                _problem_at(rep, end)
+            try:
+                clip = load_clip(p, 0.0, 2, info.fps or 10.0, load_audio=False)
+            except DecodeError as e:  # reported as a failed audio track is: the other stream is still checked
+                errors.append(f"video: {e.reason}")
+            else:
+                rep["video"] = clip.frames.shape[0] == 2
+                end = _last_video_time(p, info.duration)
+                if end is not None and info.duration and end < info.duration - TRUNCATION_TOLERANCE_S:
+                    errors.append(f"truncated: video frames end at {end:.2f} s of {info.duration:.2f} s")
+                    rep["video"] = False
+                    _problem_at(rep, end)
         elif mod == "video":
             errors.append("no video stream")
         if info.has_audio:
@@ -288,8 +296,11 @@ def check_path(path: str | Path, json_out: str | Path | None = None, clean_manif
     items = _entries(p)
     files = [check_file(it["file"], it["modality"], full=full) for it in items]
     cleaned = [_check_narrations(it, rep) for it, rep in zip(items, files)]
+    videos = [f for f in files if f["modality"] == "video" and f["video_codec"] and f["audio_codec"]]
     report = {"path": str(p), "checked": CHECKED[full], "num_files": len(files),
               "num_ok": sum(f["ok"] for f in files), "num_bad": sum(not f["ok"] for f in files),
+              "num_without_decodable_audio": sum(f["video"] and not f["audio"] for f in videos),
+              "num_without_decodable_video": sum(f["audio"] and not f["video"] for f in videos),
               "narrations_dropped": sum(f["narrations"]["dropped"] for f in files if f.get("narrations")),
               "narrations_clamped": sum(f["narrations"]["clamped"] for f in files if f.get("narrations")),
               "files": files}
@@ -346,6 +357,10 @@ def format_report(report: dict[str, Any]) -> str:
                     f"{'yes' if f['audio'] else 'no':5s}  {f['path']}{why}")
     rows.append(f"{report['num_ok']} of {report['num_files']} files ok, {report['num_bad']} bad "
                 f"(checked: {report['checked']})")
+    if report.get("num_without_decodable_audio") or report.get("num_without_decodable_video"):
+        rows.append(f"of the bad videos, {report['num_without_decodable_audio']} have no decodable audio "
+                    f"(`index build` keeps their video windows, without sound) and "
+                    f"{report['num_without_decodable_video']} no decodable video (indexed audio-only)")
     if report.get("narrations_dropped") or report.get("narrations_clamped"):
         rows.append(f"narrations: {report['narrations_dropped']} dropped, {report['narrations_clamped']} clamped "
                     "(as the loader does; --clean writes them repaired)")

@@ -105,7 +105,11 @@ function makeCard(hits) {
   const best = hits[0];
   const card = $("card").content.firstElementChild.cloneNode(true);
   card.dataset.path = best.path;
-  card.querySelector(".thumb").src = best.thumb_url;
+  if (best.has_video === false) {  // an audio-only window: found by its sound, no picture to show
+    card.querySelector(".thumb").hidden = true;
+    card.querySelector(".no-video").hidden = false;
+    card.querySelector(".more-like").hidden = true;
+  } else card.querySelector(".thumb").src = best.thumb_url;
   card.querySelector(".thumb").alt = best.name;
   card.querySelector(".name").textContent = best.rel;
   card.querySelector(".name").title = best.path;
@@ -227,9 +231,10 @@ $("search-form").addEventListener("submit", (event) => {
   if (video) form.append("video", video);
   if (text) form.append("text", text);
   form.append("k", String(k()));
+  form.append("target", $("target").value);
   for (const [name, value] of filterParams()) form.append(name, value);
   const what = [text && `“${text}”`, audio && `the sound of ${audio.name}`, video && `the video ${video.name}`]
-    .filter(Boolean).join(" + ");
+    .filter(Boolean).join(" + ") + ($("target").value === "audio" ? " (sounds)" : "");
   history.pushState(null, "", "?");  // a file query cannot be kept in the URL
   run("/api/search", { method: "POST", body: form }, what, k());
 });
