@@ -154,8 +154,9 @@ def test_bad_batches_are_clear_errors():
         deferred_augment(frames[0].float(), CFG, torch.Generator())
     with pytest.raises(ValueError, match="augment_on"):
         DataConfig(augment_on="gpu")
-    with pytest.raises(ValueError, match="needs data.augment 'dmvr'"):
-        DataConfig(augment_on="batch", augment="default")
+    # The 'default' augmentation has no batch stage: it runs in the workers whatever augment_on says.
+    assert not DataConfig(augment_on="batch", augment="default").batch_augment
+    assert DataConfig().batch_augment and not DataConfig(augment_on="worker").batch_augment
 
 
 def test_to_device_applies_the_batch_stage():
@@ -174,8 +175,9 @@ def test_pretrain_dataset_batch_mode_draws_what_worker_mode_draws(tmp_path):
         lines.append(json.dumps({"video": f"v{i}.mp4"}))
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     cfg = DataConfig(num_frames=4, fps=10.0, crop_size=24, resize_short=30, audio_seconds=0.5, num_mel_bins=16)
-    worker = PretrainDataset(tmp_path / "m.jsonl", cfg, seed=3)
-    batch = PretrainDataset(tmp_path / "m.jsonl", replace(cfg, augment_on="batch"), seed=3)
+    assert cfg.augment_on == "batch"  # the default
+    worker = PretrainDataset(tmp_path / "m.jsonl", replace(cfg, augment_on="worker"), seed=3)
+    batch = PretrainDataset(tmp_path / "m.jsonl", cfg, seed=3)
     items = [batch[i] for i in range(2)]
     assert items[0]["frames"].shape == (4, 48, 64, 3) and items[1]["frames"].shape == (4, 56, 40, 3)
     video = augment_batch(collate_samples(items))["video"]
