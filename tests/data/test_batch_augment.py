@@ -180,6 +180,9 @@ def test_pretrain_dataset_batch_mode_draws_what_worker_mode_draws(tmp_path):
     batch = PretrainDataset(tmp_path / "m.jsonl", cfg, seed=3)
     items = [batch[i] for i in range(2)]
     assert items[0]["frames"].shape == (4, 48, 64, 3) and items[1]["frames"].shape == (4, 56, 40, 3)
+    # The 'default' augmentation has no batch stage: under the default augment_on it still gives the "video".
+    assert PretrainDataset(tmp_path / "m.jsonl", replace(cfg, augment="default"), seed=3)[0]["video"].shape == (
+        3, 4, 24, 24)
     video = augment_batch(collate_samples(items))["video"]
     for i, item in enumerate(items):
         ref = worker[i]
