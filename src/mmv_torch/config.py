@@ -258,10 +258,13 @@ class DataConfig:
     width scale factors with probability scale_prob, brightness/saturation/contrast/hue with probability
     color_prob; the default since this field was added) or 'default' (one scale factor, color_jitter; the
     augmentation before this field existed)."""
-    augment_on: str = "worker"
-    """Where 'dmvr' augmentation runs: 'worker' (per clip, in the data workers) or 'batch' (workers return the
-    uint8 frames and the drawn parameters; the training step applies them to whole batches on its device).
-    'batch' pays on a GPU with sources near the training size: frames travel at their source size."""
+    augment_on: str = "batch"
+    """Where the pixels of the 'dmvr' augmentation are computed: 'batch' (the default: workers decode, draw the
+    augmentation and return the uint8 frames with the draw; the training step resizes, crops, flips and colours
+    whole batches on its device, the same draws and pixels within 1/255) or 'worker' (per clip, in the data
+    workers; the default before 2026-12-08). Frames travel at their source size under 'batch': for sources much
+    larger than the training size take 'worker' or transcode first. The 'default' augmentation always runs in
+    the workers."""
     scale_jitter: tuple[float, float] = (0.8, 1.2)
     """Range of the random scale of the resize before cropping (per axis with 'dmvr')."""
     scale_prob: float = 0.8
@@ -320,12 +323,15 @@ class DataConfig:
         if self.augment not in ("dmvr", "default"):
             raise ValueError(f"data.augment must be 'dmvr' or 'default', got {self.augment!r}")
         _check_choice("data.augment_on", self.augment_on, ("worker", "batch"))
-        if self.augment_on == "batch" and self.augment != "dmvr":
-            raise ValueError("data.augment_on 'batch' needs data.augment 'dmvr' (the 'default' augmentation runs in "
-                             "the workers only)")
         for name in ("scale_prob", "color_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
+
+    @property
+    def batch_augment(self) -> bool:
+        """The training samples carry uint8 ``frames`` and the drawn ``augment`` instead of ``video``: 'dmvr'
+        augmentation with ``augment_on = 'batch'``."""
+        return self.augment_on == "batch" and self.augment == "dmvr"
 
 
 @dataclass(frozen=True)

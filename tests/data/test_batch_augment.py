@@ -74,7 +74,7 @@ def test_geometry_equals_per_clip_resize_crop_flip_in_a_mixed_size_batch():
         refs.append((frames, s["augment"]))
     batch = collate_samples(samples)
     assert batch["frames"].shape == (24, 3, 64, 70, 3)
-    out = augment_frames(batch["frames"], batch["augment"], chunk=5)
+    out = augment_frames(batch["frames"], batch["augment"], chunk=5, per_clip=False)  # the grid_sample path
     assert out.shape == (24, 3, 3, 24, 24) and out.dtype == torch.float32
     flipped = 0
     for i, (frames, row) in enumerate(refs):
@@ -107,10 +107,24 @@ def test_full_augmentation_equals_the_float_per_clip_path():
     samples = [deferred_augment(_clip(*SIZES[s % len(SIZES)], s), CFG, torch.Generator().manual_seed(s))
                for s in range(12)]
     assert sum(bool(s["augment"][AUGMENT_FIELDS.index("color")]) for s in samples) not in (0, 12)
-    batch = augment_batch(collate_samples(samples))
+    batch = augment_batch(collate_samples(samples), per_clip=False)  # the grid_sample path of accelerators
     assert "frames" not in batch and "augment" not in batch
     for i, s in enumerate(samples):
         assert (batch["video"][i] - _float_reference(s["frames"], s["augment"])).abs().max() < 1e-4
+
+
+def test_on_a_cpu_the_batch_stage_gives_the_worker_paths_pixels():
+    # On a CPU the batch stage runs each clip through apply_dmvr_params (uint8 resize, as the worker path):
+    # the clips of a mixed-size batch equal the per-clip transform of their own draw, not the grid_sample path's.
+    samples = [deferred_augment(_clip(*SIZES[s % len(SIZES)], s), CFG, torch.Generator().manual_seed(s))
+               for s in range(8)]
+    batch = collate_samples(samples)
+    out = augment_batch(batch)["video"]
+    grid = augment_batch(batch, per_clip=False)["video"]
+    for i, s in enumerate(samples):
+        (h, w), p, crop = unpack_params(s["augment"])
+        assert (out[i] - apply_dmvr_params(s["frames"], p, crop)).abs().max() < 1e-6
+    assert (out - grid).abs().max() > 1e-3
 
 
 def test_collate_without_frames_is_the_default_and_bad_frames_fail():
@@ -154,8 +168,9 @@ def test_bad_batches_are_clear_errors():
         deferred_augment(frames[0].float(), CFG, torch.Generator())
     with pytest.raises(ValueError, match="augment_on"):
         DataConfig(augment_on="gpu")
-    with pytest.raises(ValueError, match="needs data.augment 'dmvr'"):
-        DataConfig(augment_on="batch", augment="default")
+    # The 'default' augmentation has no batch stage: it runs in the workers whatever augment_on says.
+    assert not DataConfig(augment_on="batch", augment="default").batch_augment
+    assert DataConfig().batch_augment and not DataConfig(augment_on="worker").batch_augment
 
 
 def test_to_device_applies_the_batch_stage():
@@ -174,10 +189,14 @@ def test_pretrain_dataset_batch_mode_draws_what_worker_mode_draws(tmp_path):
         lines.append(json.dumps({"video": f"v{i}.mp4"}))
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     cfg = DataConfig(num_frames=4, fps=10.0, crop_size=24, resize_short=30, audio_seconds=0.5, num_mel_bins=16)
-    worker = PretrainDataset(tmp_path / "m.jsonl", cfg, seed=3)
-    batch = PretrainDataset(tmp_path / "m.jsonl", replace(cfg, augment_on="batch"), seed=3)
+    assert cfg.augment_on == "batch"  # the default
+    worker = PretrainDataset(tmp_path / "m.jsonl", replace(cfg, augment_on="worker"), seed=3)
+    batch = PretrainDataset(tmp_path / "m.jsonl", cfg, seed=3)
     items = [batch[i] for i in range(2)]
     assert items[0]["frames"].shape == (4, 48, 64, 3) and items[1]["frames"].shape == (4, 56, 40, 3)
+    # The 'default' augmentation has no batch stage: under the default augment_on it still gives the "video".
+    assert PretrainDataset(tmp_path / "m.jsonl", replace(cfg, augment="default"), seed=3)[0]["video"].shape == (
+        3, 4, 24, 24)
     video = augment_batch(collate_samples(items))["video"]
     for i, item in enumerate(items):
         ref = worker[i]

@@ -23,7 +23,8 @@ from mmv_torch.data.official_splits import read_esc50, read_hmdb51_split, read_u
 from tests.helpers.media_utils import make_video, make_wav, truncate
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=32, eval_crop_size=32, resize_short=36, audio_seconds=0.5,
-                 num_mel_bins=20, num_candidates=3, max_words=5, max_skip_rate=0.5)
+                 num_mel_bins=20, num_candidates=3, max_words=5, max_skip_rate=0.5,
+                 augment_on="worker")  # these tests read the per-clip "video" of a training sample
 VOCAB = {"cut": 1, "the": 2, "onion": 3, "stir": 4, "soup": 5, "hello": 6, "again": 7}
 
 

@@ -17,7 +17,8 @@ from mmv_torch.data.tools.shard_writer import run_shard, write_shards
 from tests.helpers.media_utils import make_video
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=32, eval_crop_size=32, resize_short=36, audio_seconds=0.5,
-                 num_mel_bins=20, num_candidates=2, max_words=4, max_skip_rate=0.5)
+                 num_mel_bins=20, num_candidates=2, max_words=4, max_skip_rate=0.5,
+                 augment_on="worker")  # these tests read the per-clip "video" of a training sample
 
 
 def tokenize(text):

@@ -84,7 +84,8 @@ def test_transcode_probes_and_manifest(media, tmp_path):
     assert [x["video"] for x in lines] == ["a.mp4", "sub/b.mp4", "a.mp4"]  # broken one left out
     assert lines[0]["start"] == 0.25 and lines[0]["end"] == 1.75 and lines[0]["narration"][0]["text"] == "hi"
 
-    ds = PretrainDataset(out / "train.jsonl", DataConfig(num_frames=4, fps=5.0, crop_size=16, resize_short=18))
+    ds = PretrainDataset(out / "train.jsonl", DataConfig(num_frames=4, fps=5.0, crop_size=16, resize_short=18,
+                                                            augment_on="worker"))
     sample = ds[0]
     assert sample["video"].shape == (3, 4, 16, 16) and bool(sample["has_audio"])
 

@@ -312,6 +312,39 @@ def test_dmvr_color_is_brightness_saturation_contrast_hue_in_order():
     assert (T.dmvr_color(v, c).double() - y).abs().max() > 1e-2
 
 
+def test_fused_dmvr_color_equals_the_op_by_op_form():
+    # Grey, black, tied-max and 8-bit pixels, brightness pushing values below 0 and above 1, hues at +-0.2:
+    # the fused in-place maths must equal adjust_saturation_hsv -> contrast -> adjust_hue_hsv, per clip and with
+    # per-clip tensor parameters (the batch stage), and leave its input alone.
+    g = torch.Generator().manual_seed(11)
+    worst = 0.0
+    for s in range(40):
+        v = torch.rand(3, 3, 6, 7, generator=g)
+        v[:, 0, :, :2] = 0.0
+        v[:, 1, :, 2:4] = 0.5
+        v[0, 2, :, 4:] = v[1, 2, :, 4:]
+        v[:, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0])[:, None]
+        if s % 2:
+            v = torch.round(v * 255) / 255
+        p = [float(torch.empty(()).uniform_(lo, hi, generator=g))
+             for lo, hi in ((-32 / 255, 32 / 255), (0.6, 1.4), (0.6, 1.4), (-0.2, 0.2))]
+        p[0] = (-0.12, 0.12, p[0])[s % 3]
+        p[3] = (-0.2, 0.2, p[3], p[3])[s % 4]
+        c = T.DmvrColor(*p)
+        before = v.clone()
+        out = T.dmvr_color(v, c)
+        assert torch.equal(v, before)
+        worst = max(worst, (out - T.dmvr_color_reference(v, c)).abs().max().item())
+    assert worst < 5e-6
+    clips = torch.rand(3, 4, 2, 5, 5, generator=g)
+    cols = [torch.tensor(c) for c in ([0.1, -0.1, 0.0, 0.05], [0.6, 1.4, 1.0, 0.9], [1.3, 0.7, 1.0, 1.1],
+                                      [0.2, -0.2, 0.0, 0.1])]
+    out = T.dmvr_color_(clips.clone(), *(col.reshape(-1, 1, 1, 1) for col in cols))
+    for i in range(4):
+        want = T.dmvr_color_reference(clips[:, i], T.DmvrColor(*(float(col[i]) for col in cols)))
+        assert (out[:, i] - want).abs().max() < 5e-6
+
+
 def test_augment_config_defaults_and_checks():
     assert DataConfig().augment == "dmvr" and (DataConfig().scale_prob, DataConfig().color_prob) == (0.8, 0.8)
     assert {name: cfg.data.augment for name, cfg in PRESETS.items()} == dict.fromkeys(PRESETS, "dmvr")

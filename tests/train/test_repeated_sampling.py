@@ -16,7 +16,7 @@ from mmv_torch.train.sampling import FlattenCollate, TrainData, as_train_data, m
 from tests.helpers.media_utils import make_video
 
 CFG = DataConfig(num_frames=4, fps=8.0, crop_size=24, resize_short=28, audio_seconds=0.5, num_mel_bins=16,
-                 num_candidates=2, max_words=4)
+                 num_candidates=2, max_words=4, augment_on="worker")  # the tests read each clip's "video"
 
 
 @pytest.fixture(scope="module")

@@ -182,7 +182,7 @@ def make_samples(src: Source, name: str, narrations: Sequence[Narration], durati
                        threads=threads)
     samples = []
     for start, clip in zip(starts, clips):
-        if train and batch_augment:  # "frames" and "augment" instead of "video" (data/batch_augment.py)
+        if train and batch_augment and cfg.augment == "dmvr":  # "frames" + "augment", not "video": batch_augment.py
             views = deferred_augment(clip.frames, cfg, generator)
         elif train and cfg.augment == "dmvr":
             views = {"video": dmvr_train_transform(clip.frames, cfg.crop_size, cfg.resize_short, cfg.scale_jitter,
@@ -304,7 +304,7 @@ class PretrainDataset(Dataset):
                     dur = self._duration(e)
                     samples = make_samples(e.path, e.path, self._narrations(i, dur), dur, self.cfg, self.tokenize,
                                            self.train, g, i, window=e.window,
-                                           batch_augment=self.cfg.augment_on == "batch", count=k)
+                                           batch_augment=self.cfg.batch_augment, count=k)
                 except (DecodeError, av_errors()) as err:
                     self._bad.add(i)
                     self.tracker.skip(e.path, _decode_reason(err))

@@ -182,7 +182,7 @@ class ShardDataset(IterableDataset):
                 duration = probe(data, name=name).duration
             index = int(key) if key.isdigit() else -1
             sample = make_sample(data, name, narrations, float(duration), self.cfg, self.tokenize, self.train, g,
-                                 index, window=window, batch_augment=self.cfg.augment_on == "batch")
+                                 index, window=window, batch_augment=self.cfg.batch_augment)
         except (DecodeError, av_errors()) as e:
             self.tracker.skip(name, _decode_reason(e))
             return None

@@ -355,12 +355,72 @@ def adjust_hue_hsv(video: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.stack(out)
 
 
+def _max3(x: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of the three channels of ``(3, ...)`` (two passes, not a strided reduction)."""
+    v = torch.maximum(x[0], x[1])
+    return torch.maximum(v, x[2], out=v)
+
+
+def _min3(x: torch.Tensor) -> torch.Tensor:
+    v = torch.minimum(x[0], x[1])
+    return torch.minimum(v, x[2], out=v)
+
+
+_TINY = torch.finfo(torch.float32).tiny
+_HUE_CENTRES = (3.0, -1.0, 1.0)
+"""R, G, B: the channel at hue ``H`` (in sixths of a turn) is ``v - c clip(2 - d(H, centre), 0, 1)``."""
+
+
+def dmvr_color_(x: torch.Tensor, brightness: float | torch.Tensor, saturation: float | torch.Tensor,
+                contrast: float | torch.Tensor, hue: float | torch.Tensor) -> torch.Tensor:
+    """:func:`dmvr_color` in place on float ``(3, ...)``; each parameter a float or a tensor that broadcasts
+    against one channel (e.g. ``(B, 1, 1, 1)`` for ``(3, B, T, H, W)``). Returns ``x``.
+
+    The maths of :func:`adjust_saturation_hsv` and :func:`adjust_hue_hsv` in fewer passes over the pixels
+    (equal up to float rounding, ~1e-6): the saturation ``s -> clip(s f, 0, 1)`` of a pixel with value
+    ``v`` and range ``r`` is ``v + clip(v / r, 0, f) (x - v)`` (grey at ``v`` when ``v <= 0``); the hue works
+    on ``H = 6 h`` and the circular distance to each channel's centre (no ``remainder``); the TensorFlow
+    case split of the hue (red, else green, else blue is the max) selects with exact 0/1 ``lerp`` weights.
+    A pixel with ``v <= 0`` keeps its range as chroma here, which the final clip to [0, 1] makes 0 anyway.
+    """
+    x.add_(brightness)
+    v = _max3(x)
+    ratio = torch.sub(v, _min3(x)).clamp_min_(_TINY)
+    torch.div(v, ratio, out=ratio)
+    if isinstance(saturation, torch.Tensor):
+        torch.minimum(ratio.clamp_(min=0.0), saturation, out=ratio)
+    else:
+        ratio.clamp_(0.0, saturation)
+    torch.lerp(v.expand_as(x), x, ratio, out=x)
+    mean = x.mean(dim=(-2, -1), keepdim=True)  # each frame's mean of each channel
+    torch.lerp(mean.expand_as(x), x, contrast, out=x)
+    r, g, b = x[0], x[1], x[2]
+    v = _max3(x)
+    rng = v - _min3(x)
+    h6 = torch.lerp((r - g).add_(rng, alpha=4), (b - r).add_(rng, alpha=2), (g == v).to(x.dtype))
+    torch.lerp(h6, g - b, (r == v).to(x.dtype), out=h6)
+    h6.div_(rng.clamp_min(_TINY)).add_(hue * 6.0)  # in [-2.2, 6.2): 6 x the shifted hue, not yet wrapped
+    centres = torch.tensor(_HUE_CENTRES, dtype=x.dtype, device=x.device).reshape((3,) + (1,) * (x.dim() - 1))
+    d = (h6 - centres).abs_()
+    torch.minimum(d, (6.0 - d).abs_(), out=d)  # circular distance on the 6-sixths circle
+    w = d.neg_().add_(2.0).clamp_(0.0, 1.0)
+    torch.addcmul(v, rng, w, value=-1.0, out=x)
+    return x.clamp_(0.0, 1.0)
+
+
 def dmvr_color(video: torch.Tensor, color: DmvrColor) -> torch.Tensor:
     """DMVR's ``color_default_augm`` body on ``(3, T, H, W)`` in [0, 1]: brightness, saturation, contrast,
-    hue, then clip to [0, 1] (no clipping in between, as in TensorFlow)."""
-    x = video + color.brightness
-    x = adjust_saturation_hsv(x, color.saturation)
-    mean = x.mean(dim=(-2, -1), keepdim=True)  # each frame's mean of each channel
+    hue, then clip to [0, 1] (no clipping in between, as in TensorFlow). A new tensor; see :func:`dmvr_color_`
+    for the in-place form the pipelines use."""
+    x = video.clone()
+    return dmvr_color_(x, color.brightness, color.saturation, color.contrast, color.hue)
+
+
+def dmvr_color_reference(video: torch.Tensor, color: DmvrColor) -> torch.Tensor:
+    """:func:`dmvr_color` op by op (:func:`adjust_saturation_hsv`, the contrast, :func:`adjust_hue_hsv`): the
+    slow, literal form the fused one is tested against."""
+    x = adjust_saturation_hsv(video + color.brightness, color.saturation)
+    mean = x.mean(dim=(-2, -1), keepdim=True)
     x = mean + color.contrast * (x - mean)
     return adjust_hue_hsv(x, color.hue).clamp_(0.0, 1.0)
 
@@ -371,8 +431,9 @@ def apply_dmvr_params(frames: torch.Tensor, params: DmvrParams, crop_size: int) 
     crop = resized[:, params.top:params.top + crop_size, params.left:params.left + crop_size]
     if params.flip:
         crop = crop.flip(2)
-    video = to_float_video(crop)
-    return dmvr_color(video, params.color) if params.color is not None else video
+    video = to_float_video(crop)  # a fresh tensor: coloured in place
+    c = params.color
+    return dmvr_color_(video, c.brightness, c.saturation, c.contrast, c.hue) if c is not None else video
 
 
 def dmvr_train_transform(frames: torch.Tensor, crop_size: int = 200, resize_short: int = 224,

@@ -23,7 +23,7 @@ Definitions (JSON keys):
   conversion), ``augment``, ``audio_decode``, ``log_mel``, ``text`` and ``other`` (the rest of the
   sample: index bookkeeping, tensor packing), and each stage's share.
 - ``target_clips_per_s`` (default: 60% of the decode limit) and ``verdict``.
-- ``augment_on`` and ``worker_stages``: with ``data.augment_on = "batch"`` the worker only draws the
+- ``augment_on`` and ``worker_stages``: with ``data.augment_on = "batch"`` (the default) the worker only draws the
   augmentation (stage ``augment``) and returns uint8 frames; the pixels are then augmented per batch
   (:func:`~mmv_torch.data.media.batch_augment.augment_batch`), on the training device in training. That
   stage is timed separately here, in the main process on this CPU with one thread, on batches of
@@ -289,10 +289,10 @@ def run_data_bench(manifest: str | Path, cfg: DataConfig, workers: int = 1, seco
     except SkipRateExceeded as e:
         raise ValueError(f"data bench: {manifest}: {e}") from e
     out = _summarise(per, cfg, target_clips_per_s)
-    out["augment_on"] = cfg.augment_on
-    out["worker_stages"] = [st for st in STAGES if cfg.augment_on == "worker" or st != "augment"] + (
-        ["augment (draw only)"] if cfg.augment_on == "batch" else [])
-    if cfg.augment_on == "batch":
+    out["augment_on"] = "batch" if cfg.batch_augment else "worker"
+    out["worker_stages"] = [st for st in STAGES if not cfg.batch_augment or st != "augment"] + (
+        ["augment (draw only)"] if cfg.batch_augment else [])
+    if cfg.batch_augment:
         out.update(measure_batch_stage(str(manifest), cfg, max(1.0, seconds / 4), seed=seed, tokenize=tokenize))
         out["combined_clips_per_s"] = 1.0 / (1.0 / out["clips_per_s"] + 1.0 / out["batch_stage_clips_per_s"])
         out["combined_fraction_of_limit"] = out["combined_clips_per_s"] / out["decode_limit_clips_per_s"]
