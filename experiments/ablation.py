@@ -2,7 +2,7 @@
 synthetic narrated videos, where the fine granularity (the sound class: audio) and the coarse one (the
 narrated object and motion: text) are different factors of a clip (docs/synthetic_data.md).
 
-    python experiments/ablation.py --out runs/ablation --seeds 0 1 2 3 4 --steps 300 --md docs/ablation.md
+    python experiments/ablation.py --out runs/ablation --seeds 0 1 2 3 4 --steps 80 --clips 512   # docs/ablation.md
     python experiments/ablation.py --out /tmp/abl --seeds 0 1 --steps 4 --clips 48 --smoke   # minutes
 
 Arms (each the demo's network, ``mmv_torch.demo.demo_config``, with the arm's overrides; the same seeds, so
