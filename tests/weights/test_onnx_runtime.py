@@ -2,8 +2,6 @@
 the same embeddings as PyTorch, refused for another checkpoint or input contract; the index built with them
 equals the PyTorch one (slow: the video tower's export takes minutes)."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -73,26 +71,40 @@ def test_index_build_refuses_onnx_without_its_folder(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_an_index_built_through_onnxruntime_equals_the_pytorch_one(tmp_path):
+    """Audio vectors within 1e-4. The random tiny video tower is not that accurate in float32 itself (PyTorch in
+    float32 is 2-6e-4 from float64 on these windows), so there the ONNX vectors must be at least as close to the
+    float64 PyTorch vectors as PyTorch's float32 ones are."""
+    import copy
+
     from mmv_torch.cli.main import main
+    from mmv_torch.index.embedding import decode_windows
     from mmv_torch.index.store import IndexStore
+    from mmv_torch.weights.resolve import resolve_checkpoint
     from tests.helpers.index_utils import synthetic_clips, tiny_checkpoint
 
     clips = synthetic_clips(tmp_path / "clips")
     ckpt = tiny_checkpoint(tmp_path / "ckpt", clips)
     assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "onnx")]) == 0
-    assert main(["index", "build", "--checkpoint", str(ckpt), "--videos", str(clips), "--out", str(tmp_path / "t"),
-                 "--no-progress"]) == 0
-    assert main(["index", "build", "--checkpoint", str(ckpt), "--videos", str(clips), "--out", str(tmp_path / "o"),
-                 "--runtime", "onnx", "--onnx", str(tmp_path / "onnx"), "--no-progress"]) == 0
+    for name, extra in (("t", []), ("o", ["--runtime", "onnx", "--onnx", str(tmp_path / "onnx")])):
+        assert main(["index", "build", "--checkpoint", str(ckpt), "--videos", str(clips), "--out", str(tmp_path / name),
+                     "--no-progress", *extra]) == 0
     torch_store, onnx_store = IndexStore(tmp_path / "t"), IndexStore(tmp_path / "o")
     assert onnx_store.info()["runtime"] == "onnx" and torch_store.info()["runtime"] == "torch"
+    resolved = resolve_checkpoint(ckpt)
+    exact = copy.deepcopy(resolved.load_model("cpu")).double().eval()
+    decoded = [decode_windows(p, resolved.config, 1.0, 1.0, thumbs=False) for p in sorted(clips.glob("*.mp4"))]
+    with torch.no_grad():
+        e64 = exact(video=torch.cat([d.video for d in decoded]).double())["video"]
     for space in ("video_vt", "video_va", "audio_va"):
         a, ids_a = torch_store.vectors(space)
         b, ids_b = onnx_store.vectors(space)
         assert a.shape == b.shape and len(a) > 0 and np.array_equal(ids_a, ids_b)
-        assert float(np.abs(a - b).max() / np.abs(a).max()) < 1e-4, space
-    # `index add` keeps the index's runtime
+        if space == "audio_va":
+            assert float(np.abs(a - b).max() / np.abs(a).max()) < 1e-4
+            continue
+        ref = torch.nn.functional.normalize(e64[space.split("_")[1]], dim=-1).numpy()
+        assert float(np.abs(b - ref).max()) <= float(np.abs(a - ref).max()), space
     (clips / "more").mkdir()
     synthetic_clips(clips / "more", n=1, seed=5)
     assert main(["index", "add", str(tmp_path / "o"), "--videos", str(clips), "--no-progress"]) == 0
-    assert json.loads(json.dumps(IndexStore(tmp_path / "o").info()))["runtime"] == "onnx"
+    assert IndexStore(tmp_path / "o").info()["runtime"] == "onnx"  # `index add` kept the index's runtime
