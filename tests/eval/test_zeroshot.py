@@ -2,6 +2,7 @@
 ``mmv-torch eval zeroshot``."""
 
 import json
+import warnings
 
 import av
 import numpy as np
@@ -130,3 +131,47 @@ def test_eval_zeroshot_command_writes_the_report(colours, tmp_path, capsys):
     assert main(["eval", "zeroshot", "--checkpoint", str(ckpt), "--data", str(colours["manifest"]),
                  "--templates", str(tmp_path / "none.txt")]) == 2
     assert "neither one of" in capsys.readouterr().err
+
+
+def test_classnames_give_the_words_of_labels_the_vocabulary_lacks(colours, tmp_path):
+    """Labels that are no word of the vocabulary (as the synthetic motions' stems: `bounce`, while the narrations
+    say `bounces`) score 0 for every class; a --classnames file maps them to words the text tower knows."""
+    from mmv_torch.eval.zeroshot import read_classnames
+
+    lines = [json.loads(x) for x in colours["manifest"].read_text().splitlines()]
+    for x in lines:
+        x["label"] = x["label"][0] + "x"  # rx, gx, bx
+    coded = colours["root"] / "coded.jsonl"
+    coded.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cfg = apply_overrides(get_preset("tiny"), {"data.num_frames": 4, "data.fps": 8.0, "data.eval_crop_size": 32,
+                                               "data.resize_short": 32})
+
+    def run(classnames=None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the classes without a known word
+            return eval_zeroshot(ColourModel(), cfg, manifest_source(coded), LoaderOptions(batch_size=4),
+                                 colours["tokenizer"], templates=["{}"], classnames=classnames)
+
+    without = run()
+    assert without["settings"]["classes_without_known_words"] == 3 and without["metrics"]["test_top1"] < 0.5
+    names = tmp_path / "classnames.json"
+    names.write_text(json.dumps({"rx": "red", "gx": ["green", "green video"], "bx": ["blue"], "other": "x"}))
+    with_names = run(names)
+    assert with_names["metrics"]["test_top1"] == 1.0 and with_names["settings"]["classnames"] == str(names)
+    assert read_classnames(names)["gx"] == ["green", "green video"]
+    for bad, match in (("[1]", "JSON object"), ('{"rx": []}', "non-empty list"), ("{", "not a readable JSON")):
+        names.write_text(bad)
+        with pytest.raises(ValueError, match=match):
+            read_classnames(names)
+    names.write_text(json.dumps({"purple": "red"}))
+    with pytest.raises(ValueError, match="none of its labels"):
+        run(names)
+
+
+def test_synthetic_class_phrases_are_narration_words_for_every_label():
+    from mmv_torch.data.synthetic import MOTION_NAMES, OBJECT_NAMES, class_phrases, vocabulary_words
+
+    words, phrases = set(vocabulary_words()), class_phrases()
+    assert set(phrases) == set(MOTION_NAMES) | set(OBJECT_NAMES)
+    assert not any(m in words for m in MOTION_NAMES)  # why the labels alone fail
+    assert all(w in words for p in phrases.values() for x in p for w in x.split())

@@ -43,7 +43,8 @@ def synthetic_clips(folder: Path, n: int = 3, seed: int = 0) -> Path:
     from mmv_torch.data.synthetic import write_dataset
 
     write_dataset(folder, n, seed, size=32, num_probe_train=0, num_probe_test=0, num_retrieval=0, workers=1)
-    for name in ("pretrain.jsonl", "probe_motion.jsonl", "probe_sound.jsonl", "retrieval.jsonl", "labels.json"):
+    for name in ("pretrain.jsonl", "probe_motion.jsonl", "probe_sound.jsonl", "retrieval.jsonl", "labels.json",
+                 "classnames.json"):
         (folder / name).unlink(missing_ok=True)
     return folder
 

@@ -247,16 +247,18 @@ def _cmd_eval_image(args: argparse.Namespace) -> int:
 
 def _cmd_eval_zeroshot(args: argparse.Namespace) -> int:
     from mmv_torch.api import TextTokenizer
-    from mmv_torch.eval.zeroshot import eval_zeroshot, read_templates
+    from mmv_torch.eval.zeroshot import eval_zeroshot, read_classnames, read_templates
 
     read_templates(args.templates, args.modality)  # a bad --templates fails before the model is loaded
+    if args.classnames is not None:
+        read_classnames(args.classnames)
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, args.modality)
     tokenizer, vocab = _tokenizer(args, cfg)
     word_mask = _word_mask(args)
     result = eval_zeroshot(model, cfg, source, _loader_options(args), TextTokenizer(tokenizer, word_mask),
                            modality=args.modality, space=args.space, templates=args.templates, windows=args.windows,
-                           word_mask=word_mask, device=device)
+                           word_mask=word_mask, device=device, classnames=args.classnames)
     result["settings"]["vocab"] = vocab
     return _write(result, args)
 
@@ -273,11 +275,14 @@ def _add_zeroshot_parser(evals: Any) -> None:
     p.add_argument("--templates", default="auto", metavar="auto|action|sound|FILE",
                    help="prompt templates: our action or sound set, a file with one template per line ('{}' is the "
                         "class name); auto: sound for --modality audio or a sound data set, else action")
+    p.add_argument("--classnames", default=None, metavar="FILE",
+                   help="JSON {label: phrase or [phrases]}: the words for each class in the prompts (default: the "
+                        "label made readable); `data synthetic` writes classnames.json")
     p.add_argument("--windows", type=POSITIVE, default=1, help="linearly spaced windows, embeddings averaged")
     _add_text_args(p)
     add_json_arg(p)
     p.set_defaults(func=_cmd_eval_zeroshot)
-    _classify(p, templates=INPUT)
+    _classify(p, templates=INPUT, classnames=INPUT)
 
 
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:

@@ -91,6 +91,15 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _onnx_folder(args: argparse.Namespace) -> str | None:
+    """``--onnx DIR`` for ``--runtime onnx``; refused without it, or with ``--runtime torch``."""
+    if args.runtime == "onnx" and args.onnx is None:
+        raise ValueError("--runtime onnx needs --onnx DIR (a folder of `mmv-torch export --checkpoint CK --onnx DIR`)")
+    if args.runtime == "torch" and args.onnx is not None:
+        raise ValueError("--onnx DIR is for --runtime onnx")
+    return args.onnx
+
+
 def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
     from mmv_torch.index.build import build_index
     from mmv_torch.index.store import IndexStore, is_index
@@ -99,7 +108,7 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
         return build_index(args.checkpoint, args.videos, args.out, window_s=args.window_s, stride_s=args.stride_s,
                            workers=args.workers, vocab=args.vocab, windows=args.windows or "fixed",
                            word_mask=None if args.word_mask == "auto" else args.word_mask == "yes", device=device,
-                           progress=not args.no_progress, wait=not args.no_wait)
+                           progress=not args.no_progress, wait=not args.no_wait, onnx=_onnx_folder(args))
     if not is_index(args.index):
         raise ValueError(f"{args.index}: not an index (build one with `mmv-torch index build`)")
     if args.index_command == "add":
@@ -111,7 +120,8 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
                            stride_s=info["stride_s"], workers=args.workers, vocab=info.get("vocab"),
                            word_mask=bool(info.get("word_mask")), device=device,
                            windows=args.windows or info.get("window_kind", "fixed"),
-                           progress=not args.no_progress, add=True, prune=args.prune, wait=not args.no_wait)
+                           progress=not args.no_progress, add=True, prune=args.prune, wait=not args.no_wait,
+                           onnx=info.get("onnx") if info.get("runtime") == "onnx" else None)
     for f in (args.audio, args.video):
         if f is not None and not Path(f).is_file():
             raise ValueError(f"{f}: no such file")
@@ -148,6 +158,10 @@ def add_index_parsers(sub: Any) -> None:
                                 "default: the checkpoint's vocab.txt")
             p.add_argument("--word-mask", choices=["auto", "yes", "no"], default="auto",
                            help="max-pool text over real words only (auto: when the checkpoint has vocab.txt)")
+            p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                           help="embed with PyTorch or with onnxruntime on the --onnx folder's towers (index add "
+                                "keeps the index's runtime)")
+            p.add_argument("--onnx", metavar="DIR", default=None, help="an `export --onnx` folder of this checkpoint")
         else:
             p.add_argument("index", metavar="INDEX")
         p.add_argument("--videos", required=True, metavar="DIR|MANIFEST", help="a folder (recursive) or a manifest")
@@ -164,7 +178,7 @@ def add_index_parsers(sub: Any) -> None:
             p.add_argument("--prune", action="store_true", help="remove indexed files that no longer exist")
         p.set_defaults(func=_cmd_index)
         if name == "build":
-            classify(p, checkpoint=OWNED_INPUT, out=OUTPUT_FOLDER, vocab=INPUT, videos=INPUT)
+            classify(p, checkpoint=OWNED_INPUT, out=OUTPUT_FOLDER, vocab=INPUT, videos=INPUT, onnx=INPUT)
         else:
             classify(p, index=OWNED_INPUT, videos=INPUT)
     p = index.add_parser("check", help="check that an index's rows, vectors and search index agree")

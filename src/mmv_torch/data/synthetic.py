@@ -93,6 +93,13 @@ MOTIONS: tuple[MotionClass, ...] = (
 OBJECT_NAMES: tuple[str, ...] = tuple(o.name for o in OBJECTS)
 MOTION_NAMES: tuple[str, ...] = tuple(m.name for m in MOTIONS)
 
+
+def class_phrases() -> dict[str, list[str]]:
+    """The words the narrations use for each class label, written to ``classnames.json`` for ``eval zeroshot
+    --classnames``: a motion's verb phrases (the labels are stems such as ``bounce``, which no narration says), an
+    object's nouns (the sound classes are the objects)."""
+    return {**{m.name: list(m.verbs) for m in MOTIONS}, **{o.name: list(o.nouns) for o in OBJECTS}}
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "orange": (245, 130, 20), "yellow": (245, 225, 40), "green": (40, 180, 60),
     "blue": (40, 80, 230), "purple": (130, 50, 190), "pink": (250, 120, 180), "brown": (130, 80, 40),
@@ -1043,6 +1050,7 @@ def write_dataset(out_dir: str | Path, num_clips: int, seed: int, size: int = 64
                       "probe_sound": "probe_sound.jsonl", "retrieval": "retrieval.jsonl"},
     }
     (out / "labels.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "classnames.json").write_text(json.dumps(class_phrases(), indent=1) + "\n")
     return {**summary, "out_dir": str(out), "seconds": round(seconds, 3), "num_files": len(results)}
 
 

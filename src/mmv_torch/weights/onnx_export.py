@@ -29,7 +29,7 @@ from mmv_torch.models.mmv import MMV
 TOWERS = ("video", "audio", "text")
 
 
-class _Tower(nn.Module):
+class ExportTower(nn.Module):
     """One modality of an MMV, tower + heads, returning its normalised embeddings as a tuple (in ``spaces``)."""
 
     def __init__(self, model: MMV, modality: str, spaces: tuple[str, ...]) -> None:
@@ -98,7 +98,7 @@ def export_onnx(model: MMV, cfg: Config, out_dir: str | Path, towers: tuple[str,
             dynamic = {"x": {0: batch}, **({"word_mask": {0: batch}} if name == "text" else {})}
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(_Tower(model, name, spaces), inputs[name], str(tmp / f"{name}.onnx"),
+                torch.onnx.export(ExportTower(model, name, spaces), inputs[name], str(tmp / f"{name}.onnx"),
                                   input_names=names, output_names=list(spaces), opset_version=opset, dynamo=True,
                                   dynamic_shapes=dynamic, external_data=False, verbose=False)
             record["towers"][name] = {"file": f"{name}.onnx", "inputs": {
@@ -117,7 +117,7 @@ def onnx_parity(model: MMV, cfg: Config, out_dir: str | Path, batches: tuple[int
     worst: dict[str, float] = {}
     for name, info in record["towers"].items():
         session = ort.InferenceSession(str(Path(out_dir) / info["file"]), providers=["CPUExecutionProvider"])
-        tower = _Tower(model.eval(), name, tuple(info["outputs"]))
+        tower = ExportTower(model.eval(), name, tuple(info["outputs"]))
         for b in batches:
             inputs = example_inputs(cfg, batch=b, seed=seed + b)[name]
             got = session.run(None, {n: t.numpy() for n, t in zip(info["inputs"], inputs)})
