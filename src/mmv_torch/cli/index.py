@@ -99,7 +99,8 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
         return build_index(args.checkpoint, args.videos, args.out, window_s=args.window_s, stride_s=args.stride_s,
                            workers=args.workers, vocab=args.vocab,
                            word_mask=None if args.word_mask == "auto" else args.word_mask == "yes", device=device,
-                           progress=not args.no_progress, wait=not args.no_wait)
+                           progress=not args.no_progress, wait=not args.no_wait,
+                           batch_size=args.batch_size)
     if not is_index(args.index):
         raise ValueError(f"{args.index}: not an index (build one with `mmv-torch index build`)")
     if args.index_command == "add":
@@ -110,7 +111,8 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
         return build_index(info["checkpoint"], args.videos, args.index, window_s=info["window_s"],
                            stride_s=info["stride_s"], workers=args.workers, vocab=info.get("vocab"),
                            word_mask=bool(info.get("word_mask")), device=device,
-                           progress=not args.no_progress, add=True, prune=args.prune, wait=not args.no_wait)
+                           progress=not args.no_progress, add=True, prune=args.prune, wait=not args.no_wait,
+                           batch_size=args.batch_size)
     for f in (args.audio, args.video):
         if f is not None and not Path(f).is_file():
             raise ValueError(f"{f}: no such file")
@@ -151,6 +153,8 @@ def add_index_parsers(sub: Any) -> None:
             p.add_argument("index", metavar="INDEX")
         p.add_argument("--videos", required=True, metavar="DIR|MANIFEST", help="a folder (recursive) or a manifest")
         p.add_argument("--workers", type=COUNT, default=0, help="decoding processes (0: in the main process)")
+        p.add_argument("--batch-size", type=POSITIVE, default=16,
+                       help="windows per forward pass, across files (default 16)")
         add_device_arg(p)
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument("--no-wait", action="store_true",

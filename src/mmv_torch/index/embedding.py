@@ -98,28 +98,37 @@ def decode_windows(path: str | Path, cfg: Config, window_s: float, stride_s: flo
                        pics if thumbs else None, audio_error=audio_error)
 
 
-def _normalise(x: torch.Tensor) -> np.ndarray:
+def normalise(x: torch.Tensor) -> np.ndarray:
+    """``x`` ``(B,D)`` L2-normalised along D, as float32 numpy."""
     return torch.nn.functional.normalize(x.float(), dim=-1).cpu().numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def forward_batch(model: Any, video: torch.Tensor, audio: torch.Tensor | None, device: str | torch.device = "cpu"
+                  ) -> dict[str, np.ndarray]:
+    """``{"video_vt", "video_va"}`` of ``video`` ``(B,3,T,H,W)`` and ``"audio_va"`` of ``audio``
+    ``(B',1,T',F)`` (``B' <= B``: the windows with sound; ``None``: none), each L2-normalised (the towers
+    are independent: one forward pass with both). In float32 a window's vectors depend on the size of
+    its batch and its place in it by ~1e-5 (the kernels' blocking); with batches of one they do not."""
+    n_audio = 0 if audio is None else audio.shape[0]
+    emb = model(video=video.to(device), **({"audio": audio.to(device)} if n_audio else {}))  # type: ignore[union-attr]
+    v_va = normalise(emb["video"]["va"])
+    a_va = normalise(emb["audio"]["va"]) if n_audio else np.zeros((0, v_va.shape[1]), np.float32)
+    return {"video_vt": normalise(emb["video"]["vt"]), "video_va": v_va, "audio_va": a_va}
 
 
 @torch.no_grad()
 def embed_windows(model: Any, decoded: DecodedFile, device: str | torch.device = "cpu", batch_size: int = 16
                   ) -> dict[str, np.ndarray]:
-    """``{"video_vt", "video_va", "audio_va"}`` embeddings of a decoded file's windows (``audio_va``
-    empty for a file without an audio track)."""
-    out: dict[str, list[np.ndarray]] = {"video_vt": [], "video_va": [], "audio_va": []}
+    """``{"video_vt", "video_va", "audio_va"}`` embeddings ``(W, D)`` of one decoded file's windows in
+    batches of ``batch_size`` (``audio_va`` empty for a file without an audio track). A build batches
+    across files instead (:class:`mmv_torch.index.pipeline.WindowBatcher`), with the same vectors."""
     assert decoded.video is not None and decoded.audio is not None
+    parts = []
     for i in range(0, decoded.video.shape[0], batch_size):
-        v = decoded.video[i:i + batch_size].to(device)
-        if decoded.has_audio:
-            emb = model(video=v, audio=decoded.audio[i:i + batch_size].to(device))
-            out["audio_va"].append(_normalise(emb["audio"]["va"]))
-        else:
-            emb = model(video=v)
-        out["video_vt"].append(_normalise(emb["video"]["vt"]))
-        out["video_va"].append(_normalise(emb["video"]["va"]))
-    va_dim = out["video_va"][0].shape[1]  # audio and video share S_va
-    return {k: np.concatenate(v) if v else np.zeros((0, va_dim), np.float32) for k, v in out.items()}
+        audio = decoded.audio[i:i + batch_size] if decoded.has_audio else None
+        parts.append(forward_batch(model, decoded.video[i:i + batch_size], audio, device))
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("video_vt", "video_va", "audio_va")}
 
 
 @torch.no_grad()
@@ -132,7 +141,7 @@ def embed_text(model: Any, tokenizer: Any, text: str, word_mask: bool, device: s
         known &= tok.ids != tokenizer.vocab.unk_id
     kwargs = {"word_mask": tok.mask.to(device)} if word_mask else {}
     emb = model(text=tok.ids.to(device), **kwargs)
-    return _normalise(emb["text"]["vt"])[0], int(known.sum())
+    return normalise(emb["text"]["vt"])[0], int(known.sum())
 
 
 @torch.no_grad()
@@ -146,8 +155,8 @@ def embed_audio_file(model: Any, cfg: Config, path: str | Path, max_windows: int
     if len(starts) > max_windows:
         starts = [starts[round(i)] for i in np.linspace(0, len(starts) - 1, max_windows)]
     feats = torch.stack([audio_features(load_audio(path, s, d.audio_seconds, d.sample_rate), d) for s in starts])
-    emb = torch.from_numpy(_normalise(model(audio=feats.to(device))["audio"]["va"])).mean(0)
-    return _normalise(emb)
+    emb = torch.from_numpy(normalise(model(audio=feats.to(device))["audio"]["va"])).mean(0)
+    return normalise(emb)
 
 
 @torch.no_grad()
@@ -158,4 +167,4 @@ def embed_video_file(model: Any, cfg: Config, path: str | Path, start_s: float |
     start = max(0.0, (duration - window_s) / 2) if start_s is None else float(start_s)
     decoded = decode_windows(path, cfg, window_s, window_s, starts=[start], thumbs=False)
     emb = model(video=decoded.video.to(device))  # type: ignore[union-attr]
-    return {"video_vt": _normalise(emb["video"]["vt"])[0], "video_va": _normalise(emb["video"]["va"])[0]}
+    return {"video_vt": normalise(emb["video"]["vt"])[0], "video_va": normalise(emb["video"]["va"])[0]}
