@@ -178,11 +178,9 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
             store = _open_store(out, settings, add, wait)
             store.set_info(text_search=text_search)
             merged = merge_parts(store)  # the parts a killed multi-process build left
-        dist.barrier()
-        reader = store if store is not None else IndexStore(out)
-        todo = _todo(reader, files)
-        if reader is not store:
-            reader.close()
+        # rank 0 alone reads the index (other nodes may not share SQLite's memory-mapped WAL index)
+        names = [str(p) for p in _todo(store, files)] if store is not None else None
+        todo = [Path(p) for p in dist.broadcast_object(names)]
         model = None
         if world > 1:
             part = open_part(out, rank, settings)
