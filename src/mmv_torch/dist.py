@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -72,6 +73,15 @@ def barrier() -> None:
     """Wait for every rank; no-op in a single process."""
     if is_initialized():
         tdist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` (picklable) on every rank; ``obj`` itself when not initialised."""
+    if not is_initialized():
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 # ---------------------------------------------------------------------------------------------

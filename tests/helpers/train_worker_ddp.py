@@ -23,27 +23,52 @@ import torch
 from torch.utils.data import Dataset
 
 
+def launch_ranks(argv: list[str], world: int, timeout: float, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> list[tuple[int, str]]:
+    """Run ``argv`` as the ``world`` ranks of a gloo launch on 127.0.0.1 (environment as torchrun sets it,
+    one thread each, SLURM variables removed; ``env`` added); when one rank exits with an error the others
+    are killed, as torchrun does. Returns each rank's (exit status, output)."""
+    import tempfile
+    import time
+
+    from tests.helpers.dist_worker_parity import free_port
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    base.update({"WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+                 "OMP_NUM_THREADS": "1", **(env or {})})
+    logs = [tempfile.TemporaryFile("w+") for _ in range(world)]  # files, not pipes: no rank blocks on a full pipe
+    procs = [subprocess.Popen(argv, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=cwd,
+                              stdout=logs[r], stderr=subprocess.STDOUT, text=True) for r in range(world)]
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in procs):
+            if any(p.returncode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                for q in procs:
+                    q.kill()
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(argv, timeout)
+            time.sleep(0.1)
+    finally:
+        for q in procs:
+            if q.poll() is None:
+                q.kill()
+    out = []
+    for p, log in zip(procs, logs):
+        rc = p.wait()
+        log.seek(0)
+        out.append((rc, log.read()))
+        log.close()
+    return out
+
+
 def run_two_ranks(tmp_path: Path, num_clips: int, timeout: float) -> list[str]:
     """Run this script as the two ranks of a gloo launch on ``tmp_path/ddp.json`` into ``tmp_path/ddp``
     (float64, one thread each); returns each rank's output, after checking both exited with status 0."""
-    from tests.helpers.dist_worker_parity import free_port
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-                "OMP_NUM_THREADS": "1"})
     argv = [sys.executable, str(Path(__file__).resolve()), str(tmp_path / "ddp"), str(tmp_path / "ddp.json"),
             str(num_clips), "float64"]
-    procs = [subprocess.Popen(argv, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    outputs = []
-    for p in procs:
-        try:
-            outputs.append(p.communicate(timeout=timeout)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)[-4000:]
+    ranks = launch_ranks(argv, 2, timeout)
+    outputs = [out for _, out in ranks]
+    assert all(rc == 0 for rc, _ in ranks), "\n".join(outputs)[-4000:]
     return outputs
 
 

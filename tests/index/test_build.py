@@ -12,6 +12,7 @@ from mmv_torch.index.build import build_index
 from mmv_torch.index.embedding import window_starts
 from mmv_torch.index.query import merge_hits, open_searcher
 from mmv_torch.index.store import IndexStore, build_faiss
+from tests.helpers.index_faults import assert_same_index, index_snapshot
 from tests.helpers.index_utils import clip_caption, plant_vectors, synthetic_clips, tiny_checkpoint
 
 
@@ -77,27 +78,33 @@ def test_add_needs_an_index_and_same_settings(built, tmp_path) -> None:
 
 def test_a_killed_build_resumes_without_redoing_finished_files(built, tmp_path, monkeypatch) -> None:
     root, ckpt, clips, summary = built
-    import mmv_torch.index.build as build_mod
+    import mmv_torch.index.pipeline as pipeline_mod
 
-    calls = []
-    real = build_mod.embed_windows
+    first = IndexStore(root / "idx").file(sorted(clips.glob("clip_*.mp4"))[0])
+    assert first is not None
+    first_windows = len(window_starts(first.duration, 1.0, 1.0))
+    real = pipeline_mod.forward_batch
+    windows = []
 
-    def dies_on_second(model, item, device):
-        calls.append(item.path)
-        if len(calls) == 2:
+    def dies_after_the_first_file(model, video, *args):
+        if len(windows) == first_windows:
             raise KeyboardInterrupt
-        return real(model, item, device)
+        windows.extend([0] * video.shape[0])
+        return real(model, video, *args)
 
-    monkeypatch.setattr(build_mod, "embed_windows", dies_on_second)
+    monkeypatch.setattr(pipeline_mod, "forward_batch", dies_after_the_first_file)
     with pytest.raises(KeyboardInterrupt):
-        build_index(ckpt, clips, tmp_path / "idx", progress=False)
+        build_index(ckpt, clips, tmp_path / "idx", progress=False, batch_size=1, group_files=1)
     assert IndexStore(tmp_path / "idx").counts()["files"] == 1
-    calls.clear()
-    monkeypatch.setattr(build_mod, "embed_windows", lambda m, i, d: (calls.append(i.path), real(m, i, d))[1])
-    resumed = build_index(ckpt, clips, tmp_path / "idx", progress=False)
-    assert len(calls) == 2 and resumed["files"] == 3 and resumed["windows"] == summary["windows"]
-    a, b = IndexStore(root / "idx").vectors("video_vt")[0], IndexStore(tmp_path / "idx").vectors("video_vt")[0]
-    assert np.allclose(a, b, atol=1e-5)
+    windows.clear()
+    monkeypatch.setattr(pipeline_mod, "forward_batch", lambda m, v, *args: (windows.extend([0] * v.shape[0]),
+                                                                             real(m, v, *args))[1])
+    resumed = build_index(ckpt, clips, tmp_path / "idx", progress=False, batch_size=1)
+    assert len(windows) == summary["windows"] - first_windows
+    assert resumed["files"] == 3 and resumed["windows"] == summary["windows"]
+    monkeypatch.setattr(pipeline_mod, "forward_batch", real)
+    build_index(ckpt, clips, tmp_path / "ref", progress=False, batch_size=1)  # the same batches, uninterrupted
+    assert_same_index(index_snapshot(tmp_path / "idx"), index_snapshot(tmp_path / "ref"))
 
 
 def test_merge_hits_joins_adjacent_windows_of_one_file() -> None:

@@ -39,7 +39,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Pa
     root = tmp_path_factory.mktemp("integrity")
     clips = synthetic_clips(root / "clips")
     ckpt = tiny_checkpoint(root / "ckpt", clips)
-    build_index(ckpt, clips, root / "idx", progress=False)
+    build_index(ckpt, clips, root / "idx", progress=False, batch_size=1)  # a file re-indexed alone: same vectors
     synthetic_clips(root / "more", n=2, seed=5)
     return root, ckpt, clips, root / "idx"
 
@@ -253,7 +253,7 @@ def test_p26_lost_vectors_are_marked_and_indexed_again(made, tmp_path, capsys, d
     rec = IndexStore(idx).file(victim)
     assert rec.status == "bad" and "indexed again" in rec.error
     assert check_index(idx).ok
-    build_index(ckpt, clips, idx, progress=False, add=True)  # its own folder: indexed again
+    build_index(ckpt, clips, idx, progress=False, add=True, batch_size=1)  # its own folder: indexed again
     got = index_snapshot(idx)
     for key in ("files", "windows", "vectors"):
         got[key] = {p: v for p, v in got[key].items() if Path(p).parent == clips.resolve()}

@@ -108,7 +108,8 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
         return build_index(args.checkpoint, args.videos, args.out, window_s=args.window_s, stride_s=args.stride_s,
                            workers=args.workers, vocab=args.vocab, windows=args.windows or "fixed",
                            word_mask=None if args.word_mask == "auto" else args.word_mask == "yes", device=device,
-                           progress=not args.no_progress, wait=not args.no_wait, onnx=_onnx_folder(args))
+                           progress=not args.no_progress, wait=not args.no_wait, onnx=_onnx_folder(args),
+                           batch_size=args.batch_size)
     if not is_index(args.index):
         raise ValueError(f"{args.index}: not an index (build one with `mmv-torch index build`)")
     if args.index_command == "add":
@@ -121,7 +122,8 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
                            word_mask=bool(info.get("word_mask")), device=device,
                            windows=args.windows or info.get("window_kind", "fixed"),
                            progress=not args.no_progress, add=True, prune=args.prune, wait=not args.no_wait,
-                           onnx=info.get("onnx") if info.get("runtime") == "onnx" else None)
+                           onnx=info.get("onnx") if info.get("runtime") == "onnx" else None,
+                           batch_size=args.batch_size)
     for f in (args.audio, args.video):
         if f is not None and not Path(f).is_file():
             raise ValueError(f"{f}: no such file")
@@ -170,6 +172,8 @@ def add_index_parsers(sub: Any) -> None:
                        help="fixed: sliding windows (build's default); shots: windows within shots, cut at shot "
                             "boundaries" + (" (default: the index's own kind; another one is refused)" if name == "add"
                                             else ""))
+        p.add_argument("--batch-size", type=POSITIVE, default=16,
+                       help="windows per forward pass, across files (default 16)")
         add_device_arg(p)
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument("--no-wait", action="store_true",

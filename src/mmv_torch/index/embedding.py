@@ -190,36 +190,47 @@ def decode_windows(path: str | Path, cfg: Config, window_s: float, stride_s: flo
                        ends=[w.end for w in spans])
 
 
-def _normalise(x: torch.Tensor) -> np.ndarray:
+def normalise(x: torch.Tensor) -> np.ndarray:
+    """``x`` ``(B,D)`` L2-normalised along D, as float32 numpy."""
     return torch.nn.functional.normalize(x.float(), dim=-1).cpu().numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def forward_batch(model: Any, video: torch.Tensor | None, audio: torch.Tensor | None,
+                  device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """``{"video_vt", "video_va"}`` of ``video`` ``(B,3,T,H,W)`` and ``"audio_va"`` of ``audio``
+    ``(B',1,T',F)`` (the windows with sound; ``None``: none; ``video`` ``None`` for audio-only windows),
+    each L2-normalised (the towers are independent: one forward pass with both); a space without input
+    gets no rows. In float32 a window's vectors depend on the size of its batch and its place in it by
+    ~1e-5 (the kernels' blocking); with batches of one they do not."""
+    inputs = {k: x.to(device) for k, x in (("video", video), ("audio", audio)) if x is not None and x.shape[0]}
+    if not inputs:
+        raise ValueError("forward_batch needs video or audio windows")
+    emb = model(**inputs)
+    out = {}
+    if "video" in inputs:
+        out = {"video_vt": normalise(emb["video"]["vt"]), "video_va": normalise(emb["video"]["va"])}
+    if "audio" in inputs:
+        out["audio_va"] = normalise(emb["audio"]["va"])
+    width = out["video_va" if "video_va" in out else "audio_va"].shape[1]  # audio and video share S_va
+    return {k: out.get(k, np.zeros((0, width), np.float32)) for k in ("video_vt", "video_va", "audio_va")}
 
 
 @torch.no_grad()
 def embed_windows(model: Any, decoded: DecodedFile, device: str | torch.device = "cpu", batch_size: int = 16
                   ) -> dict[str, np.ndarray]:
-    """``{"video_vt", "video_va", "audio_va"}`` embeddings of a decoded file's windows (``audio_va``
-    empty for a file without an audio track; the video spaces empty for audio-only windows)."""
-    out: dict[str, list[np.ndarray]] = {"video_vt": [], "video_va": [], "audio_va": []}
+    """``{"video_vt", "video_va", "audio_va"}`` embeddings ``(W, D)`` of one decoded file's windows in
+    batches of ``batch_size`` (``audio_va`` empty for a file without an audio track; the video spaces empty
+    for audio-only windows). A build batches across files instead
+    (:class:`mmv_torch.index.pipeline.WindowBatcher`), with the same vectors."""
     assert decoded.audio is not None
-    if not decoded.has_video:
-        for i in range(0, decoded.audio.shape[0], batch_size):
-            emb = model(audio=decoded.audio[i:i + batch_size].to(device))
-            out["audio_va"].append(_normalise(emb["audio"]["va"]))
-        va = np.concatenate(out["audio_va"])
-        return {"video_vt": np.zeros((0, va.shape[1]), np.float32), "video_va": np.zeros((0, va.shape[1]), np.float32),
-                "audio_va": va}
-    assert decoded.video is not None
-    for i in range(0, decoded.video.shape[0], batch_size):
-        v = decoded.video[i:i + batch_size].to(device)
-        if decoded.has_audio:
-            emb = model(video=v, audio=decoded.audio[i:i + batch_size].to(device))
-            out["audio_va"].append(_normalise(emb["audio"]["va"]))
-        else:
-            emb = model(video=v)
-        out["video_vt"].append(_normalise(emb["video"]["vt"]))
-        out["video_va"].append(_normalise(emb["video"]["va"]))
-    va_dim = out["video_va"][0].shape[1]  # audio and video share S_va
-    return {k: np.concatenate(v) if v else np.zeros((0, va_dim), np.float32) for k, v in out.items()}
+    n = int(decoded.audio.shape[0])
+    parts = []
+    for i in range(0, n, batch_size):
+        video = decoded.video[i:i + batch_size] if decoded.video is not None else None
+        audio = decoded.audio[i:i + batch_size] if decoded.has_audio else None
+        parts.append(forward_batch(model, video, audio, device))
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("video_vt", "video_va", "audio_va")}
 
 
 @torch.no_grad()
@@ -232,7 +243,7 @@ def embed_text(model: Any, tokenizer: Any, text: str, word_mask: bool, device: s
         known &= tok.ids != tokenizer.vocab.unk_id
     kwargs = {"word_mask": tok.mask.to(device)} if word_mask else {}
     emb = model(text=tok.ids.to(device), **kwargs)
-    return _normalise(emb["text"]["vt"])[0], int(known.sum())
+    return normalise(emb["text"]["vt"])[0], int(known.sum())
 
 
 @torch.no_grad()
@@ -246,8 +257,8 @@ def embed_audio_file(model: Any, cfg: Config, path: str | Path, max_windows: int
     if len(starts) > max_windows:
         starts = [starts[round(i)] for i in np.linspace(0, len(starts) - 1, max_windows)]
     feats = torch.stack([audio_features(load_audio(path, s, d.audio_seconds, d.sample_rate), d) for s in starts])
-    emb = torch.from_numpy(_normalise(model(audio=feats.to(device))["audio"]["va"])).mean(0)
-    return _normalise(emb)
+    emb = torch.from_numpy(normalise(model(audio=feats.to(device))["audio"]["va"])).mean(0)
+    return normalise(emb)
 
 
 @torch.no_grad()
@@ -262,4 +273,4 @@ def embed_video_file(model: Any, cfg: Config, path: str | Path, start_s: float |
 
         raise DecodeError(str(path), f"its video cannot be decoded ({decoded.video_error})")
     emb = model(video=decoded.video.to(device))  # type: ignore[union-attr]
-    return {"video_vt": _normalise(emb["video"]["vt"])[0], "video_va": _normalise(emb["video"]["va"])[0]}
+    return {"video_vt": normalise(emb["video"]["vt"])[0], "video_va": normalise(emb["video"]["va"])[0]}
