@@ -175,3 +175,44 @@ def test_synthetic_class_phrases_are_narration_words_for_every_label():
     assert set(phrases) == set(MOTION_NAMES) | set(OBJECT_NAMES)
     assert not any(m in words for m in MOTION_NAMES)  # why the labels alone fail
     assert all(w in words for p in phrases.values() for x in p for w in x.split())
+
+
+
+def test_the_cli_takes_the_classnames_json_beside_the_manifest(colours, tmp_path, capsys):
+    """`eval zeroshot` without --classnames uses the classnames.json that `data synthetic` writes beside its
+    manifests (the motion labels are stems no narration says); `--classnames none` does not, and a file naming
+    none of the manifest's classes is left out."""
+    from mmv_torch.cli.main import main
+    from tests.helpers.model_utils import noise_calibrated_model, save_checkpoint_folder
+
+    cfg = apply_overrides(get_preset("tiny"), {"model.text.vocab_size": len(WORDS), "data.num_frames": 4,
+                                               "data.eval_crop_size": 32, "data.resize_short": 32})
+    model = noise_calibrated_model(cfg, video=torch.rand(4, 3, 4, 32, 32), text=torch.randint(1, len(WORDS), (4, 4)))
+    ckpt = save_checkpoint_folder(model, cfg, tmp_path / "ckpt")
+    (ckpt / "vocab.txt").write_text("".join(w + "\n" for w in WORDS))
+    lines = [json.loads(x) for x in colours["manifest"].read_text().splitlines()]
+    folder = tmp_path / "coded"
+    folder.mkdir()
+    for x in lines:
+        x["label"] = x["label"][0] + "x"  # rx, gx, bx: no word of the vocabulary
+        x["video"] = str(colours["manifest"].parent / x["video"])
+    manifest = folder / "probe.jsonl"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    names = folder / "classnames.json"
+    bare = tmp_path / "bare.txt"
+    bare.write_text("{}\n")  # the class words alone: a class without a known word has none
+
+    def run(choice: str) -> dict:
+        out = tmp_path / f"{choice}.json"
+        assert main(["eval", "zeroshot", "--checkpoint", str(ckpt), "--data", str(manifest), "--workers", "0",
+                     "--json", str(out), "--classnames", choice, "--templates", str(bare)]) == 0
+        return json.loads(out.read_text())["settings"]
+
+    names.write_text(json.dumps({"rx": "red", "gx": "green", "bx": "blue"}))
+    auto = run("auto")
+    assert auto["classnames"] == str(names) and auto["classes_without_known_words"] == 0
+    off = run("none")
+    assert off["classnames"] is None and off["classes_without_known_words"] == 3
+    names.write_text(json.dumps({"purple": "red"}))  # another data set's file: not used, no error
+    other = run("auto")
+    assert other["classnames"] is None and other["classes_without_known_words"] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from mmv_torch.cli.support import (
@@ -245,20 +246,43 @@ def _cmd_eval_image(args: argparse.Namespace) -> int:
     return _write(result, args)
 
 
+def _classnames_beside(data: str | None, source: Any) -> Path | None:
+    """``classnames.json`` beside the manifest ``data`` (``data synthetic`` writes one) when it names a class of
+    ``source``; ``None`` otherwise."""
+    from mmv_torch.eval.zeroshot import read_classnames
+
+    beside = Path(data).parent / "classnames.json" if data and Path(data).is_file() else None
+    if beside is None or not beside.is_file():
+        return None
+    try:
+        labels = set(read_classnames(beside))
+    except ValueError as e:
+        print(f"warning: {e}; not used", file=sys.stderr)
+        return None
+    known = set(getattr(source, "classes", None) or []) | {getattr(e, "label", None) for e in source.entries}
+    if not labels & known:
+        return None
+    print(f"class words from {beside} (--classnames none: the labels themselves)", file=sys.stderr)
+    return beside
+
+
 def _cmd_eval_zeroshot(args: argparse.Namespace) -> int:
     from mmv_torch.api import TextTokenizer
     from mmv_torch.eval.zeroshot import eval_zeroshot, read_classnames, read_templates
 
     read_templates(args.templates, args.modality)  # a bad --templates fails before the model is loaded
-    if args.classnames is not None:
-        read_classnames(args.classnames)
+    classnames = None if args.classnames in ("auto", "none") else args.classnames
+    if classnames is not None:
+        read_classnames(classnames)
     model, cfg, device = _load_checkpoint(args)
     source = _source(args, args.modality)
+    if args.classnames == "auto":
+        classnames = _classnames_beside(args.data, source)
     tokenizer, vocab = _tokenizer(args, cfg)
     word_mask = _word_mask(args)
     result = eval_zeroshot(model, cfg, source, _loader_options(args), TextTokenizer(tokenizer, word_mask),
                            modality=args.modality, space=args.space, templates=args.templates, windows=args.windows,
-                           word_mask=word_mask, device=device, classnames=args.classnames)
+                           word_mask=word_mask, device=device, classnames=classnames)
     result["settings"]["vocab"] = vocab
     return _write(result, args)
 
@@ -275,9 +299,10 @@ def _add_zeroshot_parser(evals: Any) -> None:
     p.add_argument("--templates", default="auto", metavar="auto|action|sound|FILE",
                    help="prompt templates: our action or sound set, a file with one template per line ('{}' is the "
                         "class name); auto: sound for --modality audio or a sound data set, else action")
-    p.add_argument("--classnames", default=None, metavar="FILE",
-                   help="JSON {label: phrase or [phrases]}: the words for each class in the prompts (default: the "
-                        "label made readable); `data synthetic` writes classnames.json")
+    p.add_argument("--classnames", default="auto", metavar="auto|none|FILE",
+                   help="JSON {label: phrase or [phrases]}: the words for each class in the prompts; auto: the "
+                        "classnames.json beside the manifest when there is one (`data synthetic` writes it); none or "
+                        "a class it lacks: the label made readable")
     p.add_argument("--windows", type=POSITIVE, default=1, help="linearly spaced windows, embeddings averaged")
     _add_text_args(p)
     add_json_arg(p)
