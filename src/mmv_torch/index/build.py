@@ -12,6 +12,7 @@ import torch
 
 from mmv_torch.data.datasets import clip_span
 from mmv_torch.index.embedding import DecodedFile, decode_windows, embed_windows
+from mmv_torch.index.nn import check_factory
 from mmv_torch.index.store import IndexStore, is_index
 
 
@@ -96,7 +97,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
                 stride_s: float | None = None, workers: int = 0, vocab: str | None = None,
                 word_mask: bool | None = None,
                 device: str = "cpu", progress: bool = True, add: bool = False, prune: bool = False,
-                wait: bool = True) -> dict[str, Any]:
+                wait: bool = True, memory_gb: float | None = None, nn_index: str | None = None) -> dict[str, Any]:
     """Index every video of ``videos`` (folder or manifest) into the index folder ``out``.
 
     Files already indexed with the same path, size and mtime are skipped, so running it again after a
@@ -106,12 +107,17 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     words only. Files that cannot be decoded are reported on stderr and recorded, not indexed. The index's
     writer lock is held throughout: another writer is waited for (``wait``) or refused. Indexed files
     that no longer exist are counted (``missing_files``) and, with ``prune``, removed. Returns a
-    summary: counts, the nearest-neighbour kind per space, the files skipped."""
+    summary: counts, the nearest-neighbour kind per space, the files skipped. ``memory_gb`` (a budget
+    of resident memory for serving) or ``nn_index`` (a faiss factory string) chooses the
+    nearest-neighbour indexes (:mod:`.nn`); an ``add`` keeps the recorded ones when not given."""
     from mmv_torch.data.text.tokenizer import MissingVocabularyError
     from mmv_torch.weights.resolve import checkpoint_tokenizer, resolve_checkpoint
 
     resolved = resolve_checkpoint(checkpoint)
     cfg = resolved.config
+    if nn_index is not None:
+        for dim in {int(sp.dim) for sp in cfg.model.spaces.values()}:
+            check_factory(nn_index, dim)
     window_s = float(window_s or clip_span(cfg.data))
     stride_s = float(stride_s or window_s)
     settings = _settings(resolved, vocab, word_mask, window_s, stride_s)
@@ -154,7 +160,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
         store.add_file(p, root_id, item.duration, item.has_audio, wins, vectors)
     missing = store.missing_files()
     pruned = store.remove_files(fid for fid, _ in missing) if prune else 0
-    kinds = store.rebuild()
+    kinds = store.rebuild(memory_gb=memory_gb, nn_index=nn_index)
     calibration = store.info().get("calibration")
     if todo or pruned or not calibration or calibration.get("windows") != store.counts()["windows"]:
         _calibrate(store, resolved, model, vocab, settings["word_mask"], text_search, device)

@@ -5,7 +5,7 @@ The choice (:func:`choose_factory`), for ``n`` vectors of width ``d`` and a budg
 - **exact** (``IDMap2,Flat``) up to :data:`EXACT_LIMIT` vectors when they fit the budget;
 - **IVF-Flat** (``IVF<nlist>,Flat``, about ``4 sqrt(n)`` lists) while the float vectors fit it;
 - **IVF-PQ** (``OPQ<m>_<d>,IVF<nlist>[_HNSW32],PQ<m>``: ``m``-byte codes, the largest ``m`` that fits,
-  an OPQ rotation when a sub-quantizer covers 4 or more dimensions, an HNSW coarse quantizer from 4096
+  an OPQ rotation when a sub-quantizer covers 8 or more dimensions, an HNSW coarse quantizer from 4096
   lists) otherwise. Its top ``RERANK x k`` candidates are re-ranked by their exact cosine, read from the
   space's float vectors on disk (``<space>.vectors.npy`` with ``<space>.ids.npy``, written at every
   rebuild, read row by row with ``pread``: never loaded into memory).
@@ -69,7 +69,7 @@ def choose_factory(n: int, d: int, budget_bytes: float | None = None) -> str:
     ms = [m for m in (d // 4, d // 8, d // 16, d // 32) if m >= 4 and d % m == 0] or [max(1, d)]
     m = next((m for m in ms if n * (m + 8) + nlist * 4 * d * 2 <= budget_bytes), ms[-1])
     quantizer = f"IVF{nlist}_HNSW32" if nlist >= 4096 else f"IVF{nlist}"
-    opq = f"OPQ{m}_{d}," if d // m >= 4 else ""
+    opq = f"OPQ{m}_{d}," if d // m >= 8 else ""
     return f"{opq}{quantizer},PQ{m}"
 
 
@@ -228,6 +228,31 @@ def open_index(path: Path, kind: dict[str, Any], vectors_path: Path | None = Non
 
 
 # -- building --------------------------------------------------------------------------------------
+def _block(vecs: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``vecs`` as float32; a memory map is read with ``read`` (its pages do not
+    become resident in this process)."""
+    if isinstance(vecs, np.memmap) and vecs.filename and vecs.ndim == 2 and vecs.dtype == np.float32:
+        d, n = int(vecs.shape[1]), max(0, min(stop, len(vecs)) - start)
+        with open(vecs.filename, "rb") as f:
+            f.seek(int(vecs.offset) + start * 4 * d)
+            return np.fromfile(f, np.float32, n * d).reshape(n, d)
+    return np.ascontiguousarray(vecs[start:stop], dtype=np.float32)
+
+
+def _gather(vecs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (sorted) of ``vecs`` as float32 (a memory map is read row by row)."""
+    if isinstance(vecs, np.memmap) and vecs.filename and vecs.ndim == 2 and vecs.dtype == np.float32:
+        d, out = int(vecs.shape[1]), np.empty((len(rows), vecs.shape[1]), np.float32)
+        fd = os.open(vecs.filename, os.O_RDONLY)
+        try:
+            for j, r in enumerate(rows.tolist()):
+                out[j] = np.frombuffer(os.pread(fd, 4 * d, int(vecs.offset) + r * 4 * d), np.float32)
+        finally:
+            os.close(fd)
+        return out
+    return np.ascontiguousarray(vecs[rows], dtype=np.float32)
+
+
 def exact_search(vecs: np.ndarray, queries: np.ndarray, k: int, chunk: int = CHUNK) -> np.ndarray:
     """Row positions ``(Q, k)`` of the ``k`` best inner products of ``queries`` ``(Q, D)`` over
     ``vecs`` ``(N, D)`` (a memory map is read ``chunk`` rows at a time), by brute force."""
@@ -236,7 +261,7 @@ def exact_search(vecs: np.ndarray, queries: np.ndarray, k: int, chunk: int = CHU
     best_i = np.zeros((len(queries), 0), np.int64)
     q = np.ascontiguousarray(queries, dtype=np.float32)
     for start in range(0, len(vecs), chunk):
-        s = q @ np.asarray(vecs[start:start + chunk], np.float32).T
+        s = q @ _block(vecs, start, start + chunk).T
         top = np.argpartition(-s, min(k, s.shape[1]) - 1, axis=1)[:, :k]
         best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], 1)
         best_i = np.concatenate([best_i, top + start], 1)
@@ -270,14 +295,14 @@ def train(index: Any, vecs: np.ndarray, seed: int = 0) -> None:
     ivf = _faiss().try_extract_index_ivf(index)
     size = min(len(vecs), max(10_000, 30 * (ivf.nlist if ivf is not None else 256)))
     rows = np.sort(np.random.default_rng(seed).choice(len(vecs), size=size, replace=False))
-    index.train(np.ascontiguousarray(vecs[rows], dtype=np.float32))
+    index.train(_gather(vecs, rows))
 
 
 def fill(index: Any, vecs: np.ndarray, ids: np.ndarray, chunk: int = CHUNK) -> None:
     """Add ``vecs`` with window ``ids`` to the trained ``index``, ``chunk`` rows at a time."""
     for start in range(0, len(vecs), chunk):
-        index.add_with_ids(np.ascontiguousarray(vecs[start:start + chunk], dtype=np.float32),
-                           np.ascontiguousarray(ids[start:start + chunk], dtype=np.int64))
+        index.add_with_ids(_block(vecs, start, start + chunk), np.ascontiguousarray(ids[start:start + chunk],
+                                                                                    dtype=np.int64))
 
 
 def tune(nn: NNIndex, vecs: np.ndarray, ids: np.ndarray, queries: np.ndarray | None = None,
@@ -287,7 +312,7 @@ def tune(nn: NNIndex, vecs: np.ndarray, ids: np.ndarray, queries: np.ndarray | N
     ``(nprobe, recall)`` (``nprobe`` 0 for a non-IVF index)."""
     if queries is None:
         rows = np.random.default_rng(1).choice(len(vecs), size=min(len(vecs), 200), replace=False)
-        queries = np.asarray(vecs[np.sort(rows)], np.float32)
+        queries = _gather(vecs, np.sort(rows))
     truth = np.asarray(ids)[exact_search(vecs, queries, k)]
     ivf = _faiss().try_extract_index_ivf(nn.index)
     if ivf is None:
