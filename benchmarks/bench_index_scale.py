@@ -15,10 +15,12 @@ tower (``audio_va``; its positive: the same window in ``video_va``). Size 0 is t
 
 **The generator** extends the real vectors to N: base vectors are drawn from a Gaussian mixture
 (32 diagonal components) fitted to the real video vectors and L2-normalised; each query is a drawn
-base vector (its positive) plus a residual drawn from the real query-minus-positive residuals,
-L2-normalised. The residuals carry the modality gap (their mean is the difference of the modalities'
-means) and the spread of the real positive cosines, so the generated queries are as far from their
-positives, and as cross-modal, as the real ones; ``run`` prints those statistics for real and generated.
+base vector (its positive) turned towards a drawn real query: it keeps that real pair's positive
+cosine ``c`` exactly and the real query's residual orthogonal to its positive (projected off the new
+base vector): ``q = c b + sqrt(1 - c^2) u``. The residuals carry the modality gap (the queries' mean
+lies apart from the video vectors' mean) and the spread of the real positive cosines, so the generated
+queries are as far from their positives, and as cross-modal, as the real ones; ``run`` prints those
+statistics for real and generated.
 
 Per size: ``exact`` ground truth by chunked brute force on 300 evaluation queries (200 other queries
 tune ``nprobe``, as the build tunes it on stored vectors); the build (``--memory-gb`` or ``--factory``)
@@ -72,10 +74,11 @@ def real(work: Path, index: Path) -> None:
     texts, text_pos = [], []
     for (fid, path) in store.db.execute("SELECT id, path FROM files WHERE status = 'done' ORDER BY id").fetchall():
         side = Path(path).with_suffix(".json")
-        if not side.is_file():
+        wins = [int(w) for (w,) in store.db.execute("SELECT id FROM windows WHERE file = ?", (fid,))]
+        if not side.is_file() or not wins or any(w not in row for w in wins):  # no caption, or added since
             continue
         q = searcher.embed("text", text=json.loads(side.read_text())["caption"])
-        rows = [row[int(w)] for (w,) in store.db.execute("SELECT id FROM windows WHERE file = ?", (fid,))]
+        rows = [row[w] for w in wins]
         texts.append(q)
         text_pos.append(rows[int(np.argmax(vt[rows] @ q))])
     np.savez(work / "real_text.npz", base=vt, queries=np.asarray(texts, np.float32), pos=np.asarray(text_pos))
@@ -94,6 +97,17 @@ def stats(base: np.ndarray, queries: np.ndarray, pos: np.ndarray, rng: np.random
             "modality_gap": float(np.linalg.norm(queries.mean(0) - r.mean(0)))}
 
 
+def cross_modal(base: np.ndarray, rq: np.ndarray, rp: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """Queries ``(Q, D)`` for positives ``base`` ``(Q, D)``: query ``i`` has the cosine of the real pair
+    ``pick[i]`` (query ``rq``, positive ``rp``) to its positive, and that real query's residual
+    orthogonal to its positive (projected off ``base[i]``, rescaled): ``c b + sqrt(1 - c^2) u``."""
+    c = np.sum(rq * rp, axis=1)[pick][:, None]
+    u = rq[pick] - c * rp[pick]
+    u -= np.sum(u * base, axis=1, keepdims=True) * base
+    u = _unit(u) * np.sqrt(np.maximum(1 - c**2, 0))
+    return _unit(c * base + u)
+
+
 def generate(work: Path, mode: str, n: int, seed: int = 0) -> Path:
     """Base vectors and queries of size ``n`` (``WORK/<mode>_<n>/``; 0: the real set)."""
     from sklearn.mixture import GaussianMixture
@@ -110,21 +124,23 @@ def generate(work: Path, mode: str, n: int, seed: int = 0) -> Path:
         perm = rng.permutation(len(rq))
         q, p = rq[perm], rp[perm]
     else:
-        gm = GaussianMixture(32, covariance_type="diag", random_state=seed, max_iter=50).fit(rb)
-        base = np.lib.format.open_memmap(out / "base.tmp.npy", mode="w+", dtype=np.float32, shape=(n, rb.shape[1]))
-        for start in range(0, n, 1_000_000):
-            m = min(n, start + 1_000_000) - start
-            comp = rng.choice(len(gm.weights_), size=m, p=gm.weights_)
-            x = gm.means_[comp] + rng.standard_normal((m, rb.shape[1])) * np.sqrt(gm.covariances_[comp])
-            base[start:start + m] = _unit(x)
-        base.flush()
-        del base
-        os.replace(out / "base.tmp.npy", out / "base.npy")
-        residual = rq - rb[rp]
+        if not (out / "base.npy").is_file():
+            gm = GaussianMixture(32, covariance_type="diag", random_state=seed, max_iter=50).fit(rb)
+            base = np.lib.format.open_memmap(out / "base.tmp.npy", mode="w+", dtype=np.float32,
+                                             shape=(n, rb.shape[1]))
+            for start in range(0, n, 1_000_000):
+                m = min(n, start + 1_000_000) - start
+                comp = rng.choice(len(gm.weights_), size=m, p=gm.weights_)
+                x = gm.means_[comp] + rng.standard_normal((m, rb.shape[1])) * np.sqrt(gm.covariances_[comp])
+                base[start:start + m] = _unit(x)
+            base.flush()
+            del base
+            os.replace(out / "base.tmp.npy", out / "base.npy")
         p = np.sort(rng.choice(n, size=TUNE + EVAL, replace=False))
         p = p[rng.permutation(len(p))]
         b = np.load(out / "base.npy", mmap_mode="r")
-        q = _unit(np.asarray(b[np.sort(p)])[np.argsort(np.argsort(p))] + residual[rng.integers(0, len(rq), len(p))])
+        q = cross_modal(np.asarray(b[np.sort(p)])[np.argsort(np.argsort(p))], rq, rb[rp],
+                        rng.integers(0, len(rq), len(p)))
     base = np.load(out / "base.npy", mmap_mode="r")
     st = {"real": stats(rb, rq, rp, np.random.default_rng(1)), "this": stats(base, q, p, np.random.default_rng(1))}
     (out / "stats.json").write_text(json.dumps(st, indent=1))
