@@ -175,9 +175,10 @@ def add_index_parsers(sub: Any) -> None:
                        help="a faiss index factory string instead of the choice, e.g. 'IVF4096,PQ64' (recorded)")
         p.set_defaults(func=_cmd_index)
         if name == "build":
-            classify(p, checkpoint=OWNED_INPUT, out=OUTPUT_FOLDER, vocab=INPUT, videos=INPUT)
+            classify(p, checkpoint=OWNED_INPUT, out=OUTPUT_FOLDER, vocab=INPUT, videos=INPUT,
+                     nn_index=VALUE)
         else:
-            classify(p, index=OWNED_INPUT, videos=INPUT)
+            classify(p, index=OWNED_INPUT, videos=INPUT, nn_index=VALUE)
     p = index.add_parser("check", help="check that an index's rows, vectors and search index agree")
     p.add_argument("index", metavar="INDEX")
     p.add_argument("--repair", action="store_true",
