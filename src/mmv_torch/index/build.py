@@ -160,7 +160,8 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
         store.add_file(p, root_id, item.duration, item.has_audio, wins, vectors)
     missing = store.missing_files()
     pruned = store.remove_files(fid for fid, _ in missing) if prune else 0
-    kinds = store.rebuild(memory_gb=memory_gb, nn_index=nn_index)
+    kinds = (store.rebuild() if memory_gb is None and nn_index is None  # the recorded settings
+             else store.rebuild(memory_gb=memory_gb, nn_index=nn_index))
     calibration = store.info().get("calibration")
     if todo or pruned or not calibration or calibration.get("windows") != store.counts()["windows"]:
         _calibrate(store, resolved, model, vocab, settings["word_mask"], text_search, device)
