@@ -67,6 +67,15 @@ def _run_index_command(args: argparse.Namespace, device: str) -> int:
             print(result["message"])
     else:
         print(json.dumps(result, indent=1))
+    if args.index_command in ("build", "add"):
+        import sys
+
+        for space, kind in result.get("nn_index", {}).items():
+            print(f"search index {space}: {kind.get('factory', kind.get('type'))}"
+                  + (f", nprobe {kind['nprobe']}" if kind.get("nprobe") else "")
+                  + (f", top {kind['rerank']}x k re-ranked" if kind.get("rerank") else "")
+                  + (f", recall@10 {kind['recall_at_10']} ({kind.get('recall_measured', '')})"
+                     if "recall_at_10" in kind else ""), file=sys.stderr)
     return 0
 
 
@@ -109,7 +118,7 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
                            workers=args.workers, vocab=args.vocab, windows=args.windows or "fixed",
                            word_mask=None if args.word_mask == "auto" else args.word_mask == "yes", device=device,
                            progress=not args.no_progress, wait=not args.no_wait, onnx=_onnx_folder(args),
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, memory_gb=args.memory_gb, nn_index=args.nn_index)
     if not is_index(args.index):
         raise ValueError(f"{args.index}: not an index (build one with `mmv-torch index build`)")
     if args.index_command == "add":
@@ -123,7 +132,7 @@ def _run(args: argparse.Namespace, device: str) -> dict[str, Any]:
                            windows=args.windows or info.get("window_kind", "fixed"),
                            progress=not args.no_progress, add=True, prune=args.prune, wait=not args.no_wait,
                            onnx=info.get("onnx") if info.get("runtime") == "onnx" else None,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, memory_gb=args.memory_gb, nn_index=args.nn_index)
     for f in (args.audio, args.video):
         if f is not None and not Path(f).is_file():
             raise ValueError(f"{f}: no such file")
@@ -180,11 +189,17 @@ def add_index_parsers(sub: Any) -> None:
                        help="stop at once when another process is writing the index (default: wait for it)")
         if name == "add":
             p.add_argument("--prune", action="store_true", help="remove indexed files that no longer exist")
+        p.add_argument("--memory-gb", type=RATE, default=None, metavar="GB",
+                       help="resident memory for serving the search indexes: exact, IVF-Flat, then IVF-PQ with "
+                            "re-ranking (default: the recorded budget; none: IVF-Flat above 100k windows)")
+        p.add_argument("--nn-index", default=None, metavar="FACTORY",
+                       help="a faiss index factory string instead of the choice, e.g. 'IVF4096,PQ64' (recorded)")
         p.set_defaults(func=_cmd_index)
         if name == "build":
-            classify(p, checkpoint=OWNED_INPUT, out=OUTPUT_FOLDER, vocab=INPUT, videos=INPUT, onnx=INPUT)
+            classify(p, checkpoint=OWNED_INPUT, out=OUTPUT_FOLDER, vocab=INPUT, videos=INPUT, onnx=INPUT,
+                     nn_index=VALUE)
         else:
-            classify(p, index=OWNED_INPUT, videos=INPUT)
+            classify(p, index=OWNED_INPUT, videos=INPUT, nn_index=VALUE)
     p = index.add_parser("check", help="check that an index's rows, vectors and search index agree")
     p.add_argument("index", metavar="INDEX")
     p.add_argument("--repair", action="store_true",

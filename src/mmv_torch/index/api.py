@@ -255,21 +255,12 @@ class Index:
     # -- search -----------------------------------------------------------------------------------
     def _nearest(self, space: str, vec: np.ndarray, n: int, allowed: np.ndarray | None
                  ) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
-
         index = self.store.faiss_index(space)
         if index is None or index.ntotal == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        params = None
-        if allowed is not None:
-            if allowed.size == 0:
-                return np.zeros(0, np.float32), np.zeros(0, np.int64)
-            sel = faiss.IDSelectorBatch(allowed)
-            ivf = faiss.try_extract_index_ivf(index)
-            params = (faiss.SearchParametersIVF(sel=sel, nprobe=ivf.nprobe) if ivf is not None
-                      else faiss.SearchParameters(sel=sel))
-        scores, ids = index.search(np.ascontiguousarray(vec[None], dtype=np.float32), min(n, index.ntotal),
-                                   params=params)
+        if allowed is not None and allowed.size == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        scores, ids = index.search(vec[None], min(n, index.ntotal), params=index.search_params(allowed))
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
 

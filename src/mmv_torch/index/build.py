@@ -14,6 +14,7 @@ import torch
 from mmv_torch import dist
 from mmv_torch.data.datasets import clip_span
 from mmv_torch.index.embedding import DecodedFile, decode_windows
+from mmv_torch.index.nn import check_factory
 from mmv_torch.index.parts import merge_parts, open_part
 from mmv_torch.index.pipeline import BuildCounts, index_files
 from mmv_torch.index.store import IndexStore, is_index
@@ -110,6 +111,8 @@ class _Job:
     progress: bool
     windows: str = "fixed"
     onnx: str | Path | None = None
+    memory_gb: float | None = None
+    nn_index: str | None = None
 
 
 def _embed(job: _Job, store: IndexStore, todo: list[Path], model: Any) -> BuildCounts:
@@ -144,7 +147,8 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
                 stride_s: float | None = None, workers: int = 0, vocab: str | None = None,
                 word_mask: bool | None = None, windows: str = "fixed", device: str = "cpu", progress: bool = True,
                 add: bool = False, prune: bool = False, wait: bool = True, batch_size: int = 16, group_files: int = 32,
-                onnx: str | Path | None = None) -> dict[str, Any]:
+                onnx: str | Path | None = None, memory_gb: float | None = None, nn_index: str | None = None
+                ) -> dict[str, Any]:
     """Index every video of ``videos`` (folder or manifest) into the index folder ``out``.
 
     Files already indexed with the same path, size and mtime are skipped, so running it again after a
@@ -162,14 +166,19 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
     writer is waited for (``wait``) or refused. Indexed files that no longer exist are counted
     (``missing_files``) and, with ``prune``, removed. Launched by ``torchrun`` / ``srun`` with several
     processes, each rank embeds its share into its part and rank 0 merges (:mod:`.parts`); the other
-    ranks return their part's counts. Returns a summary: counts, the nearest-neighbour kind per space,
-    the files skipped."""
+    ranks return their part's counts. ``memory_gb`` (a budget of resident memory for serving) or
+    ``nn_index`` (a faiss factory string) chooses the nearest-neighbour indexes (:mod:`.nn`); an ``add``
+    keeps the recorded ones when not given. Returns a summary: counts, the nearest-neighbour kind per
+    space, the files skipped."""
     from mmv_torch.data.text.tokenizer import MissingVocabularyError
     from mmv_torch.weights.resolve import checkpoint_tokenizer, resolve_checkpoint
 
     if batch_size < 1 or group_files < 1:
         raise ValueError(f"batch size and files per commit must be >= 1, got {batch_size}, {group_files}")
     resolved = resolve_checkpoint(checkpoint)
+    if nn_index is not None:
+        for dim in {int(sp.dim) for sp in resolved.config.model.spaces.values()}:
+            check_factory(nn_index, dim)
     window_s = float(window_s or clip_span(resolved.config.data))
     stride_s = float(stride_s or window_s)
     settings = _settings(resolved, vocab, word_mask, window_s, stride_s, windows)
@@ -187,7 +196,7 @@ def build_index(checkpoint: str | Path, videos: str | Path, out: str | Path, *, 
         if device == "cuda" and world > 1:
             device = f"cuda:{dist.local_rank()}"
         job = _Job(resolved, root, window_s, stride_s, workers, device, batch_size, group_files, progress and rank == 0,
-                   windows, onnx)
+                   windows, onnx, memory_gb, nn_index)
         store = None
         if rank == 0:
             store = _open_store(out, settings, add, wait)
@@ -238,7 +247,8 @@ def _finish(job: _Job, store: IndexStore, model: Any, settings: dict[str, Any], 
     """Prune, rebuild the nearest-neighbour indexes and the calibration; close ``store``; the summary."""
     missing = store.missing_files()
     pruned = store.remove_files(fid for fid, _ in missing) if prune else 0
-    kinds = store.rebuild()
+    kinds = (store.rebuild() if job.memory_gb is None and job.nn_index is None  # the recorded settings
+             else store.rebuild(memory_gb=job.memory_gb, nn_index=job.nn_index))
     calibration = store.info().get("calibration")
     if todo or counts.files or counts.bad or pruned or not calibration or \
             calibration.get("windows") != store.counts()["windows"]:

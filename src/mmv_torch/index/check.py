@@ -24,6 +24,7 @@ import numpy as np
 
 from mmv_torch.extras import require
 from mmv_torch.index.lock import active_writer, describe
+from mmv_torch.index.nn import open_index, read_vectors
 from mmv_torch.index.store import SPACES, VECTORS, BrokenVectors, IndexStore, is_index
 
 
@@ -86,9 +87,19 @@ def _lost_vectors(store: IndexStore) -> list[BrokenVectors]:
     return lost
 
 
+def _vectors_match(folder: Path, space: str, want: np.ndarray) -> bool:
+    """Whether ``<space>.vectors.npy`` and ``<space>.ids.npy`` hold exactly the windows ``want`` (sorted)."""
+    try:
+        vecs, ids = read_vectors(folder, space)
+    except (OSError, ValueError):
+        return False
+    return len(vecs) == len(ids) and np.array_equal(np.sort(np.asarray(ids)), want)
+
+
 def _faiss_problems(store: IndexStore) -> list[str]:
-    """Spaces whose ``.faiss`` file is missing, unreadable or holds other ids than the committed windows."""
-    faiss = require("faiss", "the search index")
+    """Spaces whose ``.faiss`` file is missing, unreadable or holds other ids than the committed windows
+    (and, for a kind that re-ranks, whose float vector file holds other windows)."""
+    require("faiss", "the search index")
 
     kinds = store.info().get("nn_index", {})
     out = []
@@ -98,7 +109,7 @@ def _faiss_problems(store: IndexStore) -> list[str]:
             out.append(f"{path.name} is missing")
             continue
         try:
-            index = faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+            index = open_index(path, kinds.get(space, {})).index
         except (RuntimeError, OSError) as e:
             why = "truncated or not a faiss index" if isinstance(e, RuntimeError) else e
             out.append(f"{path.name} is unreadable ({why})")
@@ -110,6 +121,9 @@ def _faiss_problems(store: IndexStore) -> list[str]:
             out.append(f"{path.name} holds {index.ntotal} vectors, the committed windows {len(want)} (or other ids)")
         elif space not in kinds:
             out.append(f"{path.name}: its kind is not recorded (the last rebuild stopped)")
+        elif kinds[space].get("rerank") and not _vectors_match(store.folder, space, want):
+            out.append(f"{space}.vectors.npy / {space}.ids.npy (the float vectors it re-ranks from) are missing "
+                       "or hold other windows")
     return out
 
 

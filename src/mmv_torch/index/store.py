@@ -14,8 +14,10 @@ An index folder holds:
   next rebuild.
 - ``.lock``: the writer lock (:mod:`.lock`); readers never take it.
 - ``<space>.faiss``: the nearest-neighbour index of each space, rebuilt from the vectors at the end of a
-  build or add (exact inner product below :data:`EXACT_LIMIT` vectors, IVF above, its ``nprobe`` tuned
-  on a sample against exact search); ids are window ids.
+  build or add (:mod:`.nn`: exact, IVF-Flat or IVF-PQ by size and memory budget, its ``nprobe`` tuned
+  on a sample against exact search), opened memory-mapped; ids are window ids.
+- ``<space>.vectors.npy`` / ``<space>.ids.npy``: every vector of the space in one float32 file with
+  its window ids, written at each rebuild; a compressed index re-ranks its candidates from it.
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ import numpy as np
 from mmv_torch.extras import require
 from mmv_torch.fileio import atomic_write, is_temporary
 from mmv_torch.index.lock import IndexBusyError, IndexLock, active_writer, describe
+from mmv_torch.index.nn import EXACT_LIMIT, SERVE_SHARE, NNIndex, build_faiss, open_index, rebuild_space
 from mmv_torch.index.schema import has_column, migrate
+
+__all__ = ["EXACT_LIMIT", "IndexStore", "build_faiss"]
 
 SPACES = ("video_vt", "video_va", "audio_va")
 """Indexed spaces: video windows in the text space (S_vt, S_vat under FAC), video windows in the audio
 space (S_va) and the windows' audio in S_va (windows with an audio track only)."""
-EXACT_LIMIT = 100_000
-"""Up to this many vectors a space is searched exactly; above it an IVF index is built."""
 META = "meta.sqlite"
 VECTORS = "vectors"
 
@@ -471,6 +474,8 @@ class IndexStore:
         if v.ndim != 2 or v.shape[0] != len(wid) or (dim and len(wid) and v.shape[1] != dim):
             raise BrokenVectors(self.folder, fid, path, f"{space} vectors of shape {tuple(v.shape)} for "
                                 f"{len(wid)} windows of width {dim or '?'}")
+        if not len(wid) and dim:  # an audio-only file's video spaces: no rows, of the space's width
+            v = np.zeros((0, dim), np.float32)
         return v, wid
 
     @_guarded
@@ -489,9 +494,10 @@ class IndexStore:
         arr = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
         return arr.astype(np.float32, copy=False), np.asarray(ids, dtype=np.int64)
 
-    def _write_faiss(self, space: str, data: np.ndarray) -> None:
+    def _write_faiss(self, space: str, index: Any) -> None:
+        faiss = require("faiss", "the search index")
         try:
-            atomic_write(self.folder / f"{space}.faiss", lambda tmp: tmp.write_bytes(data.tobytes()))
+            atomic_write(self.folder / f"{space}.faiss", lambda tmp: faiss.write_index(index, str(tmp)))
         except OSError as e:
             raise _write_failed(self.folder, f"{space}.faiss", e) from None
         _fault("faiss_written")
@@ -505,30 +511,45 @@ class IndexStore:
                if is_temporary(p) or (p.suffix == ".npz" and not (p.stem.isdigit() and int(p.stem) in done))]
         return out + [p for p in sorted(self.folder.iterdir()) if p.is_file() and is_temporary(p)]
 
-    def rebuild(self, seed: int = 0) -> dict[str, dict[str, Any]]:
-        """Rebuild every space's nearest-neighbour index from the stored vectors; records and returns the
-        kind chosen per space. Stray npz and temporary files (:meth:`stray_files`) are deleted first. A
-        file whose vectors are lost (:class:`BrokenVectors`) is reported on
-        stderr and marked to be indexed again (:meth:`mark_for_reindex`) instead of failing the rebuild."""
-        faiss = require("faiss", "the search index")
+    def _chunks(self, space: str, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for (fid,) in self.db.execute("SELECT id FROM files WHERE status = 'done' ORDER BY id").fetchall():
+            v, wid = self.file_vectors(fid, space, dim)
+            yield v, np.asarray(wid, np.int64)
 
+    def rebuild(self, seed: int = 0, *, memory_gb: float | None = None, nn_index: str | None = None
+                ) -> dict[str, dict[str, Any]]:
+        """Rebuild every space's nearest-neighbour index from the stored vectors (:mod:`.nn`): the faiss
+        factory ``nn_index``, or the choice within ``memory_gb`` of resident memory for serving (both
+        recorded, and kept by later rebuilds when not given); records and returns the kind per space.
+        Stray npz and temporary files (:meth:`stray_files`) are deleted first. A file whose vectors are
+        lost (:class:`BrokenVectors`) is reported on stderr and marked to be indexed again
+        (:meth:`mark_for_reindex`) instead of failing the rebuild."""
         self._lock.acquire()
         for p in self.stray_files():  # the writer lock is held: no other process is writing them
             p.unlink(missing_ok=True)
+        info = self.info()
+        old = info.get("nn_settings", {})
+        settings = {"memory_gb": old.get("memory_gb") if memory_gb is None else float(memory_gb),
+                    "factory": old.get("factory") if nn_index is None else str(nn_index)}
+        changed = settings != {"memory_gb": old.get("memory_gb"), "factory": old.get("factory")}
         while True:
             try:
-                kinds = {}
+                kinds, counts = {}, {s: self.committed_vectors(s) for s in SPACES}
                 for space in SPACES:
-                    vecs, ids = self.vectors(space)
-                    index, kind = build_faiss(vecs, ids, seed=seed)
-                    self._write_faiss(space, faiss.serialize_index(index))
+                    dim = int(info.get("dims", {}).get(space, 0))
+                    budget = None if settings["memory_gb"] is None else (
+                        settings["memory_gb"] * 2**30 * SERVE_SHARE * counts[space] / max(1, sum(counts.values())))
+                    nn, kind = rebuild_space(self.folder, space, self._chunks(space, dim), counts[space], dim,
+                                             settings["factory"], budget, info.get("nn_index", {}).get(space, {}),
+                                             changed, seed)
+                    self._write_faiss(space, nn.index)
                     kinds[space] = kind
                 break
             except BrokenVectors as e:
                 print(f"warning: {e.path}: {e.reason} ({VECTORS}/{e.file_id}.npz); recorded as bad, `index add` "
                       "of its folder indexes it again", file=sys.stderr)
                 self.mark_for_reindex(e.file_id, f"{e.reason}: indexed again by the next `index add` of its folder")
-        self.set_info(nn_index=kinds)
+        self.set_info(nn_index=kinds, nn_settings=settings)
         _fault("nn_index_recorded")
         with self._faiss_lock:
             self._faiss.clear()
@@ -561,12 +582,11 @@ class IndexStore:
             f"`mmv-torch index check {self.folder} --repair` to search what is stored")
 
     def faiss_index(self, space: str) -> Any:
-        """The loaded nearest-neighbour index of ``space``, loaded again when its ``.faiss`` file or its
-        recorded kind changes (a running server sees an ``index add``). Raises
-        :class:`IndexNotReadyError` for an unfinished index, :class:`IndexDamagedError` for an unreadable
-        ``.faiss`` file."""
-        faiss = require("faiss", "the search index")
-
+        """The nearest-neighbour index of ``space`` (an :class:`~.nn.NNIndex`, opened memory-mapped),
+        opened again when its ``.faiss`` file or its recorded kind changes (a running server sees an
+        ``index add``). Raises :class:`IndexNotReadyError` for an unfinished index,
+        :class:`IndexDamagedError` for an unreadable ``.faiss`` file."""
+        require("faiss", "the search index")
         path = self.folder / f"{space}.faiss"
         try:
             st = path.stat()
@@ -579,17 +599,15 @@ class IndexStore:
             cached = self._faiss.get(space)
             if cached is not None and cached[0] == key:
                 return cached[1]
-            index = None
+            index: NNIndex | None = None
             if sig is not None:
                 try:
-                    index = faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
-                except (RuntimeError, OSError) as e:
+                    index = open_index(path, kind, self.folder / f"{space}.vectors.npy")
+                except (RuntimeError, OSError, ValueError) as e:
                     raise IndexDamagedError(
                         f"{path} is damaged ({'truncated or not a faiss index' if isinstance(e, RuntimeError) else e}):"
                         f" run `mmv-torch index check {self.folder} --repair` to rebuild it from the stored vectors"
                     ) from None
-                if kind.get("nprobe"):
-                    faiss.extract_index_ivf(index).nprobe = int(kind["nprobe"])
             problem = self._not_ready(space, index)
             if problem is not None:
                 raise problem
@@ -601,47 +619,7 @@ class IndexStore:
         index = self.faiss_index(space)
         if index is None or index.ntotal == 0 or k <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        scores, ids = index.search(np.ascontiguousarray(query[None], dtype=np.float32), min(k, index.ntotal))
+        scores, ids = index.search(query[None], min(k, index.ntotal))
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
 
-
-def build_faiss(vecs: np.ndarray, ids: np.ndarray, *, exact_limit: int = EXACT_LIMIT, target_recall: float = 0.95,
-                seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """A faiss inner-product index over ``vecs`` (rows L2-normalised) with window ``ids``: exact
-    (``IndexFlatIP``) up to ``exact_limit`` vectors, else ``IndexIVFFlat`` with about ``4 sqrt(n)``
-    lists whose ``nprobe`` is the smallest power of two reaching ``target_recall`` recall@10 against
-    exact search on 200 stored vectors used as queries. Returns ``(index, kind)``; ``kind`` records the
-    choice."""
-    faiss = require("faiss", "the search index")
-
-    n, d = vecs.shape
-    d = max(d, 1)
-    if n <= exact_limit:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
-        if n:
-            index.add_with_ids(vecs, ids)
-        return index, {"type": "exact", "vectors": int(n)}
-    nlist = int(min(65536, max(16, 4 * np.sqrt(n))))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(seed)
-    sample = vecs[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
-    index.train(np.ascontiguousarray(sample))
-    index.add_with_ids(vecs, ids)
-    queries = np.ascontiguousarray(vecs[rng.choice(n, size=min(n, 200), replace=False)])
-    exact = faiss.IndexFlatIP(d)
-    exact.add(vecs)
-    _, truth = exact.search(queries, 10)
-    truth_ids = ids[truth]
-    nprobe, recall = 1, 0.0
-    while nprobe <= nlist:
-        index.nprobe = nprobe
-        _, got = index.search(queries, 10)
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth_ids)]))
-        if recall >= target_recall:
-            break
-        nprobe *= 2
-    index.nprobe = min(nprobe, nlist)
-    return index, {"type": "ivf", "vectors": int(n), "nlist": nlist, "nprobe": int(index.nprobe),
-                   "recall_at_10": round(recall, 4)}
