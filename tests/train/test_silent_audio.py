@@ -36,7 +36,7 @@ def test_silent_track_is_flat_and_masked_as_no_audio(manifest, tmp_path):
     from mmv_torch.train.data import build_train_data
     from mmv_torch.train.gradcache import mmv_forward
 
-    cfg = _cfg()
+    cfg = apply_overrides(_cfg(), {"data.augment_on": "worker"})  # the test stacks each sample's "video"
     tdata = build_train_data([str(manifest)], cfg, tmp_path)
     samples = [tdata.dataset[i] for i in range(4)]
     audio = torch.stack([s["audio"] for s in samples])
