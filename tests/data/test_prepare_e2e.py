@@ -53,7 +53,8 @@ def test_windows_reach_both_loaders(media, tmp_path):
                                                                  pytest.approx(11, abs=1)]
     pre = PretrainDataset(m, CFG, train=False)
     assert _first_frame(pre[0]["video"]) == pytest.approx(18, abs=1)
-    train = PretrainDataset(m, dataclasses.replace(CFG, color_jitter=0.0, color_prob=0.0), train=True)
+    train = PretrainDataset(m, dataclasses.replace(CFG, color_jitter=0.0, color_prob=0.0, augment_on="worker"),
+                            train=True)  # the per-clip "video" of a training sample
     for epoch in range(4):  # random training clips stay inside the window
         train.set_epoch(epoch)
         assert 16 <= _first_frame(train[0]["video"]) <= 21

@@ -140,3 +140,22 @@ def test_check_accepts_the_new_kinds_and_catches_a_wrong_id_set(tmp_path) -> Non
     report = check_index(tmp_path / "idx")
     assert not report.ok and any("audio_va.faiss" in p.what for p in report.problems)
     assert check_index(tmp_path / "idx", repair=True).repaired and check_index(tmp_path / "idx").ok
+
+
+def test_recorded_recall_counts_tied_vectors_as_hits() -> None:
+    """Windows with equal vectors (one-frame clips, repeated frames) tie: an exact index returns one of them,
+    exact search by rows another; the recall recorded for an exact index is 1 whatever order the windows were
+    committed in, while the plain id overlap is not."""
+    base = _clustered(300, seed=3)
+    x = np.concatenate([base, base, base])  # every vector three times
+    ids = np.random.default_rng(0).permutation(len(x)).astype(np.int64) + 5  # committed in another order
+    index, kind = nn.build_faiss(x, ids)
+    assert kind["type"] == "exact" and kind["recall_at_10"] == 1.0
+    queries = x[:50]
+    got = index.search(queries, 10)[1]
+    truth = nn.exact_search(x, queries, 10)
+    assert nn.recall_at(got, ids[truth]) < 1.0  # the ties make the plain overlap a miss
+    assert nn.tie_recall(x, ids, queries, got, truth) == 1.0
+    worse = got.copy()
+    worse[:, 9] = ids[nn.exact_search(x, -queries, 1)[:, 0]]  # the farthest window instead of the 10th
+    assert nn.tie_recall(x, ids, queries, worse, truth) == pytest.approx(0.9)

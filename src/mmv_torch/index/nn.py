@@ -278,6 +278,30 @@ def recall_at(got: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
                           for a, b in zip(got, truth)]))
 
 
+def tie_recall(vecs: np.ndarray, ids: np.ndarray, queries: np.ndarray, got: np.ndarray, truth_rows: np.ndarray,
+               k: int = 10) -> float:
+    """Recall@``k`` of the window ids ``got`` ``(Q, k)`` counting ties: a returned window is a hit when its
+    exact inner product with the query reaches the ``k``-th best exact one (``truth_rows``: the exact
+    search's row positions), so equal vectors in another order (windows committed in another order) are
+    not misses; an exact index scores 1."""
+    if len(truth_rows) == 0 or truth_rows.shape[1] == 0:
+        return 1.0
+    kk = truth_rows.shape[1]
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    kth = np.einsum("qd,qd->q", q, _gather(vecs, truth_rows[:, kk - 1]))
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = np.asarray(ids)[order]
+    flat = np.asarray(got[:, :kk]).reshape(-1)
+    at = np.clip(np.searchsorted(sorted_ids, flat), 0, max(len(sorted_ids) - 1, 0))
+    known = (flat >= 0) & (sorted_ids[at] == flat)
+    rows = order[at]
+    scores = np.full(flat.shape, -np.inf, np.float32)
+    if known.any():
+        scores[known] = np.einsum("qd,qd->q", np.repeat(q, kk, axis=0)[known], _gather(vecs, rows[known]))
+    hits = (scores.reshape(len(q), kk) >= kth[:, None] - 1e-5).sum(1)
+    return float(np.mean(np.minimum(hits, kk) / kk))
+
+
 def new_index(factory: str, d: int) -> Any:
     """An empty inner-product index of ``factory`` that takes window ids (flat kinds in an ``IDMap2``)."""
     faiss = _faiss()
@@ -313,14 +337,14 @@ def tune(nn: NNIndex, vecs: np.ndarray, ids: np.ndarray, queries: np.ndarray | N
     if queries is None:
         rows = np.random.default_rng(1).choice(len(vecs), size=min(len(vecs), 200), replace=False)
         queries = _gather(vecs, np.sort(rows))
-    truth = np.asarray(ids)[exact_search(vecs, queries, k)]
+    truth = exact_search(vecs, queries, k)
     ivf = _faiss().try_extract_index_ivf(nn.index)
     if ivf is None:
-        return 0, recall_at(nn.search(queries, k)[1], truth, k)
+        return 0, tie_recall(vecs, ids, queries, nn.search(queries, k)[1], truth, k)
     nprobe, recall = 1, 0.0
     while True:
         ivf.nprobe = nprobe
-        recall = recall_at(nn.search(queries, k)[1], truth, k)
+        recall = tie_recall(vecs, ids, queries, nn.search(queries, k)[1], truth, k)
         if recall >= target_recall or nprobe >= ivf.nlist:
             return nprobe, recall
         nprobe = min(2 * nprobe, ivf.nlist)
