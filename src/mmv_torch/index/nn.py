@@ -279,17 +279,17 @@ def recall_at(got: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
 
 
 def tie_recall(vecs: np.ndarray, ids: np.ndarray, queries: np.ndarray, got: np.ndarray, truth_rows: np.ndarray,
-               k: int = 10) -> float:
+               k: int = 10, order: np.ndarray | None = None) -> float:
     """Recall@``k`` of the window ids ``got`` ``(Q, k)`` counting ties: a returned window is a hit when its
     exact inner product with the query reaches the ``k``-th best exact one (``truth_rows``: the exact
     search's row positions), so equal vectors in another order (windows committed in another order) are
-    not misses; an exact index scores 1."""
+    not misses; an exact index scores 1. ``order``: ``np.argsort(ids)``, when the caller has it."""
     if len(truth_rows) == 0 or truth_rows.shape[1] == 0:
         return 1.0
     kk = truth_rows.shape[1]
     q = np.ascontiguousarray(queries, dtype=np.float32)
     kth = np.einsum("qd,qd->q", q, _gather(vecs, truth_rows[:, kk - 1]))
-    order = np.argsort(ids, kind="stable")
+    order = np.argsort(ids, kind="stable") if order is None else order
     sorted_ids = np.asarray(ids)[order]
     flat = np.asarray(got[:, :kk]).reshape(-1)
     at = np.clip(np.searchsorted(sorted_ids, flat), 0, max(len(sorted_ids) - 1, 0))
@@ -338,13 +338,14 @@ def tune(nn: NNIndex, vecs: np.ndarray, ids: np.ndarray, queries: np.ndarray | N
         rows = np.random.default_rng(1).choice(len(vecs), size=min(len(vecs), 200), replace=False)
         queries = _gather(vecs, np.sort(rows))
     truth = exact_search(vecs, queries, k)
+    order = np.argsort(ids, kind="stable")  # once for every nprobe tried
     ivf = _faiss().try_extract_index_ivf(nn.index)
     if ivf is None:
-        return 0, tie_recall(vecs, ids, queries, nn.search(queries, k)[1], truth, k)
+        return 0, tie_recall(vecs, ids, queries, nn.search(queries, k)[1], truth, k, order)
     nprobe, recall = 1, 0.0
     while True:
         ivf.nprobe = nprobe
-        recall = tie_recall(vecs, ids, queries, nn.search(queries, k)[1], truth, k)
+        recall = tie_recall(vecs, ids, queries, nn.search(queries, k)[1], truth, k, order)
         if recall >= target_recall or nprobe >= ivf.nlist:
             return nprobe, recall
         nprobe = min(2 * nprobe, ivf.nlist)
