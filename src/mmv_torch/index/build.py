@@ -121,7 +121,7 @@ def _embed(job: _Job, store: IndexStore, todo: list[Path], model: Any) -> BuildC
     file_roots = {str(p): roots[_root_of(p, job.root)] for p in todo}
     files = _WindowFiles([str(p) for p in todo], job.resolved.config, job.window_s, job.stride_s, job.windows)
     loader = torch.utils.data.DataLoader(files, batch_size=None, num_workers=job.workers)
-    return index_files(store, loader, file_roots, model, job.window_s, device=job.device, batch_size=job.batch_size,
+    return index_files(store, loader, file_roots, model, device=job.device, batch_size=job.batch_size,
                        group_files=job.group_files, total_files=len(todo), progress=job.progress)
 
 

@@ -126,8 +126,8 @@ class BuildCounts:
     dims: dict[str, int] = field(default_factory=dict)
 
 
-def index_files(store: IndexStore, items: Iterable[DecodedFile], roots: dict[str, int], model: Any,
-                window_s: float, *, device: str | torch.device = "cpu", batch_size: int = 16,
+def index_files(store: IndexStore, items: Iterable[DecodedFile], roots: dict[str, int], model: Any, *,
+                device: str | torch.device = "cpu", batch_size: int = 16,
                 group_files: int = 32, group_s: float | None = None, total_files: int | None = None,
                 progress: bool = True) -> BuildCounts:
     """Embed and store decoded files (``roots``: each file's path -> its root id) in group commits; a
